@@ -1,0 +1,146 @@
+//! Work that runs beside the requests: active upstream health checks, the connection gauge,
+//! and the drain that ends the process as soon as in-flight requests finish after SIGTERM.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use http::header::{HOST, USER_AGENT};
+use pingora_core::apps::ServerApp;
+use pingora_core::connectors::http::Connector;
+use pingora_core::protocols::Stream;
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use pingora_http::RequestHeader;
+use prometheus::IntGauge;
+
+use crate::proxy::Shared;
+use crate::upstream::{now_ms, ActiveCheck, Pool, Server};
+
+/// Runs each pool's active check at its interval, against whichever config is live.
+pub struct HealthChecks {
+    pub shared: Arc<Shared>,
+}
+
+#[async_trait]
+impl BackgroundService for HealthChecks {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let connector = Connector::new(None);
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            let runtime = self.shared.runtime.load_full();
+            let now = now_ms();
+            for pool in runtime.upstreams.values() {
+                let Some(check) = &pool.check else { continue };
+                let last = pool.last_check_ms.load(std::sync::atomic::Ordering::Relaxed);
+                if last != 0 && now.saturating_sub(last) < check.interval.as_millis() as u64 {
+                    continue;
+                }
+                pool.last_check_ms.store(now.max(1), std::sync::atomic::Ordering::Relaxed);
+                let checks = pool.servers.iter().map(|s| check_server(&connector, pool, s, check));
+                futures::future::join_all(checks).await;
+            }
+        }
+    }
+}
+
+async fn check_server(connector: &Connector, pool: &Pool, server: &Server, check: &ActiveCheck) {
+    let ok = tokio::time::timeout(check.timeout, probe(connector, server, check))
+        .await
+        .unwrap_or(false);
+    let was = server.health.is_available(now_ms());
+    server.health.record_check(ok, check.healthy_after, check.unhealthy_after);
+    let is = server.health.is_available(now_ms());
+    if was != is {
+        log::warn!(
+            "upstream {} server {} is now {}",
+            pool.name,
+            server.label,
+            if is { "healthy" } else { "unhealthy" }
+        );
+    }
+}
+
+async fn probe(connector: &Connector, server: &Server, check: &ActiveCheck) -> bool {
+    let mut peer = server.peer();
+    peer.options.read_timeout = Some(check.timeout);
+    peer.options.connection_timeout = Some(check.timeout);
+    let Ok((mut session, _)) = connector.get_http_session(peer.as_ref()).await else {
+        return false;
+    };
+    let Ok(mut req) = RequestHeader::build("GET", check.path.as_bytes(), None) else {
+        return false;
+    };
+    let host = peer.sni.clone();
+    let host = if host.is_empty() { server.addr.ip().to_string() } else { host };
+    if req.insert_header(HOST, host).is_err() || req.insert_header(USER_AGENT, "palisade-health-check").is_err() {
+        return false;
+    }
+    if session.write_request_header(Box::new(req)).await.is_err()
+        || session.finish_request_body().await.is_err()
+        || session.read_response_header().await.is_err()
+    {
+        return false;
+    }
+    session
+        .response_header()
+        .is_some_and(|r| r.status.is_success() || r.status.is_redirection())
+}
+
+/// Counts client connections: Pingora calls `process_new` once per connection for HTTP/2, and
+/// once per request for HTTP/1.1 keep-alive (the next call waits for the next request), so the
+/// gauge is the connections being served or waiting for their next request.
+pub struct CountConnections<A> {
+    pub inner: Arc<A>,
+    pub gauge: IntGauge,
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for CountConnections<A> {
+    async fn process_new(self: &Arc<Self>, session: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+        self.gauge.inc();
+        let reused = self.inner.process_new(session, shutdown).await;
+        self.gauge.dec();
+        reused
+    }
+
+    async fn cleanup(&self) {
+        self.inner.cleanup().await;
+    }
+}
+
+/// After SIGTERM, Pingora stops accepting and then sleeps out the whole grace period. This ends
+/// the process as soon as no request is in flight, or when the grace period is over.
+pub struct Drain {
+    pub shared: Arc<Shared>,
+    pub grace: Duration,
+}
+
+#[async_trait]
+impl BackgroundService for Drain {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        loop {
+            if shutdown.changed().await.is_err() {
+                return;
+            }
+            if *shutdown.borrow() {
+                break;
+            }
+        }
+        log::info!("shutting down: draining {} in-flight request(s)", self.shared.metrics.requests_in_flight.get());
+        let deadline = tokio::time::Instant::now() + self.grace;
+        while tokio::time::Instant::now() < deadline {
+            if self.shared.metrics.requests_in_flight.get() <= 0 {
+                // Let the last responses leave the socket buffers and the log writer.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                log::info!("drained; exiting");
+                std::process::exit(0);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

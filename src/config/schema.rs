@@ -1,0 +1,256 @@
+//! The TOML schema, section by section. Every table rejects unknown keys; every key says its
+//! default. These types are what was written; `runtime` compiles them into what is served.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::secret::SecretRef;
+use super::units::HumanDuration;
+
+/// `[server]`: listeners and proxy-wide behaviour.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Plain HTTP listeners. Default `["0.0.0.0:8080"]`.
+    #[serde(default = "default_listen")]
+    pub listen: Vec<String>,
+    /// HTTPS listeners; they need `[tls]`. Default none.
+    #[serde(default)]
+    pub tls_listen: Vec<String>,
+    /// Plain HTTP answers 308 to the https URL. Default: true when `tls_listen` is set.
+    pub redirect_https: Option<bool>,
+    /// Peers whose `X-Forwarded-For` and `X-Request-Id` are believed (CIDRs). Default none.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    #[serde(default)]
+    pub timeouts: TimeoutsConfig,
+    /// Worker threads. Default: the number of cores.
+    pub threads: Option<usize>,
+    /// How long SIGTERM waits for in-flight requests to finish. Default `"30s"`.
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace: HumanDuration,
+}
+
+/// `[server.timeouts]`: how long the gateway waits on a client.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsConfig {
+    /// Time allowed between two reads of a request body. Default `"30s"`.
+    #[serde(default = "default_body_read")]
+    pub body_read: HumanDuration,
+    /// How long an idle keep-alive connection stays open. Default `"60s"`.
+    #[serde(default = "default_idle")]
+    pub idle: HumanDuration,
+}
+
+/// `[admin]`: the admin listener with `/healthz`, `/readyz`, `/metrics`, `/version`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Default `"127.0.0.1:9901"`.
+    #[serde(default = "default_admin_listen")]
+    pub listen: String,
+}
+
+/// `[tls]`: certificates for the HTTPS listeners.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// `"1.2"` or `"1.3"`. Default `"1.2"`.
+    #[serde(default = "default_min_version")]
+    pub min_version: String,
+    /// Chosen by SNI from each certificate's SANs; the first is the default.
+    #[serde(default)]
+    pub certificates: Vec<CertificateConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert: String,
+    /// PEM private key: a secret reference.
+    pub key: SecretRef,
+}
+
+/// `[upstreams.NAME]`: a pool of servers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// `host:port` of each server, used round robin. Required.
+    pub servers: Vec<String>,
+    /// HTTPS to the servers. Default false.
+    #[serde(default)]
+    pub tls: bool,
+    /// SNI and certificate name for TLS. Default: the server's host.
+    pub sni: Option<String>,
+    /// PEM CA bundle to verify the servers with. Default: the system's roots.
+    pub ca_file: Option<String>,
+    /// Default `"2s"`.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: HumanDuration,
+    /// Time allowed between two reads from a server. Default `"60s"`.
+    #[serde(default = "default_read_timeout")]
+    pub read_timeout: HumanDuration,
+    /// Extra tries on another server after a failed connect, for idempotent methods. Default 1.
+    #[serde(default = "default_retries")]
+    pub retries: usize,
+    #[serde(default)]
+    pub passive_health: PassiveHealthConfig,
+    pub health_check: Option<HealthCheckConfig>,
+}
+
+/// `passive_health`: a server that fails `failures` connects in a row rests for `rest`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PassiveHealthConfig {
+    /// Default 3.
+    #[serde(default = "default_failures")]
+    pub failures: u32,
+    /// Default `"10s"`.
+    #[serde(default = "default_rest")]
+    pub rest: HumanDuration,
+}
+
+/// `health_check`: active HTTP checks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    /// Path requested with GET; any 2xx or 3xx is healthy. Required.
+    pub path: String,
+    /// Default `"5s"`.
+    #[serde(default = "default_check_interval")]
+    pub interval: HumanDuration,
+    /// Default `"1s"`.
+    #[serde(default = "default_check_timeout")]
+    pub timeout: HumanDuration,
+    /// Consecutive failures that mark a server down. Default 3.
+    #[serde(default = "default_unhealthy_after")]
+    pub unhealthy_after: u32,
+    /// Consecutive successes that bring it back. Default 2.
+    #[serde(default = "default_healthy_after")]
+    pub healthy_after: u32,
+}
+
+/// `[defaults]`: what every route gets unless it says otherwise. Policies join it as they land.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DefaultsConfig {}
+
+/// `[[routes]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// The metrics label; unique; letters, digits, `_` and `-`. Required.
+    pub name: String,
+    /// Exact host or `*.example.com`. Default: any host.
+    pub host: Option<String>,
+    /// Path prefix, matched on segment boundaries. Default `"/"`.
+    #[serde(default = "default_path")]
+    pub path: String,
+    /// Allowed methods; others get 405 with `Allow`. Default: any.
+    pub methods: Option<Vec<String>>,
+    /// The upstream pool. Required.
+    pub upstream: String,
+}
+
+/// The whole file, once each section has parsed.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub admin: AdminConfig,
+    pub tls: Option<TlsConfig>,
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
+    pub defaults: DefaultsConfig,
+    pub routes: Vec<RouteConfig>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: default_listen(),
+            tls_listen: Vec::new(),
+            redirect_https: None,
+            trusted_proxies: Vec::new(),
+            timeouts: TimeoutsConfig::default(),
+            threads: None,
+            shutdown_grace: default_shutdown_grace(),
+        }
+    }
+}
+
+impl Default for TimeoutsConfig {
+    fn default() -> Self {
+        TimeoutsConfig {
+            body_read: default_body_read(),
+            idle: default_idle(),
+        }
+    }
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: default_admin_listen(),
+        }
+    }
+}
+
+impl Default for PassiveHealthConfig {
+    fn default() -> Self {
+        PassiveHealthConfig {
+            failures: default_failures(),
+            rest: default_rest(),
+        }
+    }
+}
+
+fn default_listen() -> Vec<String> {
+    vec!["0.0.0.0:8080".to_string()]
+}
+fn default_shutdown_grace() -> HumanDuration {
+    HumanDuration::secs(30)
+}
+fn default_body_read() -> HumanDuration {
+    HumanDuration::secs(30)
+}
+fn default_idle() -> HumanDuration {
+    HumanDuration::secs(60)
+}
+fn default_admin_listen() -> String {
+    "127.0.0.1:9901".to_string()
+}
+fn default_min_version() -> String {
+    "1.2".to_string()
+}
+fn default_connect_timeout() -> HumanDuration {
+    HumanDuration::secs(2)
+}
+fn default_read_timeout() -> HumanDuration {
+    HumanDuration::secs(60)
+}
+fn default_retries() -> usize {
+    1
+}
+fn default_failures() -> u32 {
+    3
+}
+fn default_rest() -> HumanDuration {
+    HumanDuration::secs(10)
+}
+fn default_check_interval() -> HumanDuration {
+    HumanDuration::secs(5)
+}
+fn default_check_timeout() -> HumanDuration {
+    HumanDuration::secs(1)
+}
+fn default_unhealthy_after() -> u32 {
+    3
+}
+fn default_healthy_after() -> u32 {
+    2
+}
+fn default_path() -> String {
+    "/".to_string()
+}

@@ -1,0 +1,65 @@
+//! The per-request context: what the gateway learned about a request as it went through the
+//! phases, read back by the response policies, the metrics and the access log.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::runtime::{Route, Runtime};
+use crate::upstream::Pool;
+
+pub struct RequestCtx {
+    /// The config snapshot this request started with; it finishes with the same one.
+    pub runtime: Option<Arc<Runtime>>,
+    pub request_id: String,
+    pub client_ip: Option<IpAddr>,
+    pub peer_trusted: bool,
+    pub https: bool,
+    pub host: String,
+    pub route: Option<Arc<Route>>,
+    /// The pool and server address of the current try.
+    pub pool: Option<Arc<Pool>>,
+    pub server: Option<std::net::SocketAddr>,
+    /// Connect attempts made so far.
+    pub attempts: usize,
+    pub started: Instant,
+    pub upstream_started: Option<Instant>,
+    /// What the gateway decided; the access log's `decision` field.
+    pub decision: &'static str,
+    /// The status the gateway answered with itself, if it did.
+    pub gateway_status: Option<u16>,
+    /// Whether this request is counted in `gateway_requests_in_flight`.
+    pub in_flight: bool,
+}
+
+impl RequestCtx {
+    pub fn new() -> Self {
+        RequestCtx {
+            runtime: None,
+            request_id: String::new(),
+            client_ip: None,
+            peer_trusted: false,
+            https: false,
+            host: String::new(),
+            route: None,
+            pool: None,
+            server: None,
+            attempts: 0,
+            started: Instant::now(),
+            upstream_started: None,
+            decision: "proxied",
+            gateway_status: None,
+            in_flight: false,
+        }
+    }
+
+    pub fn route_name(&self) -> &str {
+        self.route.as_ref().map_or(crate::metrics::NO_ROUTE, |r| r.name.as_str())
+    }
+}
+
+impl Default for RequestCtx {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,124 @@
+//! Palisade: a security gateway on Pingora. The command line.
+
+mod admin;
+mod background;
+mod config;
+mod ctx;
+mod log;
+mod metrics;
+mod policy;
+mod proxy;
+mod respond;
+mod router;
+mod runtime;
+mod server;
+mod tls;
+mod upstream;
+mod version;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use ::log as logger;
+
+const USAGE: &str = "\
+usage:
+  palisade run [--config FILE] [--upgrade]   start the gateway (default config: gateway.toml)
+  palisade check [FILE]                      validate a config without binding anything
+  palisade version                           print version, git sha and build id
+  palisade cert dev [--host NAME]... [--out DIR]
+                                             write a self-signed development certificate
+                                             (default hosts: localhost 127.0.0.1 ::1; DIR: certs)
+
+exit status: 0 ok, 2 usage error, 78 invalid config";
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,palisade=info"))
+        .format_timestamp_millis()
+        .init();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let code = match args.as_slice() {
+        ["run", rest @ ..] => run(rest),
+        ["check"] => check(Path::new("gateway.toml")),
+        ["check", file] => check(Path::new(file)),
+        ["version"] | ["--version"] | ["-V"] => {
+            println!("palisade {} (git {}, build {})", version::VERSION, version::GIT_SHA, version::BUILD_ID);
+            0
+        }
+        ["cert", "dev", rest @ ..] => cert_dev(rest),
+        ["help"] | ["--help"] | ["-h"] => {
+            println!("{USAGE}");
+            0
+        }
+        _ => usage_error("unknown command"),
+    };
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+fn usage_error(message: &str) -> i32 {
+    eprintln!("palisade: {message}\n{USAGE}");
+    2
+}
+
+fn run(args: &[&str]) -> i32 {
+    let mut file = PathBuf::from("gateway.toml");
+    let mut upgrade = false;
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        match *arg {
+            "--config" | "-c" => match rest.next() {
+                Some(f) => file = PathBuf::from(f),
+                None => return usage_error("--config needs a file"),
+            },
+            "--upgrade" => upgrade = true,
+            other => return usage_error(&format!("unexpected argument `{other}`")),
+        }
+    }
+    server::run(&file, upgrade)
+}
+
+fn check(file: &Path) -> i32 {
+    let registry = upstream::HealthRegistry::default();
+    match server::load_runtime(file, &registry) {
+        Ok(checked) => {
+            for warning in &checked.warnings {
+                eprintln!("{warning}");
+            }
+            println!("{}: ok: {}", file.display(), checked.runtime.summary());
+            0
+        }
+        Err(lines) => {
+            for line in &lines {
+                eprintln!("{line}");
+            }
+            let errors = lines.iter().filter(|l| !l.contains(": warning: ")).count();
+            eprintln!("{}: {errors} error(s)", file.display());
+            server::EXIT_CONFIG
+        }
+    }
+}
+
+fn cert_dev(args: &[&str]) -> i32 {
+    let mut hosts = Vec::new();
+    let mut out = PathBuf::from("certs");
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        match (*arg, rest.next()) {
+            ("--host", Some(h)) => hosts.push(h.to_string()),
+            ("--out", Some(d)) => out = PathBuf::from(d),
+            (other, _) => return usage_error(&format!("unexpected argument `{other}`")),
+        }
+    }
+    match tls::write_dev_cert(&out, &hosts) {
+        Ok((cert, key)) => {
+            println!("wrote {} and {} (development only; keys are never committed)", cert.display(), key.display());
+            0
+        }
+        Err(e) => {
+            logger::error!("{e}");
+            eprintln!("palisade: {e}");
+            1
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! The metric registry with typed handles. Every label is bounded: routes by configured name,
+//! methods folded to the standard set, statuses to their class, upstreams and servers by name.
+
+use http::Method;
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::runtime::Runtime;
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub upstream_duration: HistogramVec,
+    pub upstream_errors: IntCounterVec,
+    upstream_health: IntGaugeVec,
+    pub active_connections: IntGauge,
+    pub requests_in_flight: IntGauge,
+    pub access_log_dropped: prometheus::IntCounter,
+}
+
+/// Label used when a request matched no route.
+pub const NO_ROUTE: &str = "-";
+
+impl Metrics {
+    pub fn new(version: &str, git_sha: &str) -> Result<Metrics, prometheus::Error> {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new("gateway_requests_total", "Requests answered, by route, method and status class."),
+            &["route", "method", "status_class"],
+        )?;
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new("gateway_request_duration_seconds", "Time from request to last response byte, by route."),
+            &["route"],
+        )?;
+        let upstream_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "gateway_upstream_duration_seconds",
+                "Time from choosing an upstream server to its response header, by upstream.",
+            ),
+            &["upstream"],
+        )?;
+        let upstream_errors = IntCounterVec::new(
+            Opts::new("gateway_upstream_errors_total", "Failures talking to an upstream, by upstream and kind."),
+            &["upstream", "kind"],
+        )?;
+        let upstream_health = IntGaugeVec::new(
+            Opts::new("gateway_upstream_health", "1 when an upstream server takes requests, 0 when it is down or resting."),
+            &["upstream", "server"],
+        )?;
+        let active_connections =
+            IntGauge::new("gateway_active_connections", "Client connections open (after any TLS handshake).")?;
+        let requests_in_flight = IntGauge::new("gateway_requests_in_flight", "Requests being handled now.")?;
+        let access_log_dropped = prometheus::IntCounter::new(
+            "gateway_access_log_dropped_total",
+            "Access log lines dropped because the writer fell behind.",
+        )?;
+        let build_info = IntGaugeVec::new(
+            Opts::new("gateway_build_info", "Always 1; labels say which build is running."),
+            &["version", "git_sha"],
+        )?;
+        build_info.with_label_values(&[version, git_sha]).set(1);
+
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(request_duration.clone()))?;
+        registry.register(Box::new(upstream_duration.clone()))?;
+        registry.register(Box::new(upstream_errors.clone()))?;
+        registry.register(Box::new(upstream_health.clone()))?;
+        registry.register(Box::new(active_connections.clone()))?;
+        registry.register(Box::new(requests_in_flight.clone()))?;
+        registry.register(Box::new(access_log_dropped.clone()))?;
+        registry.register(Box::new(build_info))?;
+        Ok(Metrics {
+            registry,
+            requests,
+            request_duration,
+            upstream_duration,
+            upstream_errors,
+            upstream_health,
+            active_connections,
+            requests_in_flight,
+            access_log_dropped,
+        })
+    }
+
+    /// The Prometheus text exposition, with upstream health read from the live runtime.
+    pub fn render(&self, runtime: &Runtime) -> Vec<u8> {
+        // Reset so servers removed by a reload disappear instead of freezing at their last value.
+        self.upstream_health.reset();
+        let now = crate::upstream::now_ms();
+        for pool in runtime.upstreams.values() {
+            for server in &pool.servers {
+                self.upstream_health
+                    .with_label_values(&[pool.name.as_str(), server.label.as_str()])
+                    .set(i64::from(server.health.is_available(now)));
+            }
+        }
+        let mut out = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            log::error!("cannot encode metrics: {e}");
+        }
+        out
+    }
+}
+
+/// Methods outside the standard set share one label, so a client cannot grow the series.
+pub fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "OTHER",
+    }
+}
+
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => "none",
+    }
+}

@@ -1,0 +1,181 @@
+//! Who the client is, and what the upstream is told about it: the client IP (the socket peer,
+//! or `X-Forwarded-For` walked right to left through trusted proxies only), the
+//! `X-Forwarded-*` headers sent upstream, and the request id.
+
+use std::net::IpAddr;
+
+use http::HeaderValue;
+use ipnet::IpNet;
+
+use crate::config::diagnostics::Diagnostics;
+use crate::config::KeyPath;
+
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxies {
+    nets: Vec<IpNet>,
+}
+
+impl TrustedProxies {
+    pub fn compile(list: &[String], path: &KeyPath, diags: &mut Diagnostics) -> TrustedProxies {
+        let mut nets = Vec::new();
+        for (i, text) in list.iter().enumerate() {
+            let parsed = text
+                .parse::<IpNet>()
+                .or_else(|_| text.parse::<IpAddr>().map(IpNet::from));
+            match parsed {
+                Ok(net) => {
+                    if net.prefix_len() == 0 {
+                        diags.warn(path.index(i), format!("`{text}` trusts every address: any client can forge X-Forwarded-For"));
+                    }
+                    nets.push(net);
+                }
+                Err(_) => diags.error(path.index(i), format!("`{text}` is not an IP address or CIDR like \"10.0.0.0/8\"")),
+            }
+        }
+        TrustedProxies { nets }
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        self.nets.iter().any(|n| n.contains(&ip))
+    }
+}
+
+/// IPv4-mapped IPv6 addresses (`::ffff:10.0.0.1`) are compared as IPv4.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// The client address. From an untrusted peer it is the peer itself; from a trusted proxy it is
+/// the right-most address in `X-Forwarded-For` that is not itself a trusted proxy.
+pub fn client_ip<'a>(peer: IpAddr, forwarded_for: impl DoubleEndedIterator<Item = &'a HeaderValue>, trusted: &TrustedProxies) -> IpAddr {
+    let peer = canonical(peer);
+    if !trusted.contains(peer) {
+        return peer;
+    }
+    let mut client = peer;
+    for value in forwarded_for.rev() {
+        let Ok(text) = value.to_str() else { return client };
+        for hop in text.rsplit(',') {
+            match parse_hop(hop) {
+                Some(ip) => {
+                    client = ip;
+                    if !trusted.contains(ip) {
+                        return ip;
+                    }
+                }
+                // A hop we cannot read ends what we can believe.
+                None => return client,
+            }
+        }
+    }
+    client
+}
+
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    let hop = hop.trim();
+    if let Ok(ip) = hop.parse::<IpAddr>() {
+        return Some(canonical(ip));
+    }
+    // `1.2.3.4:5678` and `[::1]:5678` are seen in the wild.
+    hop.parse::<std::net::SocketAddr>().ok().map(|s| canonical(s.ip()))
+}
+
+/// The `X-Forwarded-For` to send upstream: from an untrusted peer, the client IP alone (what the
+/// client sent is dropped, so an app that trusts the left-most value cannot be fooled); from a
+/// trusted proxy, what it sent with the peer appended.
+pub fn upstream_forwarded_for(peer: IpAddr, peer_trusted: bool, sent: Option<&str>) -> String {
+    let peer = canonical(peer);
+    match sent {
+        Some(existing) if peer_trusted && !existing.trim().is_empty() => format!("{}, {peer}", existing.trim()),
+        _ => peer.to_string(),
+    }
+}
+
+/// A request id from a trusted proxy is kept when it is a sane token; otherwise one is made.
+pub fn request_id(sent: Option<&HeaderValue>, peer_trusted: bool) -> String {
+    if peer_trusted {
+        if let Some(value) = sent {
+            let bytes = value.as_bytes();
+            let sane = !bytes.is_empty()
+                && bytes.len() <= 128
+                && bytes.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+            if sane {
+                // Checked ASCII above.
+                return String::from_utf8_lossy(bytes).into_owned();
+            }
+        }
+    }
+    new_request_id()
+}
+
+pub fn new_request_id() -> String {
+    format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trusted(list: &[&str]) -> TrustedProxies {
+        let mut d = Diagnostics::default();
+        let list: Vec<String> = list.iter().map(|s| s.to_string()).collect();
+        TrustedProxies::compile(&list, &KeyPath::root(), &mut d)
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn xff(values: &[&str]) -> Vec<HeaderValue> {
+        values.iter().map(|v| HeaderValue::from_str(v).unwrap()).collect()
+    }
+
+    #[test]
+    fn an_untrusted_peer_is_the_client_whatever_it_claims() {
+        let t = trusted(&["10.0.0.0/8"]);
+        let h = xff(&["1.1.1.1"]);
+        assert_eq!(client_ip(ip("203.0.113.9"), h.iter(), &t), ip("203.0.113.9"));
+    }
+
+    #[test]
+    fn a_trusted_chain_is_walked_right_to_left_to_the_first_untrusted_hop() {
+        let t = trusted(&["10.0.0.0/8"]);
+        let h = xff(&["6.6.6.6, 198.51.100.7", "10.1.1.1"]);
+        assert_eq!(client_ip(ip("10.0.0.1"), h.iter(), &t), ip("198.51.100.7"));
+    }
+
+    #[test]
+    fn garbage_in_the_chain_stops_the_walk() {
+        let t = trusted(&["10.0.0.0/8"]);
+        let h = xff(&["1.2.3.4, bogus, 10.2.2.2"]);
+        assert_eq!(client_ip(ip("10.0.0.1"), h.iter(), &t), ip("10.2.2.2"));
+    }
+
+    #[test]
+    fn mapped_ipv6_peers_match_ipv4_ranges() {
+        let t = trusted(&["127.0.0.1"]);
+        let h = xff(&["192.0.2.1"]);
+        assert_eq!(client_ip(ip("::ffff:127.0.0.1"), h.iter(), &t), ip("192.0.2.1"));
+    }
+
+    #[test]
+    fn upstream_forwarded_for_drops_what_an_untrusted_client_sent() {
+        assert_eq!(upstream_forwarded_for(ip("203.0.113.9"), false, Some("1.1.1.1")), "203.0.113.9");
+        assert_eq!(upstream_forwarded_for(ip("10.0.0.1"), true, Some("1.1.1.1")), "1.1.1.1, 10.0.0.1");
+        assert_eq!(upstream_forwarded_for(ip("10.0.0.1"), true, None), "10.0.0.1");
+    }
+
+    #[test]
+    fn request_ids_are_kept_only_from_trusted_peers_and_only_when_sane() {
+        let good = HeaderValue::from_static("abc-123_x.y");
+        let bad = HeaderValue::from_static("abc def");
+        assert_eq!(request_id(Some(&good), true), "abc-123_x.y");
+        assert_ne!(request_id(Some(&good), false), "abc-123_x.y");
+        assert_ne!(request_id(Some(&bad), true), "abc def");
+        assert_eq!(new_request_id().len(), 32);
+    }
+}

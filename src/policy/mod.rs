@@ -1,0 +1,5 @@
+//! Policies: one file per concern. Each has a compiled form built once at load and small
+//! functions that take a request view and return a decision or edit a header map.
+
+pub mod access;
+pub mod forwarded;

@@ -1,0 +1,379 @@
+//! The `ProxyHttp` implementation: each Pingora phase is a short list of policy calls in the
+//! order documented in the README ("Policy order"). The order is part of the product.
+//!
+//! | phase | what happens here |
+//! | --- | --- |
+//! | `request_filter` | 1. request id, client IP, route match, HTTPS redirect, 404. 2. method allowlist (405). Any refusal is written by `respond.rs` and ends the request (`Ok(true)`). |
+//! | `upstream_peer` | round-robin choice of an available server in the route's pool (503 when none). |
+//! | `connected_to_upstream` / `fail_to_connect` | passive health; retry on another server for idempotent methods only, and only because the connect failed (nothing was sent). |
+//! | `upstream_request_filter` | 6. `X-Forwarded-For`/`-Proto`/`-Host`, `X-Request-Id`. |
+//! | `response_filter` | 7. the response policies (`respond::finish_response`), the same ones gateway-made responses get. |
+//! | `fail_to_proxy` | the gateway's JSON 502/503/504, without upstream addresses or error text. |
+//! | `logging` | 8. metrics and the access log. |
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use http::header::HOST;
+use http::HeaderName;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorSource, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+
+use crate::ctx::RequestCtx;
+use crate::log::{AccessLog, AccessRecord};
+use crate::metrics::{method_label, status_class, Metrics};
+use crate::policy::forwarded;
+use crate::respond::{finish_response, GatewayResponse, X_REQUEST_ID};
+use crate::router::request_host;
+use crate::runtime::{is_idempotent, Runtime};
+use crate::upstream::now_ms;
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// What every request needs and what outlives a single config: the live runtime (swapped on
+/// reload), metrics and the access log.
+pub struct Shared {
+    pub runtime: ArcSwap<Runtime>,
+    pub metrics: Metrics,
+    pub access_log: AccessLog,
+}
+
+pub struct Gateway {
+    pub shared: Arc<Shared>,
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::new()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let rt = self.shared.runtime.load_full();
+        self.shared.metrics.requests_in_flight.inc();
+        ctx.in_flight = true;
+        session.set_keepalive(Some(rt.timeouts.idle.as_secs()));
+        session.set_read_timeout(Some(rt.timeouts.body_read));
+
+        // 1. Early: who is asking, which request this is, where it goes.
+        identify(session, ctx, &rt);
+        if !ctx.https {
+            if let Some(port) = rt.redirect_https {
+                let response = match https_location(&ctx.host, port, session.req_header()) {
+                    Some(location) => GatewayResponse::redirect_https(location),
+                    None => GatewayResponse::bad_request("missing or invalid Host header"),
+                };
+                response.send(session, ctx).await?;
+                ctx.runtime = Some(rt);
+                return Ok(true);
+            }
+        }
+        let route = rt.router.find(&ctx.host, session.req_header().uri.path()).cloned();
+        ctx.runtime = Some(rt);
+        let Some(route) = route else {
+            GatewayResponse::not_found().send(session, ctx).await?;
+            return Ok(true);
+        };
+        ctx.route = Some(route.clone());
+
+        // 2. Access: the method allowlist.
+        if let Some(methods) = &route.methods {
+            if !methods.allows(&session.req_header().method) {
+                GatewayResponse::method_not_allowed(methods.allow.clone())
+                    .send(session, ctx)
+                    .await?;
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+        let Some(route) = ctx.route.clone() else {
+            return Error::e_explain(ErrorType::InternalError, "upstream_peer without a route");
+        };
+        let pool = route.upstream.clone();
+        ctx.attempts += 1;
+        let Some(server) = pool.select() else {
+            ctx.pool = Some(pool);
+            return Error::e_explain(ErrorType::HTTPStatus(503), "no available upstream server");
+        };
+        ctx.server = Some(server.addr);
+        ctx.upstream_started = Some(Instant::now());
+        let peer = server.peer();
+        ctx.pool = Some(pool);
+        Ok(peer)
+    }
+
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        _reused: bool,
+        _peer: &HttpPeer,
+        _fd: std::os::unix::io::RawFd,
+        _digest: Option<&pingora_core::protocols::Digest>,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let (Some(pool), Some(addr)) = (&ctx.pool, ctx.server) {
+            if let Some(server) = pool.server_for(&addr) {
+                server.health.record_connect_success();
+            }
+        }
+        Ok(())
+    }
+
+    fn fail_to_connect(&self, session: &mut Session, _peer: &HttpPeer, ctx: &mut RequestCtx, mut e: Box<Error>) -> Box<Error> {
+        let Some(pool) = ctx.pool.clone() else { return e };
+        if let Some(server) = ctx.server.and_then(|addr| pool.server_for(&addr)) {
+            if server.health.record_connect_failure(pool.passive_failures, pool.passive_rest, now_ms()) {
+                log::warn!("upstream {} server {} failed {} connects in a row; resting it", pool.name, server.label, pool.passive_failures);
+            }
+        }
+        self.shared
+            .metrics
+            .upstream_errors
+            .with_label_values(&[pool.name.as_str(), error_kind(&e)])
+            .inc();
+        // Nothing reached the upstream, but a non-idempotent request is still never sent twice.
+        let retry = is_idempotent(&session.req_header().method) && ctx.attempts <= pool.retries;
+        e.set_retry(retry);
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // 6. What the upstream is told about the client.
+        let peer = ctx.client_ip.map(|_| peer_ip(session)).unwrap_or(None);
+        if let Some(peer) = peer {
+            let sent = joined_forwarded_for(session);
+            let value = forwarded::upstream_forwarded_for(peer, ctx.peer_trusted, sent.as_deref());
+            upstream.insert_header(X_FORWARDED_FOR, value)?;
+        }
+        let proto_from_proxy = ctx
+            .peer_trusted
+            .then(|| session.req_header().headers.get(&X_FORWARDED_PROTO))
+            .flatten()
+            .filter(|v| *v == "https" || *v == "http")
+            .cloned();
+        match proto_from_proxy {
+            Some(v) => upstream.insert_header(X_FORWARDED_PROTO, v)?,
+            None => upstream.insert_header(X_FORWARDED_PROTO, if ctx.https { "https" } else { "http" })?,
+        }
+        let host_from_proxy = ctx
+            .peer_trusted
+            .then(|| session.req_header().headers.get(&X_FORWARDED_HOST))
+            .flatten()
+            .cloned();
+        match host_from_proxy {
+            Some(v) => upstream.insert_header(X_FORWARDED_HOST, v)?,
+            None => {
+                if let Some(host) = raw_host(session.req_header()) {
+                    upstream.insert_header(X_FORWARDED_HOST, host.to_string())?;
+                }
+            }
+        }
+        // An HTTP/2 request names its host in `:authority`; an HTTP/1.1 upstream needs `Host`.
+        if upstream.headers.get(HOST).is_none() {
+            if let Some(authority) = session.req_header().uri.authority() {
+                upstream.insert_header(HOST, authority.as_str().to_string())?;
+            }
+        }
+        upstream.insert_header(X_REQUEST_ID, ctx.request_id.as_str())?;
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        _upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let (Some(started), Some(pool)) = (ctx.upstream_started, &ctx.pool) {
+            self.shared
+                .metrics
+                .upstream_duration
+                .with_label_values(&[pool.name.as_str()])
+                .observe(started.elapsed().as_secs_f64());
+        }
+        Ok(())
+    }
+
+    async fn response_filter(&self, _session: &mut Session, response: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
+        // 7. Response policies: the same function every gateway-made response goes through.
+        finish_response(response, ctx)
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+        let response = match e.etype() {
+            ErrorType::HTTPStatus(503) => Some(GatewayResponse::no_healthy_upstream()),
+            ErrorType::HTTPStatus(_) => Some(GatewayResponse::bad_gateway()),
+            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
+                if e.esource() == &ErrorSource::Upstream =>
+            {
+                Some(GatewayResponse::gateway_timeout())
+            }
+            _ => match e.esource() {
+                ErrorSource::Upstream => Some(GatewayResponse::bad_gateway()),
+                // The client went away or broke the protocol: nobody to answer, or a 400.
+                ErrorSource::Downstream => match e.etype() {
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => None,
+                    _ => Some(GatewayResponse::bad_request("the request could not be read")),
+                },
+                ErrorSource::Internal | ErrorSource::Unset => Some(GatewayResponse::internal_error()),
+            },
+        };
+        if e.esource() == &ErrorSource::Upstream {
+            if let Some(pool) = &ctx.pool {
+                if !matches!(e.etype(), ErrorType::ConnectTimedout | ErrorType::ConnectRefused | ErrorType::ConnectError) {
+                    // Connect failures were counted in fail_to_connect.
+                    self.shared
+                        .metrics
+                        .upstream_errors
+                        .with_label_values(&[pool.name.as_str(), error_kind(e)])
+                        .inc();
+                }
+            }
+        }
+        let mut code = 0;
+        if let Some(response) = response {
+            code = response.status();
+            if session.response_written().is_none() {
+                if let Err(write_error) = response.send(session, ctx).await {
+                    log::debug!("cannot send the error response: {write_error}");
+                }
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        let metrics = &self.shared.metrics;
+        if ctx.in_flight {
+            metrics.requests_in_flight.dec();
+        }
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .or(ctx.gateway_status)
+            .unwrap_or(0);
+        let req = session.req_header();
+        let method = method_label(&req.method);
+        let route = ctx.route_name().to_string();
+        let elapsed = ctx.started.elapsed();
+        metrics
+            .requests
+            .with_label_values(&[route.as_str(), method, status_class(status)])
+            .inc();
+        metrics
+            .request_duration
+            .with_label_values(&[route.as_str()])
+            .observe(elapsed.as_secs_f64());
+        if ctx.request_id.is_empty() {
+            // The request never reached request_filter (it could not be read): still logged.
+            ctx.request_id = forwarded::new_request_id();
+        }
+        let upstream = ctx.pool.as_ref().map_or("", |p| p.name.as_str());
+        let record = AccessRecord {
+            time: crate::log::rfc3339_now(),
+            request_id: &ctx.request_id,
+            client_ip: ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+            method: req.method.as_str(),
+            host: &ctx.host,
+            path: req.uri.path(),
+            status,
+            bytes: session.body_bytes_sent(),
+            duration_ms: (elapsed.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
+            route: &route,
+            upstream,
+            decision: ctx.decision,
+        };
+        if !self.shared.access_log.write(&record) {
+            metrics.access_log_dropped.inc();
+        }
+    }
+}
+
+/// Fills in the request id, client IP, scheme and host.
+fn identify(session: &Session, ctx: &mut RequestCtx, rt: &Runtime) {
+    ctx.https = session
+        .digest()
+        .and_then(|d| d.ssl_digest.as_ref())
+        .is_some();
+    let req = session.req_header();
+    if let Some(peer) = peer_ip(session) {
+        ctx.peer_trusted = rt.trusted_proxies.contains(peer);
+        let chain = req.headers.get_all(&X_FORWARDED_FOR).iter();
+        ctx.client_ip = Some(forwarded::client_ip(peer, chain, &rt.trusted_proxies));
+    }
+    ctx.request_id = forwarded::request_id(req.headers.get(&X_REQUEST_ID), ctx.peer_trusted);
+    ctx.host = raw_host(req).map(request_host).unwrap_or_default();
+}
+
+fn peer_ip(session: &Session) -> Option<std::net::IpAddr> {
+    session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip())
+}
+
+/// The host the client named: the URI authority (HTTP/2, absolute-form) or the `Host` header.
+fn raw_host(req: &RequestHeader) -> Option<&str> {
+    req.uri
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| req.headers.get(HOST).and_then(|h| h.to_str().ok()))
+}
+
+fn joined_forwarded_for(session: &Session) -> Option<String> {
+    let values: Vec<&str> = session
+        .req_header()
+        .headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.join(", "))
+}
+
+/// The https URL for this request, or `None` when the host is not a plain host name.
+fn https_location(host: &str, port: u16, req: &RequestHeader) -> Option<String> {
+    let valid = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b':'));
+    if !valid {
+        return None;
+    }
+    let host = if host.contains(':') { format!("[{host}]") } else { host.to_string() };
+    let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
+    Some(if port == 443 {
+        format!("https://{host}{path}")
+    } else {
+        format!("https://{host}:{port}{path}")
+    })
+}
+
+/// A bounded label for what went wrong with an upstream.
+fn error_kind(e: &Error) -> &'static str {
+    match e.etype() {
+        ErrorType::ConnectTimedout => "connect_timeout",
+        ErrorType::ConnectRefused => "connect_refused",
+        ErrorType::ConnectError | ErrorType::ConnectNoRoute => "connect_error",
+        ErrorType::TLSHandshakeFailure | ErrorType::TLSHandshakeTimedout | ErrorType::InvalidCert => "tls",
+        ErrorType::ReadTimedout | ErrorType::WriteTimedout => "timeout",
+        ErrorType::ConnectionClosed => "closed",
+        _ => "other",
+    }
+}

@@ -1,0 +1,132 @@
+//! The one writer of gateway-made responses. Pingora skips `response_filter` for a response
+//! written from `request_filter`, so every response the gateway makes itself is built here and
+//! passes through [`finish_response`], the same function `response_filter` calls for upstream
+//! responses: what a response policy adds, it adds to both.
+
+use bytes::Bytes;
+use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
+use http::{HeaderName, HeaderValue, Method, StatusCode};
+use pingora_error::Result;
+use pingora_http::ResponseHeader;
+use pingora_proxy::Session;
+use serde::Serialize;
+
+use crate::ctx::RequestCtx;
+
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// A response the gateway makes itself. Built by the named constructors below.
+pub struct GatewayResponse {
+    status: StatusCode,
+    message: &'static str,
+    /// The access log's `decision`.
+    decision: &'static str,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    location: Option<String>,
+    /// Keep the client connection open afterwards.
+    keepalive: bool,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    request_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    location: Option<&'a str>,
+}
+
+impl GatewayResponse {
+    fn new(status: StatusCode, message: &'static str, decision: &'static str) -> Self {
+        GatewayResponse {
+            status,
+            message,
+            decision,
+            headers: Vec::new(),
+            location: None,
+            keepalive: true,
+        }
+    }
+
+    pub fn not_found() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "no route for this host and path", "no_route")
+    }
+
+    pub fn method_not_allowed(allow: HeaderValue) -> Self {
+        let mut r = Self::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route", "method_not_allowed");
+        r.headers.push((http::header::ALLOW, allow));
+        r
+    }
+
+    pub fn bad_request(message: &'static str) -> Self {
+        let mut r = Self::new(StatusCode::BAD_REQUEST, message, "bad_request");
+        r.keepalive = false;
+        r
+    }
+
+    /// 308 keeps the method and body, unlike 301.
+    pub fn redirect_https(location: String) -> Self {
+        let mut r = Self::new(StatusCode::PERMANENT_REDIRECT, "this site is served over HTTPS", "redirect_https");
+        r.location = Some(location);
+        r
+    }
+
+    pub fn bad_gateway() -> Self {
+        Self::new(StatusCode::BAD_GATEWAY, "the upstream could not be reached", "upstream_error")
+    }
+
+    pub fn gateway_timeout() -> Self {
+        Self::new(StatusCode::GATEWAY_TIMEOUT, "the upstream did not answer in time", "upstream_timeout")
+    }
+
+    pub fn no_healthy_upstream() -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "no upstream server is available", "upstream_unavailable")
+    }
+
+    pub fn internal_error() -> Self {
+        let mut r = Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error", "internal_error");
+        r.keepalive = false;
+        r
+    }
+
+    pub fn status(&self) -> u16 {
+        self.status.as_u16()
+    }
+
+    /// Writes the response to the client. Records the status and decision in `ctx`.
+    pub async fn send(self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+        let body = serde_json::to_vec(&ErrorBody {
+            error: self.message,
+            request_id: &ctx.request_id,
+            location: self.location.as_deref(),
+        })
+        .unwrap_or_default();
+        let mut header = ResponseHeader::build(self.status, Some(6 + self.headers.len()))?;
+        header.insert_header(CONTENT_TYPE, "application/json")?;
+        header.insert_header(CONTENT_LENGTH, body.len())?;
+        header.insert_header(CACHE_CONTROL, "no-store")?;
+        if let Some(location) = &self.location {
+            header.insert_header(LOCATION, location.as_str())?;
+        }
+        for (name, value) in self.headers {
+            header.insert_header(name, value)?;
+        }
+        finish_response(&mut header, ctx)?;
+        ctx.gateway_status = Some(self.status.as_u16());
+        ctx.decision = self.decision;
+        if !self.keepalive {
+            session.set_keepalive(None);
+        }
+        let head_only = session.req_header().method == Method::HEAD;
+        session.write_response_header(Box::new(header), head_only).await?;
+        if !head_only {
+            session.write_response_body(Some(Bytes::from(body)), true).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The response policies, applied to upstream and gateway-made responses alike.
+pub fn finish_response(header: &mut ResponseHeader, ctx: &RequestCtx) -> Result<()> {
+    header.insert_header(X_REQUEST_ID, ctx.request_id.as_str())?;
+    Ok(())
+}

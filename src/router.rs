@@ -1,0 +1,205 @@
+//! Host and path-prefix matching. The most specific route wins: an exact host before a wildcard
+//! host before any host, then the longest path prefix. Prefixes match on segment boundaries:
+//! `/api` matches `/api` and `/api/x`, never `/apix`.
+
+use std::sync::Arc;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostMatch {
+    Any,
+    Exact(String),
+    /// `*.example.com`, stored as `.example.com`: one or more labels before the suffix.
+    Suffix(String),
+}
+
+impl HostMatch {
+    /// Parses a route's `host`. Hosts are compared lowercased and without a port.
+    pub fn parse(text: &str) -> Result<HostMatch, String> {
+        let host = text.trim().to_ascii_lowercase();
+        let (wild, name) = match host.strip_prefix("*.") {
+            Some(rest) => (true, rest),
+            None => (false, host.as_str()),
+        };
+        let valid_label = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        };
+        if name.is_empty() || !name.split('.').all(valid_label) {
+            return Err(format!(
+                "`{text}` is not a host name: use an exact name or a wildcard like `*.example.com`"
+            ));
+        }
+        Ok(if wild {
+            HostMatch::Suffix(format!(".{name}"))
+        } else {
+            HostMatch::Exact(name.to_string())
+        })
+    }
+
+    fn matches(&self, host: &str) -> bool {
+        match self {
+            HostMatch::Any => true,
+            HostMatch::Exact(name) => name == host,
+            HostMatch::Suffix(suffix) => host.len() > suffix.len() && host.ends_with(suffix.as_str()),
+        }
+    }
+
+    /// Higher is more specific.
+    fn rank(&self) -> (u8, usize) {
+        match self {
+            HostMatch::Exact(name) => (2, name.len()),
+            HostMatch::Suffix(suffix) => (1, suffix.len()),
+            HostMatch::Any => (0, 0),
+        }
+    }
+}
+
+/// A route's path prefix, normalised so that `/api/` and `/api` mean the same.
+pub fn normalize_prefix(text: &str) -> Result<String, String> {
+    if !text.starts_with('/') {
+        return Err(format!("`{text}` must start with `/`"));
+    }
+    if text.contains(['?', '#']) || text.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+        return Err(format!("`{text}` must be a plain path: no query, fragment, spaces or control characters"));
+    }
+    let trimmed = text.trim_end_matches('/');
+    Ok(if trimmed.is_empty() { "/".to_string() } else { trimmed.to_string() })
+}
+
+fn prefix_matches(prefix: &str, path: &str) -> bool {
+    if prefix == "/" {
+        return true;
+    }
+    match path.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+/// Anything a route table can hold: the router only needs where it matches.
+pub trait Matchable {
+    fn host(&self) -> &HostMatch;
+    fn prefix(&self) -> &str;
+}
+
+/// Routes in match order, most specific first.
+pub struct Router<R> {
+    routes: Vec<Arc<R>>,
+}
+
+impl<R: Matchable> Router<R> {
+    pub fn new(mut routes: Vec<Arc<R>>) -> Self {
+        // Stable sort: among equally specific routes, the one written first wins.
+        routes.sort_by(|a, b| {
+            let ka = (a.host().rank(), a.prefix().len());
+            let kb = (b.host().rank(), b.prefix().len());
+            kb.cmp(&ka)
+        });
+        Router { routes }
+    }
+
+    /// `host` must already be lowercased and stripped of its port.
+    pub fn find(&self, host: &str, path: &str) -> Option<&Arc<R>> {
+        self.routes
+            .iter()
+            .find(|r| r.host().matches(host) && prefix_matches(r.prefix(), path))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<R>> {
+        self.routes.iter()
+    }
+}
+
+/// The host a request names, lowercased and without its port.
+pub fn request_host(raw: &str) -> String {
+    let raw = raw.trim();
+    let without_port = if let Some(rest) = raw.strip_prefix('[') {
+        // IPv6 literal: keep the brackets' content.
+        rest.split(']').next().unwrap_or(rest)
+    } else {
+        raw.rsplit_once(':')
+            .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+            .map_or(raw, |(host, _)| host)
+    };
+    without_port.trim_end_matches('.').to_ascii_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct R {
+        name: &'static str,
+        host: HostMatch,
+        prefix: String,
+    }
+    impl Matchable for R {
+        fn host(&self) -> &HostMatch {
+            &self.host
+        }
+        fn prefix(&self) -> &str {
+            &self.prefix
+        }
+    }
+
+    fn route(name: &'static str, host: Option<&str>, path: &str) -> Arc<R> {
+        Arc::new(R {
+            name,
+            host: host.map_or(HostMatch::Any, |h| HostMatch::parse(h).unwrap()),
+            prefix: normalize_prefix(path).unwrap(),
+        })
+    }
+
+    fn find(router: &Router<R>, host: &str, path: &str) -> Option<&'static str> {
+        router.find(host, path).map(|r| r.name)
+    }
+
+    #[test]
+    fn prefixes_match_on_segment_boundaries() {
+        let router = Router::new(vec![route("api", None, "/api")]);
+        assert_eq!(find(&router, "h", "/api"), Some("api"));
+        assert_eq!(find(&router, "h", "/api/"), Some("api"));
+        assert_eq!(find(&router, "h", "/api/jobs"), Some("api"));
+        assert_eq!(find(&router, "h", "/apix"), None);
+        assert_eq!(find(&router, "h", "/"), None);
+    }
+
+    #[test]
+    fn the_longest_prefix_wins_whatever_the_order_written() {
+        let router = Router::new(vec![route("root", None, "/"), route("jobs", None, "/api/jobs/"), route("api", None, "/api")]);
+        assert_eq!(find(&router, "h", "/api/jobs/1"), Some("jobs"));
+        assert_eq!(find(&router, "h", "/api/other"), Some("api"));
+        assert_eq!(find(&router, "h", "/else"), Some("root"));
+    }
+
+    #[test]
+    fn exact_hosts_beat_wildcards_which_beat_any_host() {
+        let router = Router::new(vec![
+            route("any", None, "/"),
+            route("wild", Some("*.example.com"), "/"),
+            route("exact", Some("api.example.com"), "/"),
+        ]);
+        assert_eq!(find(&router, "api.example.com", "/x"), Some("exact"));
+        assert_eq!(find(&router, "a.b.example.com", "/x"), Some("wild"));
+        assert_eq!(find(&router, "example.com", "/x"), Some("any"));
+        assert_eq!(find(&router, "evilexample.com", "/x"), Some("any"));
+    }
+
+    #[test]
+    fn request_hosts_lose_their_port_and_case() {
+        assert_eq!(request_host("API.Example.com:8443"), "api.example.com");
+        assert_eq!(request_host("example.com."), "example.com");
+        assert_eq!(request_host("[::1]:8080"), "::1");
+        assert_eq!(request_host("localhost"), "localhost");
+    }
+
+    #[test]
+    fn bad_hosts_and_paths_are_refused() {
+        assert!(HostMatch::parse("exa mple.com").is_err());
+        assert!(HostMatch::parse("*.").is_err());
+        assert!(HostMatch::parse("a.*.com").is_err());
+        assert!(normalize_prefix("api").is_err());
+        assert!(normalize_prefix("/api?x=1").is_err());
+    }
+}

@@ -1,0 +1,275 @@
+//! Compiles a parsed [`Config`] into the [`Runtime`] that serves requests: addresses parsed,
+//! routes sorted and resolved to their pools, header values built, certificates loaded. The
+//! runtime is immutable; a reload builds a new one and swaps it in whole.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Method;
+
+use crate::config::diagnostics::Diagnostics;
+use crate::config::{Config, KeyPath, RouteConfig};
+use crate::policy::access::MethodSet;
+use crate::policy::forwarded::TrustedProxies;
+use crate::router::{normalize_prefix, HostMatch, Matchable, Router};
+use crate::tls::CertStore;
+use crate::upstream::{HealthRegistry, Pool};
+
+pub struct Route {
+    /// The configured name: the metrics label.
+    pub name: String,
+    host: HostMatch,
+    prefix: String,
+    pub methods: Option<MethodSet>,
+    pub upstream: Arc<Pool>,
+}
+
+impl Matchable for Route {
+    fn host(&self) -> &HostMatch {
+        &self.host
+    }
+    fn prefix(&self) -> &str {
+        &self.prefix
+    }
+}
+
+pub struct Listeners {
+    pub plain: Vec<SocketAddr>,
+    pub tls: Vec<SocketAddr>,
+    pub admin: SocketAddr,
+}
+
+pub struct Timeouts {
+    pub body_read: Duration,
+    pub idle: Duration,
+}
+
+pub struct Runtime {
+    pub router: Router<Route>,
+    pub upstreams: BTreeMap<String, Arc<Pool>>,
+    pub trusted_proxies: TrustedProxies,
+    /// `Some(port)` when plain HTTP is redirected to HTTPS on that port.
+    pub redirect_https: Option<u16>,
+    pub listeners: Listeners,
+    pub timeouts: Timeouts,
+    pub tls: Option<Arc<CertStore>>,
+    pub threads: usize,
+    pub shutdown_grace: Duration,
+}
+
+impl Runtime {
+    /// Compiles `config`. Every problem goes into `diags`; `None` when there was any error.
+    pub fn compile(config: &Config, base: &Path, registry: &HealthRegistry, diags: &mut Diagnostics) -> Option<Runtime> {
+        let root = KeyPath::root();
+        let server_path = root.key("server");
+        let server = &config.server;
+
+        let plain = socket_addrs(&server.listen, &server_path.key("listen"), diags);
+        let tls_addrs = socket_addrs(&server.tls_listen, &server_path.key("tls_listen"), diags);
+        let admin = match config.admin.listen.parse::<SocketAddr>() {
+            Ok(addr) => {
+                if !addr.ip().is_loopback() {
+                    diags.warn(
+                        root.key("admin").key("listen"),
+                        format!("`{addr}` is not a loopback address: /metrics and /readyz will be reachable from the network"),
+                    );
+                }
+                Some(addr)
+            }
+            Err(_) => {
+                diags.error(
+                    root.key("admin").key("listen"),
+                    format!("`{}` is not an address like \"127.0.0.1:9901\"", config.admin.listen),
+                );
+                None
+            }
+        };
+        check_unique_addrs(&plain, &tls_addrs, admin, &server_path, diags);
+        if plain.is_empty() && tls_addrs.is_empty() {
+            diags.error(server_path.key("listen"), "no listener: set `listen` or `tls_listen`");
+        }
+
+        let tls = match (&config.tls, tls_addrs.is_empty()) {
+            (Some(tls_cfg), _) => CertStore::compile(tls_cfg, &root.key("tls"), base, diags).map(Arc::new),
+            (None, false) => {
+                diags.error(server_path.key("tls_listen"), "HTTPS listeners need a [tls] section with a certificate");
+                None
+            }
+            (None, true) => None,
+        };
+        let redirect_https = match (server.redirect_https, tls_addrs.first()) {
+            (Some(true), None) => {
+                diags.error(server_path.key("redirect_https"), "needs an HTTPS listener in `tls_listen` to redirect to");
+                None
+            }
+            (Some(false), _) | (None, None) => None,
+            (Some(true), Some(addr)) | (None, Some(addr)) => Some(addr.port()),
+        };
+        let trusted_proxies = TrustedProxies::compile(&server.trusted_proxies, &server_path.key("trusted_proxies"), diags);
+        if server.threads == Some(0) {
+            diags.error(server_path.key("threads"), "must be at least 1");
+        }
+
+        let mut upstreams = BTreeMap::new();
+        for (name, up) in &config.upstreams {
+            if let Some(pool) = Pool::compile(name, up, &root.key("upstreams").key(name), base, registry, diags) {
+                upstreams.insert(name.clone(), Arc::new(pool));
+            }
+        }
+
+        let routes = compile_routes(config, &upstreams, diags);
+        if config.routes.is_empty() {
+            diags.warn(root.key("routes"), "no [[routes]]: every request will get 404");
+        }
+
+        if diags.has_errors() {
+            return None;
+        }
+        Some(Runtime {
+            router: Router::new(routes),
+            upstreams,
+            trusted_proxies,
+            redirect_https,
+            listeners: Listeners {
+                plain,
+                tls: tls_addrs,
+                admin: admin?,
+            },
+            timeouts: Timeouts {
+                body_read: server.timeouts.body_read.0,
+                idle: server.timeouts.idle.0,
+            },
+            tls,
+            threads: server
+                .threads
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+            shutdown_grace: server.shutdown_grace.0,
+        })
+    }
+
+    pub fn summary(&self) -> String {
+        format!(
+            "{} route(s), {} upstream(s), {} listener(s)",
+            self.router.iter().count(),
+            self.upstreams.len(),
+            self.listeners.plain.len() + self.listeners.tls.len()
+        )
+    }
+}
+
+fn compile_routes(config: &Config, upstreams: &BTreeMap<String, Arc<Pool>>, diags: &mut Diagnostics) -> Vec<Arc<Route>> {
+    let routes_path = KeyPath::root().key("routes");
+    let mut names = HashSet::new();
+    let mut places: BTreeMap<(String, String), String> = BTreeMap::new();
+    let mut out = Vec::new();
+    for (i, rc) in config.routes.iter().enumerate() {
+        let path = routes_path.index(i);
+        if let Some(route) = compile_route(rc, &path, config, upstreams, diags) {
+            if !names.insert(route.name.clone()) {
+                diags.error(path.key("name"), format!("route name `{}` is used twice; names must be unique", route.name));
+            }
+            let place = (format!("{:?}", route.host), route.prefix.clone());
+            if let Some(first) = places.insert(place, route.name.clone()) {
+                diags.error(
+                    path.key("path"),
+                    format!("routes `{first}` and `{}` match the same host and path; one of them could never be reached", route.name),
+                );
+            }
+            out.push(Arc::new(route));
+        }
+    }
+    out
+}
+
+fn compile_route(
+    rc: &RouteConfig,
+    path: &KeyPath,
+    config: &Config,
+    upstreams: &BTreeMap<String, Arc<Pool>>,
+    diags: &mut Diagnostics,
+) -> Option<Route> {
+    let errors_before = diags.error_count();
+    let valid_name = !rc.name.is_empty()
+        && rc.name.len() <= 64
+        && rc.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !valid_name {
+        diags.error(path.key("name"), format!("`{}` must be 1-64 letters, digits, `_` or `-` (it is a metrics label)", rc.name));
+    }
+    let host = match rc.host.as_deref().map(HostMatch::parse) {
+        None => HostMatch::Any,
+        Some(Ok(h)) => h,
+        Some(Err(e)) => {
+            diags.error(path.key("host"), e);
+            HostMatch::Any
+        }
+    };
+    let prefix = normalize_prefix(&rc.path).unwrap_or_else(|e| {
+        diags.error(path.key("path"), e);
+        String::new()
+    });
+    let methods = rc.methods.as_ref().and_then(|list| MethodSet::compile(list, &path.key("methods"), diags));
+    let upstream = upstreams.get(&rc.upstream).cloned();
+    if upstream.is_none() && !config.upstreams.contains_key(&rc.upstream) {
+        let known: Vec<&str> = config.upstreams.keys().map(String::as_str).collect();
+        diags.error(
+            path.key("upstream"),
+            format!("unknown upstream `{}`; defined: {}", rc.upstream, list_or_none(&known)),
+        );
+    }
+    if diags.error_count() > errors_before {
+        return None;
+    }
+    Some(Route {
+        name: rc.name.clone(),
+        host,
+        prefix,
+        methods,
+        upstream: upstream?,
+    })
+}
+
+pub fn list_or_none(names: &[&str]) -> String {
+    if names.is_empty() {
+        "(none)".to_string()
+    } else {
+        names.join(", ")
+    }
+}
+
+fn socket_addrs(list: &[String], path: &KeyPath, diags: &mut Diagnostics) -> Vec<SocketAddr> {
+    list.iter()
+        .enumerate()
+        .filter_map(|(i, text)| match text.parse::<SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                diags.error(path.index(i), format!("`{text}` is not an address like \"0.0.0.0:8080\" or \"[::]:8443\""));
+                None
+            }
+        })
+        .collect()
+}
+
+fn check_unique_addrs(plain: &[SocketAddr], tls: &[SocketAddr], admin: Option<SocketAddr>, path: &KeyPath, diags: &mut Diagnostics) {
+    let mut seen = HashSet::new();
+    let all = plain
+        .iter()
+        .map(|a| (a, "listen"))
+        .chain(tls.iter().map(|a| (a, "tls_listen")))
+        .chain(admin.iter().map(|a| (a, "admin")));
+    for (addr, key) in all {
+        if !seen.insert(*addr) {
+            let at = if key == "admin" { KeyPath::root().key("admin").key("listen") } else { path.key(key) };
+            diags.error(at, format!("`{addr}` is used by two listeners"));
+        }
+    }
+}
+
+pub fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE
+    )
+}

@@ -1,0 +1,185 @@
+//! Loading a config into a runtime, and starting Pingora with it: the gateway listeners, the
+//! admin listener and the background work.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use pingora_core::apps::HttpServerOptions;
+use pingora_core::listeners::tls::TlsSettings;
+use pingora_core::server::configuration::{Opt, ServerConf};
+use pingora_core::server::Server;
+use pingora_core::services::background::background_service;
+use pingora_core::services::listening::Service;
+use pingora_proxy::HttpProxy;
+
+use crate::admin::Admin;
+use crate::background::{CountConnections, Drain, HealthChecks};
+use crate::config::{self, Diagnostics};
+use crate::log::AccessLog;
+use crate::metrics::Metrics;
+use crate::proxy::{Gateway, Shared};
+use crate::runtime::Runtime;
+use crate::tls::{self, SniResolver};
+use crate::upstream::HealthRegistry;
+use crate::version;
+
+/// `EX_CONFIG` from sysexits.h: the config is invalid. Nothing was bound.
+pub const EXIT_CONFIG: i32 = 78;
+
+pub struct Checked {
+    pub runtime: Runtime,
+    /// Rendered warnings, `FILE:LINE:COL: warning: key: reason`.
+    pub warnings: Vec<String>,
+}
+
+/// Loads, validates and compiles a config. On failure, every error rendered with its place.
+pub fn load_runtime(file: &Path, registry: &HealthRegistry) -> Result<Checked, Vec<String>> {
+    let mut diags = Diagnostics::default();
+    let loaded = config::load(file, &mut diags).map_err(|e| vec![e])?;
+    let runtime = if diags.has_errors() {
+        None
+    } else {
+        Runtime::compile(&loaded.config, &loaded.base_dir, registry, &mut diags)
+    };
+    let rendered: Vec<String> = diags.list.iter().map(|d| loaded.source.render(d)).collect();
+    match runtime {
+        Some(runtime) if !diags.has_errors() => Ok(Checked {
+            runtime,
+            warnings: diags.warnings().map(|d| loaded.source.render(d)).collect(),
+        }),
+        _ => {
+            // Errors first, then the warnings that came with them.
+            let (errors, warnings): (Vec<String>, Vec<String>) =
+                rendered.into_iter().partition(|line| !line.contains(": warning: "));
+            Err(errors.into_iter().chain(warnings).collect())
+        }
+    }
+}
+
+/// Starts the gateway and never returns (the process exits on shutdown).
+pub fn run(file: &Path, upgrade: bool) -> i32 {
+    let registry = Arc::new(HealthRegistry::default());
+    let checked = match load_runtime(file, &registry) {
+        Ok(checked) => checked,
+        Err(lines) => {
+            for line in lines {
+                eprintln!("{line}");
+            }
+            eprintln!("palisade: {} is invalid; not starting", file.display());
+            return EXIT_CONFIG;
+        }
+    };
+    for warning in &checked.warnings {
+        log::warn!("{warning}");
+    }
+    let runtime = checked.runtime;
+    if let Err(e) = check_ports_free(&runtime, upgrade) {
+        eprintln!("palisade: {e}");
+        return 1;
+    }
+    if let Some(store) = &runtime.tls {
+        tls::install_provider(store.min_version);
+    }
+
+    let metrics = match Metrics::new(version::VERSION, version::GIT_SHA) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("palisade: cannot register metrics: {e}");
+            return 1;
+        }
+    };
+    let connections = metrics.active_connections.clone();
+    let idle = runtime.timeouts.idle;
+    let threads = runtime.threads;
+    let grace = runtime.shutdown_grace;
+    let listeners = (runtime.listeners.plain.clone(), runtime.listeners.tls.clone(), runtime.listeners.admin);
+    let cert_store = runtime.tls.clone();
+    let summary = runtime.summary();
+    let shared = Arc::new(Shared {
+        runtime: ArcSwap::from_pointee(runtime),
+        metrics,
+        access_log: AccessLog::to_stdout(),
+    });
+
+    let conf = ServerConf {
+        threads,
+        grace_period_seconds: Some(grace.as_secs().max(1)),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..ServerConf::default()
+    };
+    let opt = Opt {
+        upgrade,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    server.bootstrap();
+
+    let mut proxy = HttpProxy::new(Gateway { shared: shared.clone() }, server.configuration.clone());
+    let mut options = HttpServerOptions::default();
+    options.h2_idle_timeout = Some(idle);
+    proxy.server_options = Some(options);
+    proxy.handle_init_modules();
+    let app = CountConnections {
+        inner: Arc::new(proxy),
+        gauge: connections,
+    };
+    let mut gateway = Service::new("palisade".to_string(), app);
+    let (plain, tls_addrs, admin_addr) = listeners;
+    for addr in &plain {
+        gateway.add_tcp(&addr.to_string());
+    }
+    if let Some(store) = cert_store {
+        let resolver = Arc::new(SniResolver::new(store));
+        for addr in &tls_addrs {
+            // With a resolver set, Pingora ignores the certificate paths.
+            let mut settings = match TlsSettings::intermediate("", "") {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("palisade: cannot set up TLS: {e}");
+                    return 1;
+                }
+            };
+            settings.set_cert_resolver(resolver.clone());
+            settings.enable_h2();
+            gateway.add_tls_with_settings(&addr.to_string(), None, settings);
+        }
+    }
+
+    let mut admin = Service::new(
+        "admin".to_string(),
+        Admin {
+            shared: shared.clone(),
+            started: Instant::now(),
+        },
+    );
+    admin.add_tcp(&admin_addr.to_string());
+
+    server.add_service(gateway);
+    server.add_service(admin);
+    server.add_service(background_service("health checks", HealthChecks { shared: shared.clone() }));
+    server.add_service(background_service("drain", Drain { shared, grace }));
+
+    log::info!(
+        "palisade {} ({}) serving {summary}: http {:?}, https {:?}, admin {admin_addr}",
+        version::VERSION,
+        version::GIT_SHA,
+        plain,
+        tls_addrs
+    );
+    server.run_forever()
+}
+
+/// A clear error for a port in use, before Pingora would panic on it. An upgrade takes the old
+/// process's sockets, so it skips this.
+fn check_ports_free(runtime: &Runtime, upgrade: bool) -> Result<(), String> {
+    if upgrade {
+        return Ok(());
+    }
+    let l = &runtime.listeners;
+    for addr in l.plain.iter().chain(&l.tls).chain(std::iter::once(&l.admin)) {
+        std::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    }
+    Ok(())
+}

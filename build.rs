@@ -12,7 +12,10 @@ fn main() {
             .and_then(|o| String::from_utf8(o.stdout).ok())
             .map(|s| s.trim().to_string())
     });
-    println!("cargo:rustc-env=PALISADE_GIT_SHA={}", sha.unwrap_or_else(|| "unknown".into()));
+    println!(
+        "cargo:rustc-env=PALISADE_GIT_SHA={}",
+        sha.unwrap_or_else(|| "unknown".into())
+    );
     let build_id = std::env::var("PALISADE_BUILD_ID").unwrap_or_else(|_| "dev".into());
     println!("cargo:rustc-env=PALISADE_BUILD_ID={build_id}");
     println!("cargo:rerun-if-env-changed=PALISADE_GIT_SHA");

@@ -23,7 +23,10 @@ impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let req = session.req_header();
         if req.method != http::Method::GET && req.method != http::Method::HEAD {
-            return json_response(StatusCode::METHOD_NOT_ALLOWED, json!({"error": "only GET is served here"}));
+            return json_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                json!({"error": "only GET is served here"}),
+            );
         }
         match req.uri.path() {
             "/healthz" => json_response(
@@ -38,7 +41,11 @@ impl ServeHttp for Admin {
             "/metrics" => {
                 let runtime = self.shared.runtime.load();
                 let body = self.shared.metrics.render(&runtime);
-                build(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", body)
+                build(
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    body,
+                )
             }
             "/version" => json_response(
                 StatusCode::OK,
@@ -88,9 +95,14 @@ fn build(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<
     if let Ok(v) = http::HeaderValue::from_str(content_type) {
         headers.insert(http::header::CONTENT_TYPE, v);
     }
-    headers.insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
+    headers.insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
     if let Ok(v) = http::HeaderValue::from_str(&response.body().len().to_string()) {
-        response.headers_mut().insert(http::header::CONTENT_LENGTH, v);
+        response
+            .headers_mut()
+            .insert(http::header::CONTENT_LENGTH, v);
     }
     response
 }

@@ -36,12 +36,18 @@ impl BackgroundService for HealthChecks {
             let now = now_ms();
             for pool in runtime.upstreams.values() {
                 let Some(check) = &pool.check else { continue };
-                let last = pool.last_check_ms.load(std::sync::atomic::Ordering::Relaxed);
+                let last = pool
+                    .last_check_ms
+                    .load(std::sync::atomic::Ordering::Relaxed);
                 if last != 0 && now.saturating_sub(last) < check.interval.as_millis() as u64 {
                     continue;
                 }
-                pool.last_check_ms.store(now.max(1), std::sync::atomic::Ordering::Relaxed);
-                let checks = pool.servers.iter().map(|s| check_server(&connector, pool, s, check));
+                pool.last_check_ms
+                    .store(now.max(1), std::sync::atomic::Ordering::Relaxed);
+                let checks = pool
+                    .servers
+                    .iter()
+                    .map(|s| check_server(&connector, pool, s, check));
                 futures::future::join_all(checks).await;
             }
         }
@@ -53,7 +59,9 @@ async fn check_server(connector: &Connector, pool: &Pool, server: &Server, check
         .await
         .unwrap_or(false);
     let was = server.health.is_available(now_ms());
-    server.health.record_check(ok, check.healthy_after, check.unhealthy_after);
+    server
+        .health
+        .record_check(ok, check.healthy_after, check.unhealthy_after);
     let is = server.health.is_available(now_ms());
     if was != is {
         log::warn!(
@@ -76,8 +84,16 @@ async fn probe(connector: &Connector, server: &Server, check: &ActiveCheck) -> b
         return false;
     };
     let host = peer.sni.clone();
-    let host = if host.is_empty() { server.addr.ip().to_string() } else { host };
-    if req.insert_header(HOST, host).is_err() || req.insert_header(USER_AGENT, "palisade-health-check").is_err() {
+    let host = if host.is_empty() {
+        server.addr.ip().to_string()
+    } else {
+        host
+    };
+    if req.insert_header(HOST, host).is_err()
+        || req
+            .insert_header(USER_AGENT, "palisade-health-check")
+            .is_err()
+    {
         return false;
     }
     if session.write_request_header(Box::new(req)).await.is_err()
@@ -101,7 +117,11 @@ pub struct CountConnections<A> {
 
 #[async_trait]
 impl<A: ServerApp + Send + Sync + 'static> ServerApp for CountConnections<A> {
-    async fn process_new(self: &Arc<Self>, session: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+    async fn process_new(
+        self: &Arc<Self>,
+        session: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
         self.gauge.inc();
         let reused = self.inner.process_new(session, shutdown).await;
         self.gauge.dec();
@@ -131,7 +151,10 @@ impl BackgroundService for Drain {
                 break;
             }
         }
-        log::info!("shutting down: draining {} in-flight request(s)", self.shared.metrics.requests_in_flight.get());
+        log::info!(
+            "shutting down: draining {} in-flight request(s)",
+            self.shared.metrics.requests_in_flight.get()
+        );
         let deadline = tokio::time::Instant::now() + self.grace;
         while tokio::time::Instant::now() < deadline {
             if self.shared.metrics.requests_in_flight.get() <= 0 {

@@ -54,7 +54,9 @@ impl RequestCtx {
     }
 
     pub fn route_name(&self) -> &str {
-        self.route.as_ref().map_or(crate::metrics::NO_ROUTE, |r| r.name.as_str())
+        self.route
+            .as_ref()
+            .map_or(crate::metrics::NO_ROUTE, |r| r.name.as_str())
     }
 }
 

@@ -33,9 +33,11 @@ usage:
 exit status: 0 ok, 2 usage error, 78 invalid config";
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,palisade=info"))
-        .format_timestamp_millis()
-        .init();
+    env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("warn,palisade=info"),
+    )
+    .format_timestamp_millis()
+    .init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let code = match args.as_slice() {
@@ -43,7 +45,12 @@ fn main() -> ExitCode {
         ["check"] => check(Path::new("gateway.toml")),
         ["check", file] => check(Path::new(file)),
         ["version"] | ["--version"] | ["-V"] => {
-            println!("palisade {} (git {}, build {})", version::VERSION, version::GIT_SHA, version::BUILD_ID);
+            println!(
+                "palisade {} (git {}, build {})",
+                version::VERSION,
+                version::GIT_SHA,
+                version::BUILD_ID
+            );
             0
         }
         ["cert", "dev", rest @ ..] => cert_dev(rest),
@@ -112,7 +119,11 @@ fn cert_dev(args: &[&str]) -> i32 {
     }
     match tls::write_dev_cert(&out, &hosts) {
         Ok((cert, key)) => {
-            println!("wrote {} and {} (development only; keys are never committed)", cert.display(), key.display());
+            println!(
+                "wrote {} and {} (development only; keys are never committed)",
+                cert.display(),
+                key.display()
+            );
             0
         }
         Err(e) => {

@@ -3,7 +3,8 @@
 
 use http::Method;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 use crate::runtime::Runtime;
@@ -27,11 +28,17 @@ impl Metrics {
     pub fn new(version: &str, git_sha: &str) -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new("gateway_requests_total", "Requests answered, by route, method and status class."),
+            Opts::new(
+                "gateway_requests_total",
+                "Requests answered, by route, method and status class.",
+            ),
             &["route", "method", "status_class"],
         )?;
         let request_duration = HistogramVec::new(
-            HistogramOpts::new("gateway_request_duration_seconds", "Time from request to last response byte, by route."),
+            HistogramOpts::new(
+                "gateway_request_duration_seconds",
+                "Time from request to last response byte, by route.",
+            ),
             &["route"],
         )?;
         let upstream_duration = HistogramVec::new(
@@ -42,22 +49,34 @@ impl Metrics {
             &["upstream"],
         )?;
         let upstream_errors = IntCounterVec::new(
-            Opts::new("gateway_upstream_errors_total", "Failures talking to an upstream, by upstream and kind."),
+            Opts::new(
+                "gateway_upstream_errors_total",
+                "Failures talking to an upstream, by upstream and kind.",
+            ),
             &["upstream", "kind"],
         )?;
         let upstream_health = IntGaugeVec::new(
-            Opts::new("gateway_upstream_health", "1 when an upstream server takes requests, 0 when it is down or resting."),
+            Opts::new(
+                "gateway_upstream_health",
+                "1 when an upstream server takes requests, 0 when it is down or resting.",
+            ),
             &["upstream", "server"],
         )?;
-        let active_connections =
-            IntGauge::new("gateway_active_connections", "Client connections open (after any TLS handshake).")?;
-        let requests_in_flight = IntGauge::new("gateway_requests_in_flight", "Requests being handled now.")?;
+        let active_connections = IntGauge::new(
+            "gateway_active_connections",
+            "Client connections open (after any TLS handshake).",
+        )?;
+        let requests_in_flight =
+            IntGauge::new("gateway_requests_in_flight", "Requests being handled now.")?;
         let access_log_dropped = prometheus::IntCounter::new(
             "gateway_access_log_dropped_total",
             "Access log lines dropped because the writer fell behind.",
         )?;
         let build_info = IntGaugeVec::new(
-            Opts::new("gateway_build_info", "Always 1; labels say which build is running."),
+            Opts::new(
+                "gateway_build_info",
+                "Always 1; labels say which build is running.",
+            ),
             &["version", "git_sha"],
         )?;
         build_info.with_label_values(&[version, git_sha]).set(1);

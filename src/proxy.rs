@@ -76,7 +76,10 @@ impl ProxyHttp for Gateway {
                 return Ok(true);
             }
         }
-        let route = rt.router.find(&ctx.host, session.req_header().uri.path()).cloned();
+        let route = rt
+            .router
+            .find(&ctx.host, session.req_header().uri.path())
+            .cloned();
         ctx.runtime = Some(rt);
         let Some(route) = route else {
             GatewayResponse::not_found().send(session, ctx).await?;
@@ -96,7 +99,11 @@ impl ProxyHttp for Gateway {
         Ok(false)
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
         let Some(route) = ctx.route.clone() else {
             return Error::e_explain(ErrorType::InternalError, "upstream_peer without a route");
         };
@@ -130,11 +137,28 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    fn fail_to_connect(&self, session: &mut Session, _peer: &HttpPeer, ctx: &mut RequestCtx, mut e: Box<Error>) -> Box<Error> {
-        let Some(pool) = ctx.pool.clone() else { return e };
+    fn fail_to_connect(
+        &self,
+        session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        let Some(pool) = ctx.pool.clone() else {
+            return e;
+        };
         if let Some(server) = ctx.server.and_then(|addr| pool.server_for(&addr)) {
-            if server.health.record_connect_failure(pool.passive_failures, pool.passive_rest, now_ms()) {
-                log::warn!("upstream {} server {} failed {} connects in a row; resting it", pool.name, server.label, pool.passive_failures);
+            if server.health.record_connect_failure(
+                pool.passive_failures,
+                pool.passive_rest,
+                now_ms(),
+            ) {
+                log::warn!(
+                    "upstream {} server {} failed {} connects in a row; resting it",
+                    pool.name,
+                    server.label,
+                    pool.passive_failures
+                );
             }
         }
         self.shared
@@ -169,7 +193,8 @@ impl ProxyHttp for Gateway {
             .cloned();
         match proto_from_proxy {
             Some(v) => upstream.insert_header(X_FORWARDED_PROTO, v)?,
-            None => upstream.insert_header(X_FORWARDED_PROTO, if ctx.https { "https" } else { "http" })?,
+            None => upstream
+                .insert_header(X_FORWARDED_PROTO, if ctx.https { "https" } else { "http" })?,
         }
         let host_from_proxy = ctx
             .peer_trusted
@@ -210,12 +235,22 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    async fn response_filter(&self, _session: &mut Session, response: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
         // 7. Response policies: the same function every gateway-made response goes through.
         finish_response(response, ctx)
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
         let response = match e.etype() {
             ErrorType::HTTPStatus(503) => Some(GatewayResponse::no_healthy_upstream()),
             ErrorType::HTTPStatus(_) => Some(GatewayResponse::bad_gateway()),
@@ -228,15 +263,26 @@ impl ProxyHttp for Gateway {
                 ErrorSource::Upstream => Some(GatewayResponse::bad_gateway()),
                 // The client went away or broke the protocol: nobody to answer, or a 400.
                 ErrorSource::Downstream => match e.etype() {
-                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => None,
-                    _ => Some(GatewayResponse::bad_request("the request could not be read")),
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => {
+                        None
+                    }
+                    _ => Some(GatewayResponse::bad_request(
+                        "the request could not be read",
+                    )),
                 },
-                ErrorSource::Internal | ErrorSource::Unset => Some(GatewayResponse::internal_error()),
+                ErrorSource::Internal | ErrorSource::Unset => {
+                    Some(GatewayResponse::internal_error())
+                }
             },
         };
         if e.esource() == &ErrorSource::Upstream {
             if let Some(pool) = &ctx.pool {
-                if !matches!(e.etype(), ErrorType::ConnectTimedout | ErrorType::ConnectRefused | ErrorType::ConnectError) {
+                if !matches!(
+                    e.etype(),
+                    ErrorType::ConnectTimedout
+                        | ErrorType::ConnectRefused
+                        | ErrorType::ConnectError
+                ) {
                     // Connect failures were counted in fail_to_connect.
                     self.shared
                         .metrics
@@ -325,7 +371,10 @@ fn identify(session: &Session, ctx: &mut RequestCtx, rt: &Runtime) {
 }
 
 fn peer_ip(session: &Session) -> Option<std::net::IpAddr> {
-    session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip())
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
 }
 
 /// The host the client named: the URI authority (HTTP/2, absolute-form) or the `Host` header.
@@ -356,7 +405,11 @@ fn https_location(host: &str, port: u16, req: &RequestHeader) -> Option<String> 
     if !valid {
         return None;
     }
-    let host = if host.contains(':') { format!("[{host}]") } else { host.to_string() };
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
     let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
     Some(if port == 443 {
         format!("https://{host}{path}")
@@ -371,7 +424,9 @@ fn error_kind(e: &Error) -> &'static str {
         ErrorType::ConnectTimedout => "connect_timeout",
         ErrorType::ConnectRefused => "connect_refused",
         ErrorType::ConnectError | ErrorType::ConnectNoRoute => "connect_error",
-        ErrorType::TLSHandshakeFailure | ErrorType::TLSHandshakeTimedout | ErrorType::InvalidCert => "tls",
+        ErrorType::TLSHandshakeFailure
+        | ErrorType::TLSHandshakeTimedout
+        | ErrorType::InvalidCert => "tls",
         ErrorType::ReadTimedout | ErrorType::WriteTimedout => "timeout",
         ErrorType::ConnectionClosed => "closed",
         _ => "other",

@@ -48,11 +48,19 @@ impl GatewayResponse {
     }
 
     pub fn not_found() -> Self {
-        Self::new(StatusCode::NOT_FOUND, "no route for this host and path", "no_route")
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "no route for this host and path",
+            "no_route",
+        )
     }
 
     pub fn method_not_allowed(allow: HeaderValue) -> Self {
-        let mut r = Self::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route", "method_not_allowed");
+        let mut r = Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed on this route",
+            "method_not_allowed",
+        );
         r.headers.push((http::header::ALLOW, allow));
         r
     }
@@ -65,25 +73,45 @@ impl GatewayResponse {
 
     /// 308 keeps the method and body, unlike 301.
     pub fn redirect_https(location: String) -> Self {
-        let mut r = Self::new(StatusCode::PERMANENT_REDIRECT, "this site is served over HTTPS", "redirect_https");
+        let mut r = Self::new(
+            StatusCode::PERMANENT_REDIRECT,
+            "this site is served over HTTPS",
+            "redirect_https",
+        );
         r.location = Some(location);
         r
     }
 
     pub fn bad_gateway() -> Self {
-        Self::new(StatusCode::BAD_GATEWAY, "the upstream could not be reached", "upstream_error")
+        Self::new(
+            StatusCode::BAD_GATEWAY,
+            "the upstream could not be reached",
+            "upstream_error",
+        )
     }
 
     pub fn gateway_timeout() -> Self {
-        Self::new(StatusCode::GATEWAY_TIMEOUT, "the upstream did not answer in time", "upstream_timeout")
+        Self::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "the upstream did not answer in time",
+            "upstream_timeout",
+        )
     }
 
     pub fn no_healthy_upstream() -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "no upstream server is available", "upstream_unavailable")
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no upstream server is available",
+            "upstream_unavailable",
+        )
     }
 
     pub fn internal_error() -> Self {
-        let mut r = Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error", "internal_error");
+        let mut r = Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error",
+            "internal_error",
+        );
         r.keepalive = false;
         r
     }
@@ -117,9 +145,13 @@ impl GatewayResponse {
             session.set_keepalive(None);
         }
         let head_only = session.req_header().method == Method::HEAD;
-        session.write_response_header(Box::new(header), head_only).await?;
+        session
+            .write_response_header(Box::new(header), head_only)
+            .await?;
         if !head_only {
-            session.write_response_body(Some(Bytes::from(body)), true).await?;
+            session
+                .write_response_body(Some(Bytes::from(body)), true)
+                .await?;
         }
         Ok(())
     }

@@ -41,7 +41,9 @@ impl HostMatch {
         match self {
             HostMatch::Any => true,
             HostMatch::Exact(name) => name == host,
-            HostMatch::Suffix(suffix) => host.len() > suffix.len() && host.ends_with(suffix.as_str()),
+            HostMatch::Suffix(suffix) => {
+                host.len() > suffix.len() && host.ends_with(suffix.as_str())
+            }
         }
     }
 
@@ -61,10 +63,16 @@ pub fn normalize_prefix(text: &str) -> Result<String, String> {
         return Err(format!("`{text}` must start with `/`"));
     }
     if text.contains(['?', '#']) || text.bytes().any(|b| b.is_ascii_control() || b == b' ') {
-        return Err(format!("`{text}` must be a plain path: no query, fragment, spaces or control characters"));
+        return Err(format!(
+            "`{text}` must be a plain path: no query, fragment, spaces or control characters"
+        ));
     }
     let trimmed = text.trim_end_matches('/');
-    Ok(if trimmed.is_empty() { "/".to_string() } else { trimmed.to_string() })
+    Ok(if trimmed.is_empty() {
+        "/".to_string()
+    } else {
+        trimmed.to_string()
+    })
 }
 
 fn prefix_matches(prefix: &str, path: &str) -> bool {
@@ -167,7 +175,11 @@ mod tests {
 
     #[test]
     fn the_longest_prefix_wins_whatever_the_order_written() {
-        let router = Router::new(vec![route("root", None, "/"), route("jobs", None, "/api/jobs/"), route("api", None, "/api")]);
+        let router = Router::new(vec![
+            route("root", None, "/"),
+            route("jobs", None, "/api/jobs/"),
+            route("api", None, "/api"),
+        ]);
         assert_eq!(find(&router, "h", "/api/jobs/1"), Some("jobs"));
         assert_eq!(find(&router, "h", "/api/other"), Some("api"));
         assert_eq!(find(&router, "h", "/else"), Some("root"));

@@ -62,7 +62,12 @@ pub struct Runtime {
 
 impl Runtime {
     /// Compiles `config`. Every problem goes into `diags`; `None` when there was any error.
-    pub fn compile(config: &Config, base: &Path, registry: &HealthRegistry, diags: &mut Diagnostics) -> Option<Runtime> {
+    pub fn compile(
+        config: &Config,
+        base: &Path,
+        registry: &HealthRegistry,
+        diags: &mut Diagnostics,
+    ) -> Option<Runtime> {
         let root = KeyPath::root();
         let server_path = root.key("server");
         let server = &config.server;
@@ -82,47 +87,75 @@ impl Runtime {
             Err(_) => {
                 diags.error(
                     root.key("admin").key("listen"),
-                    format!("`{}` is not an address like \"127.0.0.1:9901\"", config.admin.listen),
+                    format!(
+                        "`{}` is not an address like \"127.0.0.1:9901\"",
+                        config.admin.listen
+                    ),
                 );
                 None
             }
         };
         check_unique_addrs(&plain, &tls_addrs, admin, &server_path, diags);
-        if plain.is_empty() && tls_addrs.is_empty() {
-            diags.error(server_path.key("listen"), "no listener: set `listen` or `tls_listen`");
+        if server.listen.is_empty() && server.tls_listen.is_empty() {
+            diags.error(
+                server_path.key("listen"),
+                "no listener: set `listen` or `tls_listen`",
+            );
         }
 
         let tls = match (&config.tls, tls_addrs.is_empty()) {
-            (Some(tls_cfg), _) => CertStore::compile(tls_cfg, &root.key("tls"), base, diags).map(Arc::new),
+            (Some(tls_cfg), _) => {
+                CertStore::compile(tls_cfg, &root.key("tls"), base, diags).map(Arc::new)
+            }
             (None, false) => {
-                diags.error(server_path.key("tls_listen"), "HTTPS listeners need a [tls] section with a certificate");
+                diags.error(
+                    server_path.key("tls_listen"),
+                    "HTTPS listeners need a [tls] section with a certificate",
+                );
                 None
             }
             (None, true) => None,
         };
         let redirect_https = match (server.redirect_https, tls_addrs.first()) {
             (Some(true), None) => {
-                diags.error(server_path.key("redirect_https"), "needs an HTTPS listener in `tls_listen` to redirect to");
+                diags.error(
+                    server_path.key("redirect_https"),
+                    "needs an HTTPS listener in `tls_listen` to redirect to",
+                );
                 None
             }
             (Some(false), _) | (None, None) => None,
             (Some(true), Some(addr)) | (None, Some(addr)) => Some(addr.port()),
         };
-        let trusted_proxies = TrustedProxies::compile(&server.trusted_proxies, &server_path.key("trusted_proxies"), diags);
+        let trusted_proxies = TrustedProxies::compile(
+            &server.trusted_proxies,
+            &server_path.key("trusted_proxies"),
+            diags,
+        );
         if server.threads == Some(0) {
             diags.error(server_path.key("threads"), "must be at least 1");
         }
 
         let mut upstreams = BTreeMap::new();
         for (name, up) in &config.upstreams {
-            if let Some(pool) = Pool::compile(name, up, &root.key("upstreams").key(name), base, registry, diags) {
+            if let Some(pool) = Pool::compile(
+                name,
+                up,
+                &root.key("upstreams").key(name),
+                base,
+                registry,
+                diags,
+            ) {
                 upstreams.insert(name.clone(), Arc::new(pool));
             }
         }
 
         let routes = compile_routes(config, &upstreams, diags);
         if config.routes.is_empty() {
-            diags.warn(root.key("routes"), "no [[routes]]: every request will get 404");
+            diags.warn(
+                root.key("routes"),
+                "no [[routes]]: every request will get 404",
+            );
         }
 
         if diags.has_errors() {
@@ -160,17 +193,27 @@ impl Runtime {
     }
 }
 
-fn compile_routes(config: &Config, upstreams: &BTreeMap<String, Arc<Pool>>, diags: &mut Diagnostics) -> Vec<Arc<Route>> {
+fn compile_routes(
+    config: &Config,
+    upstreams: &BTreeMap<String, Arc<Pool>>,
+    diags: &mut Diagnostics,
+) -> Vec<Arc<Route>> {
     let routes_path = KeyPath::root().key("routes");
     let mut names = HashSet::new();
     let mut places: BTreeMap<(String, String), String> = BTreeMap::new();
     let mut out = Vec::new();
     for (i, rc) in config.routes.iter().enumerate() {
         let path = routes_path.index(i);
+        if !names.insert(rc.name.as_str()) {
+            diags.error(
+                path.key("name"),
+                format!(
+                    "route name `{}` is used twice; names must be unique",
+                    rc.name
+                ),
+            );
+        }
         if let Some(route) = compile_route(rc, &path, config, upstreams, diags) {
-            if !names.insert(route.name.clone()) {
-                diags.error(path.key("name"), format!("route name `{}` is used twice; names must be unique", route.name));
-            }
             let place = (format!("{:?}", route.host), route.prefix.clone());
             if let Some(first) = places.insert(place, route.name.clone()) {
                 diags.error(
@@ -194,9 +237,18 @@ fn compile_route(
     let errors_before = diags.error_count();
     let valid_name = !rc.name.is_empty()
         && rc.name.len() <= 64
-        && rc.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        && rc
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
     if !valid_name {
-        diags.error(path.key("name"), format!("`{}` must be 1-64 letters, digits, `_` or `-` (it is a metrics label)", rc.name));
+        diags.error(
+            path.key("name"),
+            format!(
+                "`{}` must be 1-64 letters, digits, `_` or `-` (it is a metrics label)",
+                rc.name
+            ),
+        );
     }
     let host = match rc.host.as_deref().map(HostMatch::parse) {
         None => HostMatch::Any,
@@ -210,13 +262,20 @@ fn compile_route(
         diags.error(path.key("path"), e);
         String::new()
     });
-    let methods = rc.methods.as_ref().and_then(|list| MethodSet::compile(list, &path.key("methods"), diags));
+    let methods = rc
+        .methods
+        .as_ref()
+        .and_then(|list| MethodSet::compile(list, &path.key("methods"), diags));
     let upstream = upstreams.get(&rc.upstream).cloned();
     if upstream.is_none() && !config.upstreams.contains_key(&rc.upstream) {
         let known: Vec<&str> = config.upstreams.keys().map(String::as_str).collect();
         diags.error(
             path.key("upstream"),
-            format!("unknown upstream `{}`; defined: {}", rc.upstream, list_or_none(&known)),
+            format!(
+                "unknown upstream `{}`; defined: {}",
+                rc.upstream,
+                list_or_none(&known)
+            ),
         );
     }
     if diags.error_count() > errors_before {
@@ -245,14 +304,23 @@ fn socket_addrs(list: &[String], path: &KeyPath, diags: &mut Diagnostics) -> Vec
         .filter_map(|(i, text)| match text.parse::<SocketAddr>() {
             Ok(addr) => Some(addr),
             Err(_) => {
-                diags.error(path.index(i), format!("`{text}` is not an address like \"0.0.0.0:8080\" or \"[::]:8443\""));
+                diags.error(
+                    path.index(i),
+                    format!("`{text}` is not an address like \"0.0.0.0:8080\" or \"[::]:8443\""),
+                );
                 None
             }
         })
         .collect()
 }
 
-fn check_unique_addrs(plain: &[SocketAddr], tls: &[SocketAddr], admin: Option<SocketAddr>, path: &KeyPath, diags: &mut Diagnostics) {
+fn check_unique_addrs(
+    plain: &[SocketAddr],
+    tls: &[SocketAddr],
+    admin: Option<SocketAddr>,
+    path: &KeyPath,
+    diags: &mut Diagnostics,
+) {
     let mut seen = HashSet::new();
     let all = plain
         .iter()
@@ -261,7 +329,11 @@ fn check_unique_addrs(plain: &[SocketAddr], tls: &[SocketAddr], admin: Option<So
         .chain(admin.iter().map(|a| (a, "admin")));
     for (addr, key) in all {
         if !seen.insert(*addr) {
-            let at = if key == "admin" { KeyPath::root().key("admin").key("listen") } else { path.key(key) };
+            let at = if key == "admin" {
+                KeyPath::root().key("admin").key("listen")
+            } else {
+                path.key(key)
+            };
             diags.error(at, format!("`{addr}` is used by two listeners"));
         }
     }

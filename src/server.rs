@@ -16,6 +16,7 @@ use pingora_proxy::HttpProxy;
 
 use crate::admin::Admin;
 use crate::background::{CountConnections, Drain, HealthChecks};
+use crate::config::diagnostics::Severity;
 use crate::config::{self, Diagnostics};
 use crate::log::AccessLog;
 use crate::metrics::Metrics;
@@ -43,16 +44,13 @@ pub fn load_runtime(file: &Path, registry: &HealthRegistry) -> Result<Checked, V
     } else {
         Runtime::compile(&loaded.config, &loaded.base_dir, registry, &mut diags)
     };
-    let rendered: Vec<String> = diags.list.iter().map(|d| loaded.source.render(d)).collect();
+    let warnings = loaded.source.render_all(diags.warnings());
     match runtime {
-        Some(runtime) if !diags.has_errors() => Ok(Checked {
-            runtime,
-            warnings: diags.warnings().map(|d| loaded.source.render(d)).collect(),
-        }),
+        Some(runtime) if !diags.has_errors() => Ok(Checked { runtime, warnings }),
         _ => {
-            // Errors first, then the warnings that came with them.
-            let (errors, warnings): (Vec<String>, Vec<String>) =
-                rendered.into_iter().partition(|line| !line.contains(": warning: "));
+            let errors = loaded
+                .source
+                .render_all(diags.list.iter().filter(|d| d.severity == Severity::Error));
             Err(errors.into_iter().chain(warnings).collect())
         }
     }
@@ -94,7 +92,11 @@ pub fn run(file: &Path, upgrade: bool) -> i32 {
     let idle = runtime.timeouts.idle;
     let threads = runtime.threads;
     let grace = runtime.shutdown_grace;
-    let listeners = (runtime.listeners.plain.clone(), runtime.listeners.tls.clone(), runtime.listeners.admin);
+    let listeners = (
+        runtime.listeners.plain.clone(),
+        runtime.listeners.tls.clone(),
+        runtime.listeners.admin,
+    );
     let cert_store = runtime.tls.clone();
     let summary = runtime.summary();
     let shared = Arc::new(Shared {
@@ -116,7 +118,12 @@ pub fn run(file: &Path, upgrade: bool) -> i32 {
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
-    let mut proxy = HttpProxy::new(Gateway { shared: shared.clone() }, server.configuration.clone());
+    let mut proxy = HttpProxy::new(
+        Gateway {
+            shared: shared.clone(),
+        },
+        server.configuration.clone(),
+    );
     let mut options = HttpServerOptions::default();
     options.h2_idle_timeout = Some(idle);
     proxy.server_options = Some(options);
@@ -158,7 +165,12 @@ pub fn run(file: &Path, upgrade: bool) -> i32 {
 
     server.add_service(gateway);
     server.add_service(admin);
-    server.add_service(background_service("health checks", HealthChecks { shared: shared.clone() }));
+    server.add_service(background_service(
+        "health checks",
+        HealthChecks {
+            shared: shared.clone(),
+        },
+    ));
     server.add_service(background_service("drain", Drain { shared, grace }));
 
     log::info!(
@@ -178,7 +190,12 @@ fn check_ports_free(runtime: &Runtime, upgrade: bool) -> Result<(), String> {
         return Ok(());
     }
     let l = &runtime.listeners;
-    for addr in l.plain.iter().chain(&l.tls).chain(std::iter::once(&l.admin)) {
+    for addr in l
+        .plain
+        .iter()
+        .chain(&l.tls)
+        .chain(std::iter::once(&l.admin))
+    {
         std::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     }
     Ok(())

@@ -37,17 +37,28 @@ pub struct CertStore {
 }
 
 impl CertStore {
-    pub fn compile(cfg: &TlsConfig, path: &KeyPath, base: &Path, diags: &mut Diagnostics) -> Option<CertStore> {
+    pub fn compile(
+        cfg: &TlsConfig,
+        path: &KeyPath,
+        base: &Path,
+        diags: &mut Diagnostics,
+    ) -> Option<CertStore> {
         let min_version = match cfg.min_version.as_str() {
             "1.2" => MinVersion::Tls12,
             "1.3" => MinVersion::Tls13,
             other => {
-                diags.error(path.key("min_version"), format!("`{other}` is not supported: use \"1.2\" or \"1.3\""));
+                diags.error(
+                    path.key("min_version"),
+                    format!("`{other}` is not supported: use \"1.2\" or \"1.3\""),
+                );
                 MinVersion::Tls12
             }
         };
         if cfg.certificates.is_empty() {
-            diags.error(path.key("certificates"), "needs at least one [[tls.certificates]] entry");
+            diags.error(
+                path.key("certificates"),
+                "needs at least one [[tls.certificates]] entry",
+            );
         }
         let mut certs = Vec::new();
         for (i, c) in cfg.certificates.iter().enumerate() {
@@ -76,12 +87,17 @@ impl CertStore {
 
     fn choose(&self, sni: Option<&str>) -> Option<&LoadedCert> {
         if let Some(name) = sni.map(str::to_ascii_lowercase) {
-            let exact = self.certs.iter().find(|c| c.names.iter().any(|n| *n == name));
+            let exact = self
+                .certs
+                .iter()
+                .find(|c| c.names.contains(&name));
             let wildcard = || {
                 // RFC 6125: a wildcard covers exactly one label.
                 let (_, parent) = name.split_once('.')?;
                 let wanted = format!("*.{parent}");
-                self.certs.iter().find(|c| c.names.iter().any(|n| *n == wanted))
+                self.certs
+                    .iter()
+                    .find(|c| c.names.contains(&wanted))
             };
             if let Some(found) = exact.or_else(wildcard) {
                 return Some(found);
@@ -102,16 +118,22 @@ fn load_cert(cert_path: &Path, key_pem: &str) -> Result<LoadedCert, CertError> {
     let chain: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut cert_text.as_slice())
         .collect::<Result<_, _>>()
         .map_err(|e| CertError::Cert(format!("`{}` is not valid PEM: {e}", cert_path.display())))?;
-    let leaf = chain
-        .first()
-        .ok_or_else(|| CertError::Cert(format!("`{}` holds no certificate", cert_path.display())))?;
-    let (_, parsed) = x509_parser::parse_x509_certificate(leaf)
-        .map_err(|e| CertError::Cert(format!("`{}` is not a valid certificate: {e}", cert_path.display())))?;
+    let leaf = chain.first().ok_or_else(|| {
+        CertError::Cert(format!("`{}` holds no certificate", cert_path.display()))
+    })?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(leaf).map_err(|e| {
+        CertError::Cert(format!(
+            "`{}` is not a valid certificate: {e}",
+            cert_path.display()
+        ))
+    })?;
     let mut names = Vec::new();
     if let Ok(Some(san)) = parsed.subject_alternative_name() {
         for name in &san.value.general_names {
             match name {
-                x509_parser::extensions::GeneralName::DNSName(dns) => names.push(dns.to_ascii_lowercase()),
+                x509_parser::extensions::GeneralName::DNSName(dns) => {
+                    names.push(dns.to_ascii_lowercase())
+                }
                 x509_parser::extensions::GeneralName::IPAddress(ip) => {
                     if let Some(addr) = ip_from_bytes(ip) {
                         names.push(addr.to_string());
@@ -124,9 +146,16 @@ fn load_cert(cert_path: &Path, key_pem: &str) -> Result<LoadedCert, CertError> {
 
     let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut key_pem.as_bytes())
         .map_err(|e| CertError::Key(format!("the key is not valid PEM: {e}")))?
-        .ok_or_else(|| CertError::Key("holds no private key (expected a PEM \"PRIVATE KEY\" block)".into()))?;
-    let certified = CertifiedKey::from_der(chain, key, &provider(MinVersion::Tls12))
-        .map_err(|e| CertError::Key(format!("does not fit the certificate `{}`: {e}", cert_path.display())))?;
+        .ok_or_else(|| {
+            CertError::Key("holds no private key (expected a PEM \"PRIVATE KEY\" block)".into())
+        })?;
+    let certified =
+        CertifiedKey::from_der(chain, key, &provider(MinVersion::Tls12)).map_err(|e| {
+            CertError::Key(format!(
+                "does not fit the certificate `{}`: {e}",
+                cert_path.display()
+            ))
+        })?;
     Ok(LoadedCert {
         label: String::new(),
         names,
@@ -150,13 +179,17 @@ pub struct SniResolver {
 
 impl std::fmt::Debug for CertStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CertStore").field("certs", &self.certs.len()).finish()
+        f.debug_struct("CertStore")
+            .field("certs", &self.certs.len())
+            .finish()
     }
 }
 
 impl SniResolver {
     pub fn new(store: Arc<CertStore>) -> Self {
-        SniResolver { store: ArcSwap::new(store) }
+        SniResolver {
+            store: ArcSwap::new(store),
+        }
     }
 }
 
@@ -198,13 +231,19 @@ pub fn load_ca_file(path: &Path) -> Result<Arc<CaType>, String> {
         // Pingora parses these again and panics on bad DER: check them here first.
         x509_parser::parse_x509_certificate(&der)
             .map_err(|e| format!("`{}` holds an invalid certificate: {e}", path.display()))?;
-        wrapped.push(WrappedX509::new(der.to_vec(), pingora_core::utils::tls::parse_x509));
+        wrapped.push(WrappedX509::new(
+            der.to_vec(),
+            pingora_core::utils::tls::parse_x509,
+        ));
     }
     Ok(Arc::from(wrapped.into_boxed_slice()))
 }
 
 /// `palisade cert dev`: a self-signed certificate for local use, never for production.
-pub fn write_dev_cert(dir: &Path, hosts: &[String]) -> Result<(std::path::PathBuf, std::path::PathBuf), String> {
+pub fn write_dev_cert(
+    dir: &Path,
+    hosts: &[String],
+) -> Result<(std::path::PathBuf, std::path::PathBuf), String> {
     let mut names: Vec<String> = if hosts.is_empty() {
         vec!["localhost".into(), "127.0.0.1".into(), "::1".into()]
     } else {
@@ -212,17 +251,20 @@ pub fn write_dev_cert(dir: &Path, hosts: &[String]) -> Result<(std::path::PathBu
     };
     names.dedup();
     let key = rcgen::KeyPair::generate().map_err(|e| format!("cannot generate a key: {e}"))?;
-    let mut params = rcgen::CertificateParams::new(names).map_err(|e| format!("invalid host name: {e}"))?;
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "Palisade development certificate");
+    let mut params =
+        rcgen::CertificateParams::new(names).map_err(|e| format!("invalid host name: {e}"))?;
+    params.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        "Palisade development certificate",
+    );
     let cert = params
         .self_signed(&key)
         .map_err(|e| format!("cannot sign the certificate: {e}"))?;
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
     let cert_path = dir.join("dev.pem");
     let key_path = dir.join("dev-key.pem");
-    std::fs::write(&cert_path, cert.pem()).map_err(|e| format!("cannot write `{}`: {e}", cert_path.display()))?;
+    std::fs::write(&cert_path, cert.pem())
+        .map_err(|e| format!("cannot write `{}`: {e}", cert_path.display()))?;
     write_private(&key_path, key.serialize_pem().as_bytes())?;
     Ok((cert_path, key_path))
 }

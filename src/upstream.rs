@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use pingora_core::upstreams::peer::HttpPeer;
 
-use crate::config::{KeyPath, UpstreamConfig};
 use crate::config::diagnostics::Diagnostics;
+use crate::config::{KeyPath, UpstreamConfig};
 
 /// Milliseconds since the process started: a cheap monotonic clock that fits in an atomic.
 pub fn now_ms() -> u64 {
@@ -42,7 +42,8 @@ impl Default for ServerHealth {
 
 impl ServerHealth {
     pub fn is_available(&self, now: u64) -> bool {
-        self.active_up.load(Ordering::Relaxed) && self.resting_until_ms.load(Ordering::Relaxed) <= now
+        self.active_up.load(Ordering::Relaxed)
+            && self.resting_until_ms.load(Ordering::Relaxed) <= now
     }
 
     pub fn record_connect_success(&self) {
@@ -162,7 +163,10 @@ impl Pool {
     ) -> Option<Pool> {
         let errors_before = diags.error_count();
         if cfg.servers.is_empty() {
-            diags.error(path.key("servers"), "needs at least one server, e.g. [\"127.0.0.1:3000\"]");
+            diags.error(
+                path.key("servers"),
+                "needs at least one server, e.g. [\"127.0.0.1:3000\"]",
+            );
         }
         let ca = cfg.ca_file.as_ref().and_then(|file| {
             let full = base.join(file);
@@ -181,7 +185,10 @@ impl Pool {
             diags.error(path.key("retries"), "at most 10");
         }
         if cfg.passive_health.failures == 0 {
-            diags.error(path.key("passive_health").key("failures"), "must be at least 1");
+            diags.error(
+                path.key("passive_health").key("failures"),
+                "must be at least 1",
+            );
         }
         let check = cfg.health_check.as_ref().map(|hc| {
             let hp = path.key("health_check");
@@ -216,8 +223,13 @@ impl Pool {
                     continue;
                 }
             };
-            let host = written.rsplit_once(':').map_or(written.as_str(), |(h, _)| h);
-            let sni = cfg.sni.clone().unwrap_or_else(|| host.trim_matches(['[', ']']).to_string());
+            let host = written
+                .rsplit_once(':')
+                .map_or(written.as_str(), |(h, _)| h);
+            let sni = cfg
+                .sni
+                .clone()
+                .unwrap_or_else(|| host.trim_matches(['[', ']']).to_string());
             let mut peer = HttpPeer::new(addr, cfg.tls, sni);
             peer.options.connection_timeout = Some(cfg.connect_timeout.0);
             peer.options.read_timeout = Some(cfg.read_timeout.0);

@@ -98,8 +98,19 @@ impl Diagnostics {
         self.push(Severity::Error, KeyPath::root(), reason.into(), span);
     }
 
-    fn push(&mut self, severity: Severity, path: KeyPath, reason: String, span: Option<Range<usize>>) {
-        self.list.push(Diagnostic { severity, path, reason, span });
+    fn push(
+        &mut self,
+        severity: Severity,
+        path: KeyPath,
+        reason: String,
+        span: Option<Range<usize>>,
+    ) {
+        self.list.push(Diagnostic {
+            severity,
+            path,
+            reason,
+            span,
+        });
     }
 
     pub fn has_errors(&self) -> bool {
@@ -107,7 +118,10 @@ impl Diagnostics {
     }
 
     pub fn error_count(&self) -> usize {
-        self.list.iter().filter(|d| d.severity == Severity::Error).count()
+        self.list
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .count()
     }
 
     pub fn warnings(&self) -> impl Iterator<Item = &Diagnostic> {
@@ -137,29 +151,23 @@ impl SourceMap {
         let mut item = doc.as_item();
         let mut best = None;
         for segment in &path.0 {
-            let next = match segment {
+            // A key is located at the key itself (where a reader looks), an array element at
+            // the element.
+            let (next, key_span) = match segment {
                 Segment::Key(key) => {
-                    // Prefer the key's own position: it is where a reader looks.
-                    if let Some(table) = item.as_table_like() {
-                        if let Some((k, _)) = table.get_key_value(key) {
-                            if let Some(span) = k.span() {
-                                best = Some(span);
-                            }
-                        }
-                    }
-                    item.get(key.as_str())
+                    let key_span = item
+                        .as_table_like()
+                        .and_then(|t| t.get_key_value(key))
+                        .and_then(|(k, _)| k.span());
+                    (item.get(key.as_str()), key_span)
                 }
-                Segment::Index(index) => item.get(*index),
+                Segment::Index(index) => (item.get(*index), None),
             };
-            match next {
-                Some(found) => {
-                    if let Some(span) = found.span() {
-                        best = Some(span);
-                    }
-                    item = found;
-                }
-                None => break,
+            let Some(found) = next else { break };
+            if let Some(span) = key_span.or_else(|| found.span()) {
+                best = Some(span);
             }
+            item = found;
         }
         best
     }
@@ -167,13 +175,28 @@ impl SourceMap {
     pub fn line_col(&self, offset: usize) -> (usize, usize) {
         let before = &self.text[..offset.min(self.text.len())];
         let line = before.matches('\n').count() + 1;
-        let col = before.rfind('\n').map_or(before.len(), |nl| before.len() - nl - 1) + 1;
+        let col = before
+            .rfind('\n')
+            .map_or(before.len(), |nl| before.len() - nl - 1)
+            + 1;
         (line, col)
     }
 
-    pub fn render(&self, d: &Diagnostic) -> String {
+    /// Every diagnostic rendered, in the order they appear in the file.
+    pub fn render_all<'a>(&self, list: impl Iterator<Item = &'a Diagnostic>) -> Vec<String> {
+        let mut placed: Vec<((usize, usize), String)> =
+            list.map(|d| (self.position(d), self.render(d))).collect();
+        placed.sort_by_key(|(pos, _)| *pos);
+        placed.into_iter().map(|(_, line)| line).collect()
+    }
+
+    fn position(&self, d: &Diagnostic) -> (usize, usize) {
         let span = d.span.clone().or_else(|| self.span_of(&d.path));
-        let (line, col) = span.map_or((1, 1), |s| self.line_col(s.start));
+        span.map_or((1, 1), |s| self.line_col(s.start))
+    }
+
+    pub fn render(&self, d: &Diagnostic) -> String {
+        let (line, col) = self.position(d);
         let label = match d.severity {
             Severity::Error => "",
             Severity::Warning => "warning: ",
@@ -207,6 +230,9 @@ mod tests {
             reason: "unknown upstream".into(),
             span: None,
         };
-        assert_eq!(map.render(&d), "g.toml:9:1: routes[1].upstream: unknown upstream");
+        assert_eq!(
+            map.render(&d),
+            "g.toml:9:1: routes[1].upstream: unknown upstream"
+        );
     }
 }

@@ -58,7 +58,8 @@ pub fn parse(text: &str, diags: &mut Diagnostics) -> Config {
     let table = match text.parse::<toml::Table>() {
         Ok(table) => table,
         Err(e) => {
-            diags.error_at(e.span(), e.message().trim().to_string());
+            let message = e.message().trim().lines().collect::<Vec<_>>().join("; ");
+            diags.error_at(e.span(), format!("syntax error: {message}"));
             return config;
         }
     };
@@ -95,27 +96,28 @@ pub fn parse(text: &str, diags: &mut Diagnostics) -> Config {
             },
             other => diags.error(
                 path,
-                format!("unknown section `{other}`; expected one of: {}", SECTIONS.join(", ")),
+                format!(
+                    "unknown section `{other}`; expected one of: {}",
+                    SECTIONS.join(", ")
+                ),
             ),
         }
     }
     config
 }
 
-fn section<T: DeserializeOwned>(value: toml::Value, path: &KeyPath, diags: &mut Diagnostics) -> Option<T> {
+fn section<T: DeserializeOwned>(
+    value: toml::Value,
+    path: &KeyPath,
+    diags: &mut Diagnostics,
+) -> Option<T> {
     match serde_path_to_error::deserialize::<_, T>(value) {
         Ok(v) => Some(v),
         Err(e) => {
-            let mut at = path.join_serde(e.path());
-            let message = e.inner().message().trim().to_string();
-            // serde names an unknown key in its message but not in its path: point at the key.
-            if let Some(unknown) = message
-                .strip_prefix("unknown field `")
-                .and_then(|rest| rest.split('`').next())
-            {
-                at = at.key(unknown);
-            }
-            diags.error(at, message);
+            diags.error(
+                path.join_serde(e.path()),
+                e.inner().message().trim().to_string(),
+            );
             None
         }
     }
@@ -135,7 +137,10 @@ fn named_sections<T: DeserializeOwned>(
                 }
             }
         }
-        _ => diags.error(path.clone(), "must be a table of named entries, e.g. [upstreams.app]"),
+        _ => diags.error(
+            path.clone(),
+            "must be a table of named entries, e.g. [upstreams.app]",
+        ),
     }
     out
 }
@@ -155,7 +160,10 @@ mod tests {
     fn an_unknown_key_is_named_with_its_line() {
         let e = errors("[server]\nlisten = [\"127.0.0.1:1\"]\nlisten_tls = []\n");
         assert_eq!(e.len(), 1, "{e:?}");
-        assert!(e[0].starts_with("g.toml:3:1: server.listen_tls: unknown field `listen_tls`"), "{e:?}");
+        assert!(
+            e[0].starts_with("g.toml:3:1: server.listen_tls: unknown field `listen_tls`"),
+            "{e:?}"
+        );
     }
 
     #[test]
@@ -163,21 +171,37 @@ mod tests {
         let text = "[upstreams.a]\nservers = \"x\"\n\n[[routes]]\nname = \"r\"\nupstream = \"a\"\ncolor = 1\n\n[admin]\nlisten = 5\n";
         let e = errors(text);
         assert_eq!(e.len(), 3, "{e:?}");
-        assert!(e.iter().any(|l| l.starts_with("g.toml:2:") && l.contains("upstreams.a.servers")), "{e:?}");
-        assert!(e.iter().any(|l| l.starts_with("g.toml:7:1: routes[0].color")), "{e:?}");
-        assert!(e.iter().any(|l| l.starts_with("g.toml:10:") && l.contains("admin.listen")), "{e:?}");
+        assert!(
+            e.iter()
+                .any(|l| l.starts_with("g.toml:2:") && l.contains("upstreams.a.servers")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|l| l.starts_with("g.toml:7:1: routes[0].color")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|l| l.starts_with("g.toml:10:") && l.contains("admin.listen")),
+            "{e:?}"
+        );
     }
 
     #[test]
     fn a_syntax_error_points_at_the_text() {
         let e = errors("[server]\nlisten = [\"a\"\n");
         assert_eq!(e.len(), 1);
-        assert!(e[0].starts_with("g.toml:2:"), "{e:?}");
+        assert!(
+            e[0].starts_with("g.toml:3:1: (top level): syntax error: invalid array; expected `]`"),
+            "{e:?}"
+        );
     }
 
     #[test]
     fn a_bad_unit_names_the_key() {
-        let e = errors("[upstreams.a]\nservers = [\"127.0.0.1:1\"]\nconnect_timeout = \"2 parsecs\"\n");
+        let e =
+            errors("[upstreams.a]\nservers = [\"127.0.0.1:1\"]\nconnect_timeout = \"2 parsecs\"\n");
         assert!(e[0].contains("upstreams.a.connect_timeout"), "{e:?}");
         assert!(e[0].contains("unknown duration unit"), "{e:?}");
     }

@@ -7,7 +7,10 @@ use std::path::Path;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(untagged, expecting = "a string, { env = \"NAME\" } or { file = \"/path\" }")]
+#[serde(
+    untagged,
+    expecting = "a string, { env = \"NAME\" } or { file = \"/path\" }"
+)]
 pub enum SecretRef {
     Inline(String),
     Source(SecretSource),
@@ -76,7 +79,9 @@ mod tests {
 
     #[test]
     fn debug_output_hides_the_value() {
-        let s = SecretRef::Inline("hunter2".into()).resolve(Path::new(".")).unwrap();
+        let s = SecretRef::Inline("hunter2".into())
+            .resolve(Path::new("."))
+            .unwrap();
         assert_eq!(format!("{s:?}"), "Secret(..)");
     }
 }

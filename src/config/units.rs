@@ -18,8 +18,16 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "m" => 60_000,
         "h" => 3_600_000,
         "d" => 86_400_000,
-        "" => return Err(format!("`{text}` needs a unit: ms, s, m, h or d (e.g. \"30s\")")),
-        other => return Err(format!("unknown duration unit `{other}` in `{text}`: use ms, s, m, h or d")),
+        "" => {
+            return Err(format!(
+                "`{text}` needs a unit: ms, s, m, h or d (e.g. \"30s\")"
+            ))
+        }
+        other => {
+            return Err(format!(
+                "unknown duration unit `{other}` in `{text}`: use ms, s, m, h or d"
+            ))
+        }
     };
     number
         .checked_mul(millis_per_unit)
@@ -79,7 +87,9 @@ mod tests {
     #[test]
     fn durations_without_a_known_unit_are_refused() {
         assert!(parse_duration("30").unwrap_err().contains("needs a unit"));
-        assert!(parse_duration("3 weeks").unwrap_err().contains("unknown duration unit"));
+        assert!(parse_duration("3 weeks")
+            .unwrap_err()
+            .contains("unknown duration unit"));
         assert!(parse_duration("-1s").is_err());
         assert!(parse_duration("s").is_err());
     }

@@ -16,7 +16,10 @@ impl MethodSet {
     /// `HEAD` is accepted wherever `GET` is (RFC 9110 §9.3.2), and listed in `Allow`.
     pub fn compile(list: &[String], path: &KeyPath, diags: &mut Diagnostics) -> Option<MethodSet> {
         if list.is_empty() {
-            diags.error(path.clone(), "an empty list would refuse every request; leave `methods` out to allow any");
+            diags.error(
+                path.clone(),
+                "an empty list would refuse every request; leave `methods` out to allow any",
+            );
             return None;
         }
         let mut methods: Vec<Method> = Vec::new();
@@ -28,7 +31,10 @@ impl MethodSet {
                         methods.push(m);
                     }
                 }
-                _ => diags.error(path.index(i), format!("`{name}` is not a method name; write it in capitals, e.g. \"GET\"")),
+                _ => diags.error(
+                    path.index(i),
+                    format!("`{name}` is not a method name; write it in capitals, e.g. \"GET\""),
+                ),
             }
         }
         if methods.contains(&Method::GET) && !methods.contains(&Method::HEAD) {
@@ -51,7 +57,8 @@ mod tests {
     #[test]
     fn get_brings_head_along_and_allow_lists_both() {
         let mut d = Diagnostics::default();
-        let set = MethodSet::compile(&["GET".into(), "POST".into()], &KeyPath::root(), &mut d).unwrap();
+        let set =
+            MethodSet::compile(&["GET".into(), "POST".into()], &KeyPath::root(), &mut d).unwrap();
         assert!(set.allows(&Method::HEAD));
         assert!(!set.allows(&Method::DELETE));
         assert_eq!(set.allow, "GET, POST, HEAD");

@@ -29,7 +29,10 @@ impl TrustedProxies {
                     }
                     nets.push(net);
                 }
-                Err(_) => diags.error(path.index(i), format!("`{text}` is not an IP address or CIDR like \"10.0.0.0/8\"")),
+                Err(_) => diags.error(
+                    path.index(i),
+                    format!("`{text}` is not an IP address or CIDR like \"10.0.0.0/8\""),
+                ),
             }
         }
         TrustedProxies { nets }
@@ -51,14 +54,20 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
 
 /// The client address. From an untrusted peer it is the peer itself; from a trusted proxy it is
 /// the right-most address in `X-Forwarded-For` that is not itself a trusted proxy.
-pub fn client_ip<'a>(peer: IpAddr, forwarded_for: impl DoubleEndedIterator<Item = &'a HeaderValue>, trusted: &TrustedProxies) -> IpAddr {
+pub fn client_ip<'a>(
+    peer: IpAddr,
+    forwarded_for: impl DoubleEndedIterator<Item = &'a HeaderValue>,
+    trusted: &TrustedProxies,
+) -> IpAddr {
     let peer = canonical(peer);
     if !trusted.contains(peer) {
         return peer;
     }
     let mut client = peer;
     for value in forwarded_for.rev() {
-        let Ok(text) = value.to_str() else { return client };
+        let Ok(text) = value.to_str() else {
+            return client;
+        };
         for hop in text.rsplit(',') {
             match parse_hop(hop) {
                 Some(ip) => {
@@ -81,7 +90,9 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
         return Some(canonical(ip));
     }
     // `1.2.3.4:5678` and `[::1]:5678` are seen in the wild.
-    hop.parse::<std::net::SocketAddr>().ok().map(|s| canonical(s.ip()))
+    hop.parse::<std::net::SocketAddr>()
+        .ok()
+        .map(|s| canonical(s.ip()))
 }
 
 /// The `X-Forwarded-For` to send upstream: from an untrusted peer, the client IP alone (what the
@@ -90,7 +101,9 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
 pub fn upstream_forwarded_for(peer: IpAddr, peer_trusted: bool, sent: Option<&str>) -> String {
     let peer = canonical(peer);
     match sent {
-        Some(existing) if peer_trusted && !existing.trim().is_empty() => format!("{}, {peer}", existing.trim()),
+        Some(existing) if peer_trusted && !existing.trim().is_empty() => {
+            format!("{}, {peer}", existing.trim())
+        }
         _ => peer.to_string(),
     }
 }
@@ -102,7 +115,9 @@ pub fn request_id(sent: Option<&HeaderValue>, peer_trusted: bool) -> String {
             let bytes = value.as_bytes();
             let sane = !bytes.is_empty()
                 && bytes.len() <= 128
-                && bytes.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+                && bytes
+                    .iter()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
             if sane {
                 // Checked ASCII above.
                 return String::from_utf8_lossy(bytes).into_owned();
@@ -131,14 +146,20 @@ mod tests {
     }
 
     fn xff(values: &[&str]) -> Vec<HeaderValue> {
-        values.iter().map(|v| HeaderValue::from_str(v).unwrap()).collect()
+        values
+            .iter()
+            .map(|v| HeaderValue::from_str(v).unwrap())
+            .collect()
     }
 
     #[test]
     fn an_untrusted_peer_is_the_client_whatever_it_claims() {
         let t = trusted(&["10.0.0.0/8"]);
         let h = xff(&["1.1.1.1"]);
-        assert_eq!(client_ip(ip("203.0.113.9"), h.iter(), &t), ip("203.0.113.9"));
+        assert_eq!(
+            client_ip(ip("203.0.113.9"), h.iter(), &t),
+            ip("203.0.113.9")
+        );
     }
 
     #[test]
@@ -159,14 +180,26 @@ mod tests {
     fn mapped_ipv6_peers_match_ipv4_ranges() {
         let t = trusted(&["127.0.0.1"]);
         let h = xff(&["192.0.2.1"]);
-        assert_eq!(client_ip(ip("::ffff:127.0.0.1"), h.iter(), &t), ip("192.0.2.1"));
+        assert_eq!(
+            client_ip(ip("::ffff:127.0.0.1"), h.iter(), &t),
+            ip("192.0.2.1")
+        );
     }
 
     #[test]
     fn upstream_forwarded_for_drops_what_an_untrusted_client_sent() {
-        assert_eq!(upstream_forwarded_for(ip("203.0.113.9"), false, Some("1.1.1.1")), "203.0.113.9");
-        assert_eq!(upstream_forwarded_for(ip("10.0.0.1"), true, Some("1.1.1.1")), "1.1.1.1, 10.0.0.1");
-        assert_eq!(upstream_forwarded_for(ip("10.0.0.1"), true, None), "10.0.0.1");
+        assert_eq!(
+            upstream_forwarded_for(ip("203.0.113.9"), false, Some("1.1.1.1")),
+            "203.0.113.9"
+        );
+        assert_eq!(
+            upstream_forwarded_for(ip("10.0.0.1"), true, Some("1.1.1.1")),
+            "1.1.1.1, 10.0.0.1"
+        );
+        assert_eq!(
+            upstream_forwarded_for(ip("10.0.0.1"), true, None),
+            "10.0.0.1"
+        );
     }
 
     #[test]

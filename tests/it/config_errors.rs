@@ -1,0 +1,257 @@
+//! `palisade check` and `palisade run` on bad configs: every error class, located, all at once.
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::harness::{check, free_port, Workdir, BIN};
+
+const UPSTREAM: &str = "[upstreams.app]\nservers = [\"127.0.0.1:9\"]\n";
+
+fn check_text(text: &str) -> (i32, String, String) {
+    let work = Workdir::new();
+    let path = work.write("gateway.toml", text);
+    let (code, out, err) = check(&path);
+    // Paths in messages are the file as given: make them comparable.
+    let err = err.replace(&path.display().to_string(), "gateway.toml");
+    (code, out, err)
+}
+
+#[test]
+fn an_unknown_key_is_named_with_file_line_and_column() {
+    let (code, _, err) = check_text(&format!(
+        "{UPSTREAM}\n[server]\nlisten = [\"127.0.0.1:8080\"]\nmax_bodyy = \"1MiB\"\n"
+    ));
+    assert_eq!(code, 78, "{err}");
+    assert!(
+        err.contains("gateway.toml:6:1: server.max_bodyy: unknown field `max_bodyy`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn every_error_is_listed_not_just_the_first() {
+    let text = r#"
+[server]
+listen = ["not an address"]
+
+[upstreams.app]
+servers = ["127.0.0.1:9"]
+connect_timeout = "2 fortnights"
+
+[[routes]]
+name = "one"
+upstream = "nope"
+
+[[routes]]
+name = "one"
+path = "/x"
+upstream = "app"
+"#;
+    let (code, _, err) = check_text(text);
+    assert_eq!(code, 78);
+    // The unit error stops upstreams.app; the rest are found on the same run.
+    assert!(
+        err.contains("gateway.toml:7:1: upstreams.app.connect_timeout: unknown duration unit"),
+        "{err}"
+    );
+    let work_around = check_text(&text.replace("2 fortnights", "2s")).2;
+    assert!(
+        work_around
+            .contains("gateway.toml:3:11: server.listen[0]: `not an address` is not an address"),
+        "{work_around}"
+    );
+    assert!(
+        work_around.contains(
+            "gateway.toml:11:1: routes[0].upstream: unknown upstream `nope`; defined: app"
+        ),
+        "{work_around}"
+    );
+    assert!(
+        work_around.contains("gateway.toml:14:1: routes[1].name: route name `one` is used twice"),
+        "{work_around}"
+    );
+    assert!(work_around.contains("3 error(s)"), "{work_around}");
+}
+
+#[test]
+fn a_syntax_error_points_at_the_line() {
+    let (code, _, err) = check_text("[server]\nlisten = [\"127.0.0.1:1\"\n[admin]\n");
+    assert_eq!(code, 78);
+    assert!(
+        err.lines()
+            .next()
+            .unwrap_or_default()
+            .starts_with("gateway.toml:3:"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_unknown_section_is_refused() {
+    let (code, _, err) = check_text(&format!("{UPSTREAM}[rate_limit.per_ip]\nlimit = 5\n"));
+    assert_eq!(code, 78);
+    assert!(
+        err.contains("gateway.toml:3:2: rate_limit: unknown section `rate_limit`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn https_without_a_certificate_and_a_redirect_without_https_are_refused() {
+    let (code, _, err) = check_text(&format!(
+        "{UPSTREAM}[server]\ntls_listen = [\"127.0.0.1:8443\"]\n"
+    ));
+    assert_eq!(code, 78);
+    assert!(
+        err.contains("server.tls_listen: HTTPS listeners need a [tls] section"),
+        "{err}"
+    );
+
+    let (code, _, err) = check_text(&format!("{UPSTREAM}[server]\nredirect_https = true\n"));
+    assert_eq!(code, 78);
+    assert!(
+        err.contains("gateway.toml:4:1: server.redirect_https: needs an HTTPS listener"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_missing_secret_is_named() {
+    let work = Workdir::new();
+    work.cert("main", &["localhost"]);
+    let text = format!(
+        "{UPSTREAM}[server]\ntls_listen = [\"127.0.0.1:8443\"]\n[tls]\n[[tls.certificates]]\ncert = \"certs/main/dev.pem\"\nkey = {{ env = \"PALISADE_TEST_NO_SUCH_KEY\" }}\n"
+    );
+    let path = work.write("gateway.toml", &text);
+    let (code, _, err) = check(&path);
+    assert_eq!(code, 78);
+    assert!(err.contains(":8:1: tls.certificates[0].key: environment variable `PALISADE_TEST_NO_SUCH_KEY` is not set"), "{err}");
+
+    // The same reference, set, loads.
+    let out = Command::new(BIN)
+        .arg("check")
+        .arg(&path)
+        .env(
+            "PALISADE_TEST_NO_SUCH_KEY",
+            std::fs::read_to_string(work.path().join("certs/main/dev-key.pem")).unwrap(),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_key_that_does_not_fit_its_certificate_is_refused() {
+    let work = Workdir::new();
+    work.cert("a", &["a.test"]);
+    work.cert("b", &["b.test"]);
+    let text = format!(
+        "{UPSTREAM}[server]\ntls_listen = [\"127.0.0.1:8443\"]\n[tls]\n[[tls.certificates]]\ncert = \"certs/a/dev.pem\"\nkey = {{ file = \"certs/b/dev-key.pem\" }}\n"
+    );
+    let (code, _, err) = check(&work.write("gateway.toml", &text));
+    assert_eq!(code, 78);
+    assert!(
+        err.contains("tls.certificates[0].key: does not fit the certificate"),
+        "{err}"
+    );
+}
+
+#[test]
+fn routes_with_bad_hosts_paths_methods_or_names_are_refused() {
+    let text = format!(
+        "{UPSTREAM}[[routes]]\nname = \"bad name\"\nhost = \"a.*.example.com\"\npath = \"api\"\nmethods = [\"get\"]\nupstream = \"app\"\n"
+    );
+    let (code, _, err) = check_text(&text);
+    assert_eq!(code, 78);
+    assert!(err.contains(":4:1: routes[0].name:"), "{err}");
+    assert!(
+        err.contains(":5:1: routes[0].host: `a.*.example.com` is not a host name"),
+        "{err}"
+    );
+    assert!(
+        err.contains(":6:1: routes[0].path: `api` must start with `/`"),
+        "{err}"
+    );
+    assert!(
+        err.contains(":7:12: routes[0].methods[0]: `get` is not a method name"),
+        "{err}"
+    );
+}
+
+#[test]
+fn two_routes_on_the_same_host_and_path_are_refused() {
+    let text = format!("{UPSTREAM}[[routes]]\nname = \"a\"\npath = \"/api/\"\nupstream = \"app\"\n[[routes]]\nname = \"b\"\npath = \"/api\"\nupstream = \"app\"\n");
+    let (code, _, err) = check_text(&text);
+    assert_eq!(code, 78);
+    assert!(
+        err.contains("routes[1].path: routes `a` and `b` match the same host and path"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_valid_config_passes_with_a_summary() {
+    let text = format!("{UPSTREAM}[[routes]]\nname = \"all\"\nupstream = \"app\"\n");
+    let (code, out, err) = check_text(&text);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(": ok: 1 route(s), 1 upstream(s), 1 listener(s)"),
+        "{out}"
+    );
+}
+
+#[test]
+fn the_shipped_gateway_toml_is_valid() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let work = Workdir::new();
+    work.cert("main", &["localhost"]);
+    let text = std::fs::read_to_string(root.join("gateway.toml")).expect("gateway.toml");
+    // Its certificate paths are relative to the repo; point them at a generated pair.
+    let text = text
+        .replace("certs/dev.pem", "certs/main/dev.pem")
+        .replace("certs/dev-key.pem", "certs/main/dev-key.pem");
+    let (code, out, err) = check(&work.write("gateway.toml", &text));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("ok"), "{out}");
+}
+
+#[test]
+fn run_with_an_invalid_config_exits_78_and_binds_nothing() {
+    let work = Workdir::new();
+    let port = free_port();
+    let text = format!("[server]\nlisten = [\"127.0.0.1:{port}\"]\n{UPSTREAM}[[routes]]\nname = \"r\"\nupstream = \"missing\"\n");
+    let path = work.write("gateway.toml", &text);
+    let mut child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "palisade kept running with an invalid config"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(78));
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(
+        err.contains("routes[0].upstream: unknown upstream `missing`"),
+        "{err}"
+    );
+    assert!(
+        std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
+        "the port was bound"
+    );
+}

@@ -1,0 +1,103 @@
+//! What the upstream is told about the client, and what the access log says.
+
+use crate::harness::{seen, Gateway, Upstream, TLS_BASICS};
+
+fn config(upstream: &Upstream, trusted: &str) -> String {
+    let server = TLS_BASICS.replace(
+        "redirect_https = false",
+        &format!("redirect_https = false\ntrusted_proxies = [{trusted}]"),
+    );
+    format!("{server}\n[upstreams.app]\nservers = [\"{}\"]\n\n[[routes]]\nname = \"all\"\nupstream = \"app\"\n", upstream.addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spoofed_forwarded_for_from_an_untrusted_peer_is_replaced_by_the_peer() {
+    let upstream = Upstream::start("app").await;
+    let gw = Gateway::start(&config(&upstream, "")).await;
+    let r = gw
+        .client()
+        .get(gw.https_url("/who?token=s3cret"))
+        .header("x-forwarded-for", "1.2.3.4")
+        .header("x-forwarded-host", "evil.test")
+        .header("x-forwarded-proto", "http")
+        .header("x-request-id", "chosen-by-client")
+        .send()
+        .await
+        .unwrap();
+    let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    let s = seen(r).await;
+    assert_eq!(s.header("x-forwarded-for").as_deref(), Some("127.0.0.1"));
+    assert_eq!(s.header("x-forwarded-proto").as_deref(), Some("https"));
+    assert_eq!(
+        s.header("x-forwarded-host").as_deref(),
+        Some(format!("localhost:{}", gw.ports.https).as_str())
+    );
+    assert_ne!(
+        id, "chosen-by-client",
+        "an untrusted peer does not choose the request id"
+    );
+    assert_eq!(id.len(), 32);
+    assert_eq!(
+        s.header("x-request-id"),
+        Some(id.clone()),
+        "the upstream gets the same id"
+    );
+
+    let line = gw.access_line(&id).await;
+    assert_eq!(line["client_ip"], "127.0.0.1");
+    assert_eq!(line["path"], "/who", "the query string is never logged");
+    assert!(!line.to_string().contains("s3cret"));
+    assert_eq!(line["status"], 200);
+    assert_eq!(line["route"], "all");
+    assert_eq!(line["upstream"], "app");
+    assert_eq!(line["decision"], "proxied");
+    assert_eq!(line["method"], "GET");
+    assert_eq!(line["host"], "localhost");
+    for field in ["time", "bytes", "duration_ms"] {
+        assert!(!line[field].is_null(), "{field} missing in {line}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_proxy_chain_is_walked_and_appended_to() {
+    let upstream = Upstream::start("app").await;
+    let gw = Gateway::start(&config(&upstream, "\"127.0.0.1/32\", \"10.0.0.0/8\"")).await;
+    let c = gw.client();
+    let r = c
+        .get(gw.https_url("/"))
+        .header("x-forwarded-for", "198.51.100.1, 203.0.113.9, 10.0.0.5")
+        .header("x-forwarded-proto", "http")
+        .header("x-forwarded-host", "public.example.test")
+        .header("x-request-id", "lb-7f3a.2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-request-id"], "lb-7f3a.2");
+    let s = seen(r).await;
+    assert_eq!(
+        s.header("x-forwarded-for").as_deref(),
+        Some("198.51.100.1, 203.0.113.9, 10.0.0.5, 127.0.0.1")
+    );
+    assert_eq!(s.header("x-forwarded-proto").as_deref(), Some("http"));
+    assert_eq!(
+        s.header("x-forwarded-host").as_deref(),
+        Some("public.example.test")
+    );
+    assert_eq!(s.header("x-request-id").as_deref(), Some("lb-7f3a.2"));
+    // The right-most address that is not a trusted proxy is the client.
+    assert_eq!(
+        gw.access_line("lb-7f3a.2").await["client_ip"],
+        "203.0.113.9"
+    );
+
+    // Even from a trusted proxy, an id that is not a sane token is replaced.
+    let r = c
+        .get(gw.https_url("/"))
+        .header("x-request-id", "a b<script>")
+        .send()
+        .await
+        .unwrap();
+    let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert_ne!(id, "a b<script>");
+    assert_eq!(seen(r).await.header("x-request-id"), Some(id));
+}

@@ -1,0 +1,488 @@
+//! Starts the real `palisade` binary on free ports with a temporary config, an in-process
+//! upstream that echoes what it received, and real HTTP/1.1 and HTTP/2 clients over TLS.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_palisade");
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+// ---------------------------------------------------------------------------------------------
+// The echo upstream.
+
+/// What the echo upstream saw of one request, as it reports it in its JSON body.
+#[derive(Debug)]
+pub struct Seen(pub Value);
+
+impl Seen {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.0["headers"][name].as_str().map(str::to_string)
+    }
+    pub fn server(&self) -> &str {
+        self.0["server"].as_str().unwrap_or_default()
+    }
+    pub fn path(&self) -> &str {
+        self.0["path"].as_str().unwrap_or_default()
+    }
+    pub fn query(&self) -> Option<&str> {
+        self.0["query"].as_str()
+    }
+    pub fn body_sha256(&self) -> &str {
+        self.0["body_sha256"].as_str().unwrap_or_default()
+    }
+}
+
+struct UpstreamState {
+    name: String,
+    hits: AtomicUsize,
+    healthy: AtomicBool,
+}
+
+/// An HTTP/1.1 server that answers:
+/// - `/health`: 200, or 503 after `set_healthy(false)`;
+/// - `/status/NNN`: that status, with a body that a masking gateway must not leak;
+/// - `.../slow?ms=N`: the echo, after N milliseconds;
+/// - anything else: the echo of what it received (method, path, query, headers, body hash).
+pub struct Upstream {
+    pub addr: SocketAddr,
+    state: Arc<UpstreamState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Upstream {
+    pub async fn start(name: &str) -> Upstream {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind upstream");
+        let addr = listener.local_addr().expect("upstream addr");
+        let state = Arc::new(UpstreamState {
+            name: name.to_string(),
+            hits: AtomicUsize::new(0),
+            healthy: AtomicBool::new(true),
+        });
+        let shared = state.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let state = shared.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| echo(req, state.clone()));
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Upstream { addr, state, task }
+    }
+
+    /// Requests seen, health checks excluded.
+    pub fn hits(&self) -> usize {
+        self.state.hits.load(Ordering::SeqCst)
+    }
+
+    pub fn set_healthy(&self, healthy: bool) {
+        self.state.healthy.store(healthy, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn echo(
+    req: Request<Incoming>,
+    state: Arc<UpstreamState>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let path = req.uri().path().to_string();
+    if path == "/health" {
+        let ok = state.healthy.load(Ordering::SeqCst);
+        return Ok(respond(
+            if ok { 200 } else { 503 },
+            "text/plain",
+            Bytes::from_static(b"health"),
+        ));
+    }
+    state.hits.fetch_add(1, Ordering::SeqCst);
+    if let Some(code) = path
+        .strip_prefix("/status/")
+        .and_then(|c| c.parse::<u16>().ok())
+    {
+        let body = format!(
+            "Traceback (most recent call last): secret internals from {}",
+            state.name
+        );
+        return Ok(respond(code, "text/plain", Bytes::from(body)));
+    }
+    let query = req.uri().query().map(str::to_string);
+    if path.ends_with("/slow") {
+        let ms = query
+            .as_deref()
+            .and_then(|q| q.strip_prefix("ms="))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(1000);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    let method = req.method().to_string();
+    let mut headers: BTreeMap<String, String> = BTreeMap::new();
+    for (name, value) in req.headers() {
+        let v = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        headers
+            .entry(name.as_str().to_string())
+            .and_modify(|e| {
+                e.push_str(", ");
+                e.push_str(&v);
+            })
+            .or_insert(v);
+    }
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let report = json!({
+        "server": state.name,
+        "method": method,
+        "path": path,
+        "query": query,
+        "headers": headers,
+        "body_len": body.len(),
+        "body_sha256": hex(&Sha256::digest(&body)),
+    });
+    Ok(respond(
+        200,
+        "application/json",
+        Bytes::from(report.to_string()),
+    ))
+}
+
+fn respond(status: u16, content_type: &str, body: Bytes) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body));
+    *r.status_mut() =
+        hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    r.headers_mut()
+        .insert("content-type", content_type.parse().expect("content type"));
+    r
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The gateway process.
+
+/// A temporary folder with development certificates for the given host names.
+pub struct Workdir {
+    pub dir: tempfile::TempDir,
+}
+
+impl Workdir {
+    pub fn new() -> Workdir {
+        Workdir {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes `certs/<name>/dev.pem` and `dev-key.pem` for `hosts` with `palisade cert dev`.
+    pub fn cert(&self, name: &str, hosts: &[&str]) -> PathBuf {
+        let out = self.path().join("certs").join(name);
+        let mut cmd = Command::new(BIN);
+        cmd.args(["cert", "dev", "--out"]).arg(&out);
+        for h in hosts {
+            cmd.args(["--host", h]);
+        }
+        let status = cmd
+            .stdout(Stdio::null())
+            .status()
+            .expect("run palisade cert dev");
+        assert!(status.success(), "palisade cert dev failed");
+        out
+    }
+
+    pub fn write(&self, file: &str, text: &str) -> PathBuf {
+        let path = self.path().join(file);
+        std::fs::write(&path, text).expect("write file");
+        path
+    }
+}
+
+/// Runs `palisade check FILE`: (exit code, stdout, stderr).
+pub fn check(config: &Path) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .arg("check")
+        .arg(config)
+        .output()
+        .expect("run palisade check");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+pub struct Ports {
+    pub http: u16,
+    pub https: u16,
+    pub admin: u16,
+}
+
+impl Ports {
+    pub fn new() -> Ports {
+        Ports {
+            http: free_port(),
+            https: free_port(),
+            admin: free_port(),
+        }
+    }
+
+    /// Replaces `{HTTP}`, `{HTTPS}` and `{ADMIN}` in a config template.
+    pub fn fill(&self, template: &str) -> String {
+        template
+            .replace("{HTTP}", &self.http.to_string())
+            .replace("{HTTPS}", &self.https.to_string())
+            .replace("{ADMIN}", &self.admin.to_string())
+    }
+}
+
+/// A running `palisade run`, killed when dropped. Its stdout (the access log) and stderr go to
+/// files, so a full pipe never blocks it.
+pub struct Gateway {
+    child: Child,
+    pub ports: Ports,
+    pub work: Workdir,
+    stdout: PathBuf,
+    stderr: PathBuf,
+}
+
+/// The TLS listener template most tests use: a certificate for localhost in `certs/main`.
+pub const TLS_BASICS: &str = r#"
+[server]
+listen = ["127.0.0.1:{HTTP}"]
+tls_listen = ["127.0.0.1:{HTTPS}"]
+redirect_https = false
+
+[admin]
+listen = "127.0.0.1:{ADMIN}"
+
+[tls]
+[[tls.certificates]]
+cert = "certs/main/dev.pem"
+key = { file = "certs/main/dev-key.pem" }
+"#;
+
+impl Gateway {
+    /// Starts the gateway with `config` (a template, see [`Ports::fill`]) in a fresh workdir
+    /// with a localhost certificate in `certs/main`.
+    pub async fn start(config: &str) -> Gateway {
+        let work = Workdir::new();
+        work.cert("main", &["localhost", "127.0.0.1"]);
+        Gateway::start_in(work, config, &[]).await
+    }
+
+    pub async fn start_in(work: Workdir, config: &str, env: &[(&str, &str)]) -> Gateway {
+        let ports = Ports::new();
+        let path = work.write("gateway.toml", &ports.fill(config));
+        let stdout = work.path().join("stdout.log");
+        let stderr = work.path().join("stderr.log");
+        let mut cmd = Command::new(BIN);
+        cmd.arg("run")
+            .arg("--config")
+            .arg(&path)
+            .env("RUST_LOG", "warn,palisade=info")
+            .stdout(std::fs::File::create(&stdout).expect("stdout file"))
+            .stderr(std::fs::File::create(&stderr).expect("stderr file"));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn palisade");
+        let mut gw = Gateway {
+            child,
+            ports,
+            work,
+            stdout,
+            stderr,
+        };
+        gw.wait_ready().await;
+        gw
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let url = format!("http://127.0.0.1:{}/healthz", self.ports.admin);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "palisade exited with {status} before it was ready:\n{}",
+                    self.stderr()
+                );
+            }
+            if let Ok(r) = reqwest::get(&url).await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("palisade did not become ready:\n{}", self.stderr());
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.ports.http)
+    }
+
+    pub fn https_url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.ports.https)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.ports.admin)
+    }
+
+    /// The certificate (PEM) of `certs/NAME`, to trust in a client.
+    pub fn cert_pem(&self, name: &str) -> Vec<u8> {
+        std::fs::read(self.work.path().join("certs").join(name).join("dev.pem")).expect("cert pem")
+    }
+
+    /// A client that trusts every certificate in `certs/`, never follows redirects, and speaks whatever ALPN picks.
+    pub fn client(&self) -> reqwest::Client {
+        self.client_builder().build().expect("client")
+    }
+
+    pub fn client_builder(&self) -> reqwest::ClientBuilder {
+        let mut builder = reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(10));
+        let certs = std::fs::read_dir(self.work.path().join("certs")).expect("certs folder");
+        for entry in certs.flatten() {
+            if let Ok(pem) = std::fs::read(entry.path().join("dev.pem")) {
+                builder = builder
+                    .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("cert"));
+            }
+        }
+        builder
+    }
+
+    /// Every access log line written so far.
+    pub fn access_log(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.stdout)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// The access log line of a request id, waiting briefly for the writer thread.
+    pub async fn access_line(&self, request_id: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(line) = self
+                .access_log()
+                .into_iter()
+                .find(|l| l["request_id"] == request_id)
+            {
+                return line;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no access log line for {request_id}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit; its status, or None after `within`.
+    pub async fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        None
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Asserts the shape of every gateway-made error: JSON with `error` and a `request_id` equal to
+/// the `X-Request-Id` header. Returns the body.
+pub async fn gateway_error(response: reqwest::Response, status: u16) -> Value {
+    assert_eq!(response.status().as_u16(), status, "status");
+    let id = response
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .expect("x-request-id on a gateway-made response");
+    assert_eq!(
+        response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/json")
+    );
+    let body: Value = response.json().await.expect("a JSON body");
+    assert!(body["error"].is_string(), "{body}");
+    assert_eq!(body["request_id"], id.as_str(), "{body}");
+    body
+}
+
+pub async fn seen(response: reqwest::Response) -> Seen {
+    assert_eq!(response.status(), 200, "expected the upstream's echo");
+    Seen(response.json().await.expect("echo JSON"))
+}

@@ -1,0 +1,10 @@
+//! Integration tests: the real `palisade` binary, a real upstream, real clients over real TLS.
+//! One test crate with modules, so the suite links once.
+
+mod admin;
+mod config_errors;
+mod forwarding;
+mod harness;
+mod routing;
+mod tls;
+mod upstreams;

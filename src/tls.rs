@@ -87,17 +87,12 @@ impl CertStore {
 
     fn choose(&self, sni: Option<&str>) -> Option<&LoadedCert> {
         if let Some(name) = sni.map(str::to_ascii_lowercase) {
-            let exact = self
-                .certs
-                .iter()
-                .find(|c| c.names.contains(&name));
+            let exact = self.certs.iter().find(|c| c.names.contains(&name));
             let wildcard = || {
                 // RFC 6125: a wildcard covers exactly one label.
                 let (_, parent) = name.split_once('.')?;
                 let wanted = format!("*.{parent}");
-                self.certs
-                    .iter()
-                    .find(|c| c.names.contains(&wanted))
+                self.certs.iter().find(|c| c.names.contains(&wanted))
             };
             if let Some(found) = exact.or_else(wildcard) {
                 return Some(found);

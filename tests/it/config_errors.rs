@@ -220,6 +220,45 @@ fn the_shipped_gateway_toml_is_valid() {
 }
 
 #[test]
+fn the_legacy_app_example_is_valid() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let work = Workdir::new();
+    let main = work.cert("main", &["example.com"]);
+    let internal = work.cert("internal", &["*.internal.example.com"]);
+    std::fs::copy(
+        internal.join("dev.pem"),
+        work.path().join("internal-ca.pem"),
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(root.join("examples/legacy-app.toml")).expect("example");
+    let text = text
+        .replace(
+            "/etc/palisade/tls/example.com.pem",
+            &main.join("dev.pem").display().to_string(),
+        )
+        .replace(
+            "/etc/palisade/tls/example.com-key.pem",
+            &main.join("dev-key.pem").display().to_string(),
+        )
+        .replace(
+            "/etc/palisade/tls/internal.pem",
+            &internal.join("dev.pem").display().to_string(),
+        )
+        .replace("/etc/palisade/tls/internal-ca.pem", "internal-ca.pem");
+    let key = std::fs::read_to_string(internal.join("dev-key.pem")).unwrap();
+    let out = Command::new(BIN)
+        .arg("check")
+        .arg(work.write("legacy.toml", &text))
+        .env("INTERNAL_TLS_KEY", key)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(String::from_utf8_lossy(&out.stdout)
+        .contains("ok: 3 route(s), 2 upstream(s), 2 listener(s)"));
+}
+
+#[test]
 fn run_with_an_invalid_config_exits_78_and_binds_nothing() {
     let work = Workdir::new();
     let port = free_port();

@@ -1,0 +1,36 @@
+# Palisade: the two commands are `make run` and `make test`.
+CARGO ?= cargo
+
+.PHONY: run test build deps-build deps-test fmt lint check-config clean
+
+## run: build, make a development certificate, start the demo backend and the gateway
+run: deps-build
+	$(CARGO) build --release --bin palisade --example demo_backend
+	scripts/run-demo.sh
+
+## test: every test (unit and integration, through the real binary)
+test: deps-test
+	$(CARGO) test --locked
+
+build: deps-build
+	$(CARGO) build --release --bin palisade
+
+deps-build:
+	@scripts/deps.sh build
+
+deps-test:
+	@scripts/deps.sh test
+
+fmt:
+	$(CARGO) fmt
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+## check-config: validate gateway.toml like `nginx -t`
+check-config:
+	$(CARGO) run --quiet --bin palisade -- check gateway.toml
+
+clean:
+	$(CARGO) clean

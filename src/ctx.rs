@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::policy::headers::HeaderPolicy;
 use crate::runtime::{Route, Runtime};
 use crate::upstream::Pool;
 
@@ -30,6 +31,9 @@ pub struct RequestCtx {
     pub gateway_status: Option<u16>,
     /// Whether this request is counted in `gateway_requests_in_flight`.
     pub in_flight: bool,
+    /// The upstream's 5xx body is being replaced by this one (see `mask_errors`).
+    pub mask_body: Option<bytes::Bytes>,
+    pub masked: bool,
 }
 
 impl RequestCtx {
@@ -50,6 +54,19 @@ impl RequestCtx {
             decision: "proxied",
             gateway_status: None,
             in_flight: false,
+            mask_body: None,
+            masked: false,
+        }
+    }
+
+    /// The response policy: the route's, or the defaults' when no route matched.
+    pub fn header_policy(&self) -> Option<&Arc<HeaderPolicy>> {
+        match &self.route {
+            Some(route) => route.headers.as_ref(),
+            None => self
+                .runtime
+                .as_ref()
+                .and_then(|rt| rt.default_headers.as_ref()),
         }
     }
 

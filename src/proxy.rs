@@ -16,8 +16,9 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
+use bytes::Bytes;
 use http::header::HOST;
-use http::HeaderName;
+use http::{HeaderName, HeaderValue, Method};
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -27,7 +28,7 @@ use crate::ctx::RequestCtx;
 use crate::log::{AccessLog, AccessRecord};
 use crate::metrics::{method_label, status_class, Metrics};
 use crate::policy::forwarded;
-use crate::respond::{finish_response, GatewayResponse, X_REQUEST_ID};
+use crate::respond::{finish_response, mask_upstream_error, GatewayResponse, X_REQUEST_ID};
 use crate::router::request_host;
 use crate::runtime::{is_idempotent, Runtime};
 use crate::upstream::now_ms;
@@ -58,6 +59,7 @@ impl ProxyHttp for Gateway {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let rt = self.shared.runtime.load_full();
+        ctx.runtime = Some(rt.clone());
         self.shared.metrics.requests_in_flight.inc();
         ctx.in_flight = true;
         session.set_keepalive(Some(rt.timeouts.idle.as_secs()));
@@ -72,15 +74,21 @@ impl ProxyHttp for Gateway {
                     None => GatewayResponse::bad_request("missing or invalid Host header"),
                 };
                 response.send(session, ctx).await?;
-                ctx.runtime = Some(rt);
                 return Ok(true);
             }
         }
-        let route = rt
-            .router
-            .find(&ctx.host, session.req_header().uri.path())
-            .cloned();
-        ctx.runtime = Some(rt);
+        let path = session.req_header().uri.path();
+        if let Some(fixed) = rt.statics.find(&ctx.host, path) {
+            let method = &session.req_header().method;
+            let response = if method == Method::GET || method == Method::HEAD {
+                GatewayResponse::fixed(fixed.content_type.clone(), fixed.body.clone())
+            } else {
+                GatewayResponse::method_not_allowed(HeaderValue::from_static("GET, HEAD"))
+            };
+            response.send(session, ctx).await?;
+            return Ok(true);
+        }
+        let route = rt.router.find(&ctx.host, path).cloned();
         let Some(route) = route else {
             GatewayResponse::not_found().send(session, ctx).await?;
             return Ok(true);
@@ -237,12 +245,60 @@ impl ProxyHttp for Gateway {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        // 7. Response policies: the same function every gateway-made response goes through.
+        // 7. Error masking first (it replaces the body's headers), then the response policies:
+        // the same function every gateway-made response goes through.
+        // An empty body has nothing to leak, and Pingora gives no body to replace.
+        let empty = response
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() == b"0");
+        let mask = response.status.is_server_error()
+            && !empty
+            && ctx.header_policy().is_some_and(|p| p.mask_errors);
+        if mask {
+            let body = mask_upstream_error(response, ctx)?;
+            ctx.masked = true;
+            ctx.decision = "masked_error";
+            // A HEAD response has no body to replace.
+            if session.req_header().method != Method::HEAD {
+                ctx.mask_body = Some(body);
+            }
+        }
         finish_response(response, ctx)
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<std::time::Duration>> {
+        if !ctx.masked {
+            return Ok(None);
+        }
+        if let Some(original) = body.take() {
+            if log::log_enabled!(log::Level::Debug) && !original.is_empty() {
+                let sample = &original[..original.len().min(256)];
+                log::debug!(
+                    "request {} masked upstream error body starting: {:?}",
+                    ctx.request_id,
+                    String::from_utf8_lossy(sample)
+                );
+            }
+        }
+        // The replacement goes out with the first chunk (or at the end for an empty body);
+        // everything the upstream sends after it is dropped.
+        if let Some(replacement) = ctx.mask_body.take() {
+            *body = Some(replacement);
+        } else if end_of_stream {
+            *body = None;
+        }
+        Ok(None)
     }
 
     async fn fail_to_proxy(
@@ -293,6 +349,8 @@ impl ProxyHttp for Gateway {
             }
         }
         let mut code = 0;
+        // The connection is not reused after a failure: say so in the response.
+        session.set_keepalive(None);
         if let Some(response) = response {
             code = response.status();
             if session.response_written().is_none() {

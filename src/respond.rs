@@ -19,6 +19,8 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub struct GatewayResponse {
     status: StatusCode,
     message: &'static str,
+    /// A fixed body (`[[static]]`) instead of the JSON error.
+    fixed: Option<(HeaderValue, Bytes)>,
     /// The access log's `decision`.
     decision: &'static str,
     headers: Vec<(HeaderName, HeaderValue)>,
@@ -40,11 +42,19 @@ impl GatewayResponse {
         GatewayResponse {
             status,
             message,
+            fixed: None,
             decision,
             headers: Vec::new(),
             location: None,
             keepalive: true,
         }
+    }
+
+    /// A `[[static]]` response.
+    pub fn fixed(content_type: HeaderValue, body: Bytes) -> Self {
+        let mut r = Self::new(StatusCode::OK, "", "static");
+        r.fixed = Some((content_type, body));
+        r
     }
 
     pub fn not_found() -> Self {
@@ -122,14 +132,15 @@ impl GatewayResponse {
 
     /// Writes the response to the client. Records the status and decision in `ctx`.
     pub async fn send(self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
-        let body = serde_json::to_vec(&ErrorBody {
-            error: self.message,
-            request_id: &ctx.request_id,
-            location: self.location.as_deref(),
-        })
-        .unwrap_or_default();
+        let (content_type, body) = match self.fixed {
+            Some((content_type, body)) => (content_type, body),
+            None => (
+                HeaderValue::from_static("application/json"),
+                error_json(self.message, &ctx.request_id, self.location.as_deref()),
+            ),
+        };
         let mut header = ResponseHeader::build(self.status, Some(6 + self.headers.len()))?;
-        header.insert_header(CONTENT_TYPE, "application/json")?;
+        header.insert_header(CONTENT_TYPE, content_type)?;
         header.insert_header(CONTENT_LENGTH, body.len())?;
         header.insert_header(CACHE_CONTROL, "no-store")?;
         if let Some(location) = &self.location {
@@ -149,16 +160,53 @@ impl GatewayResponse {
             .write_response_header(Box::new(header), head_only)
             .await?;
         if !head_only {
-            session
-                .write_response_body(Some(Bytes::from(body)), true)
-                .await?;
+            session.write_response_body(Some(body), true).await?;
         }
         Ok(())
     }
 }
 
-/// The response policies, applied to upstream and gateway-made responses alike.
+/// The gateway's JSON error body.
+pub fn error_json(message: &str, request_id: &str, location: Option<&str>) -> Bytes {
+    let body = ErrorBody {
+        error: message,
+        request_id,
+        location,
+    };
+    Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
+}
+
+/// The response policies, applied to upstream and gateway-made responses alike: the route's
+/// header policy (or the defaults' when no route matched), then the request id.
 pub fn finish_response(header: &mut ResponseHeader, ctx: &RequestCtx) -> Result<()> {
+    if let Some(policy) = ctx.header_policy() {
+        policy.apply(header, ctx.https)?;
+    }
     header.insert_header(X_REQUEST_ID, ctx.request_id.as_str())?;
     Ok(())
+}
+
+/// `mask_errors`: turns an upstream 5xx into the gateway's generic JSON, keeping the status.
+/// Returns the body that must replace the upstream's.
+pub fn mask_upstream_error(header: &mut ResponseHeader, ctx: &RequestCtx) -> Result<Bytes> {
+    let body = error_json(
+        "the application could not answer this request",
+        &ctx.request_id,
+        None,
+    );
+    for name in [
+        http::header::CONTENT_ENCODING,
+        http::header::TRANSFER_ENCODING,
+        http::header::ETAG,
+        http::header::LAST_MODIFIED,
+        http::header::CONTENT_DISPOSITION,
+        http::header::CONTENT_LANGUAGE,
+        http::header::CONTENT_RANGE,
+    ] {
+        header.remove_header(&name);
+    }
+    header.insert_header(CONTENT_TYPE, "application/json")?;
+    header.insert_header(CONTENT_LENGTH, body.len())?;
+    header.insert_header(CACHE_CONTROL, "no-store")?;
+    Ok(body)
 }

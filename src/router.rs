@@ -37,7 +37,7 @@ impl HostMatch {
         })
     }
 
-    fn matches(&self, host: &str) -> bool {
+    pub fn matches(&self, host: &str) -> bool {
         match self {
             HostMatch::Any => true,
             HostMatch::Exact(name) => name == host,

@@ -14,6 +14,8 @@ use crate::config::diagnostics::Diagnostics;
 use crate::config::{Config, KeyPath, RouteConfig};
 use crate::policy::access::MethodSet;
 use crate::policy::forwarded::TrustedProxies;
+use crate::policy::headers::{self, HeaderPolicy};
+use crate::policy::statics::Statics;
 use crate::router::{normalize_prefix, HostMatch, Matchable, Router};
 use crate::tls::CertStore;
 use crate::upstream::{HealthRegistry, Pool};
@@ -25,6 +27,8 @@ pub struct Route {
     prefix: String,
     pub methods: Option<MethodSet>,
     pub upstream: Arc<Pool>,
+    /// `None` when the route opted out with `headers = "none"`.
+    pub headers: Option<Arc<HeaderPolicy>>,
 }
 
 impl Matchable for Route {
@@ -49,6 +53,9 @@ pub struct Timeouts {
 
 pub struct Runtime {
     pub router: Router<Route>,
+    /// The response policy for requests no route matched, and the default for routes.
+    pub default_headers: Option<Arc<HeaderPolicy>>,
+    pub statics: Statics,
     pub upstreams: BTreeMap<String, Arc<Pool>>,
     pub trusted_proxies: TrustedProxies,
     /// `Some(port)` when plain HTTP is redirected to HTTPS on that port.
@@ -150,7 +157,21 @@ impl Runtime {
             }
         }
 
-        let routes = compile_routes(config, &upstreams, diags);
+        let header_policies = headers::compile_all(&config.headers, diags);
+        let default_headers = resolve_headers(
+            config.defaults.headers.as_deref().unwrap_or("baseline"),
+            &root.key("defaults").key("headers"),
+            &header_policies,
+            diags,
+        )
+        .flatten();
+        let policies = Policies {
+            upstreams: &upstreams,
+            headers: &header_policies,
+            default_headers: &default_headers,
+        };
+        let routes = compile_routes(config, &policies, diags);
+        let statics = Statics::compile(&config.statics, diags);
         if config.routes.is_empty() {
             diags.warn(
                 root.key("routes"),
@@ -163,6 +184,8 @@ impl Runtime {
         }
         Some(Runtime {
             router: Router::new(routes),
+            default_headers,
+            statics,
             upstreams,
             trusted_proxies,
             redirect_https,
@@ -193,9 +216,42 @@ impl Runtime {
     }
 }
 
+/// The compiled policies routes refer to by name.
+struct Policies<'a> {
+    upstreams: &'a BTreeMap<String, Arc<Pool>>,
+    headers: &'a BTreeMap<String, Arc<HeaderPolicy>>,
+    default_headers: &'a Option<Arc<HeaderPolicy>>,
+}
+
+/// Resolves a header policy name: `Some(None)` for `"none"`, `None` (and an error) when unknown.
+fn resolve_headers(
+    name: &str,
+    path: &KeyPath,
+    policies: &BTreeMap<String, Arc<HeaderPolicy>>,
+    diags: &mut Diagnostics,
+) -> Option<Option<Arc<HeaderPolicy>>> {
+    if name == "none" {
+        return Some(None);
+    }
+    match policies.get(name) {
+        Some(p) => Some(Some(p.clone())),
+        None => {
+            let known: Vec<&str> = policies.keys().map(String::as_str).collect();
+            diags.error(
+                path.clone(),
+                format!(
+                    "unknown header policy `{name}`; defined: {}, or \"none\"",
+                    known.join(", ")
+                ),
+            );
+            None
+        }
+    }
+}
+
 fn compile_routes(
     config: &Config,
-    upstreams: &BTreeMap<String, Arc<Pool>>,
+    policies: &Policies<'_>,
     diags: &mut Diagnostics,
 ) -> Vec<Arc<Route>> {
     let routes_path = KeyPath::root().key("routes");
@@ -213,7 +269,7 @@ fn compile_routes(
                 ),
             );
         }
-        if let Some(route) = compile_route(rc, &path, config, upstreams, diags) {
+        if let Some(route) = compile_route(rc, &path, config, policies, diags) {
             let place = (format!("{:?}", route.host), route.prefix.clone());
             if let Some(first) = places.insert(place, route.name.clone()) {
                 diags.error(
@@ -231,7 +287,7 @@ fn compile_route(
     rc: &RouteConfig,
     path: &KeyPath,
     config: &Config,
-    upstreams: &BTreeMap<String, Arc<Pool>>,
+    policies: &Policies<'_>,
     diags: &mut Diagnostics,
 ) -> Option<Route> {
     let errors_before = diags.error_count();
@@ -266,7 +322,11 @@ fn compile_route(
         .methods
         .as_ref()
         .and_then(|list| MethodSet::compile(list, &path.key("methods"), diags));
-    let upstream = upstreams.get(&rc.upstream).cloned();
+    let headers = match &rc.headers {
+        None => Some(policies.default_headers.clone()),
+        Some(name) => resolve_headers(name, &path.key("headers"), policies.headers, diags),
+    };
+    let upstream = policies.upstreams.get(&rc.upstream).cloned();
     if upstream.is_none() && !config.upstreams.contains_key(&rc.upstream) {
         let known: Vec<&str> = config.upstreams.keys().map(String::as_str).collect();
         diags.error(
@@ -287,6 +347,7 @@ fn compile_route(
         prefix,
         methods,
         upstream: upstream?,
+        headers: headers?,
     })
 }
 

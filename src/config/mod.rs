@@ -16,7 +16,16 @@ use serde::de::DeserializeOwned;
 pub use diagnostics::{Diagnostics, KeyPath, SourceMap};
 pub use schema::*;
 
-const SECTIONS: &[&str] = &["server", "admin", "tls", "upstreams", "defaults", "routes"];
+const SECTIONS: &[&str] = &[
+    "server",
+    "admin",
+    "tls",
+    "upstreams",
+    "defaults",
+    "headers",
+    "static",
+    "routes",
+];
 
 /// A config file as read: the sections that parsed, and where it came from.
 pub struct Loaded {
@@ -53,6 +62,8 @@ pub fn parse(text: &str, diags: &mut Diagnostics) -> Config {
         tls: None,
         upstreams: BTreeMap::new(),
         defaults: DefaultsConfig::default(),
+        headers: BTreeMap::new(),
+        statics: Vec::new(),
         routes: Vec::new(),
     };
     let table = match text.parse::<toml::Table>() {
@@ -84,16 +95,9 @@ pub fn parse(text: &str, diags: &mut Diagnostics) -> Config {
                 }
             }
             "upstreams" => config.upstreams = named_sections(value, &path, diags),
-            "routes" => match value {
-                toml::Value::Array(items) => {
-                    for (i, item) in items.into_iter().enumerate() {
-                        if let Some(route) = section(item, &path.index(i), diags) {
-                            config.routes.push(route);
-                        }
-                    }
-                }
-                _ => diags.error(path, "must be an array of tables: write each as [[routes]]"),
-            },
+            "headers" => config.headers = named_sections(value, &path, diags),
+            "routes" => config.routes = array_sections(value, &path, "[[routes]]", diags),
+            "static" => config.statics = array_sections(value, &path, "[[static]]", diags),
             other => diags.error(
                 path,
                 format!(
@@ -119,6 +123,28 @@ fn section<T: DeserializeOwned>(
                 e.inner().message().trim().to_string(),
             );
             None
+        }
+    }
+}
+
+fn array_sections<T: DeserializeOwned>(
+    value: toml::Value,
+    path: &KeyPath,
+    form: &str,
+    diags: &mut Diagnostics,
+) -> Vec<T> {
+    match value {
+        toml::Value::Array(items) => items
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, item)| section(item, &path.index(i), diags))
+            .collect(),
+        _ => {
+            diags.error(
+                path.clone(),
+                format!("must be an array of tables: write each as {form}"),
+            );
+            Vec::new()
         }
     }
 }

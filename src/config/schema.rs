@@ -7,6 +7,8 @@ use serde::Deserialize;
 
 use super::secret::SecretRef;
 use super::units::HumanDuration;
+pub use crate::policy::headers::HeadersConfig;
+pub use crate::policy::statics::StaticConfig;
 
 /// `[server]`: listeners and proxy-wide behaviour.
 #[derive(Debug, Clone, Deserialize)]
@@ -133,10 +135,13 @@ pub struct HealthCheckConfig {
     pub healthy_after: u32,
 }
 
-/// `[defaults]`: what every route gets unless it says otherwise. Policies join it as they land.
+/// `[defaults]`: what every route gets unless it says otherwise.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct DefaultsConfig {}
+pub struct DefaultsConfig {
+    /// A `[headers.NAME]` policy, a built-in preset, or `"none"`. Default `"baseline"`.
+    pub headers: Option<String>,
+}
 
 /// `[[routes]]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -153,6 +158,8 @@ pub struct RouteConfig {
     pub methods: Option<Vec<String>>,
     /// The upstream pool. Required.
     pub upstream: String,
+    /// A `[headers.NAME]` policy, a built-in preset, or `"none"`. Default: `[defaults]`'.
+    pub headers: Option<String>,
 }
 
 /// The whole file, once each section has parsed.
@@ -163,6 +170,8 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     pub upstreams: BTreeMap<String, UpstreamConfig>,
     pub defaults: DefaultsConfig,
+    pub headers: BTreeMap<String, HeadersConfig>,
+    pub statics: Vec<StaticConfig>,
     pub routes: Vec<RouteConfig>,
 }
 

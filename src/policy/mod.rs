@@ -3,3 +3,5 @@
 
 pub mod access;
 pub mod forwarded;
+pub mod headers;
+pub mod statics;

@@ -20,6 +20,10 @@ use sha2::{Digest, Sha256};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_palisade");
 
+/// An address where nothing listens: connects are refused at once. (A port from
+/// [`free_port`] could be handed to another test's listener in the meantime.)
+pub const DEAD: &str = "127.0.0.1:1";
+
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -61,7 +65,10 @@ struct UpstreamState {
 
 /// An HTTP/1.1 server that answers:
 /// - `/health`: 200, or 503 after `set_healthy(false)`;
-/// - `/status/NNN`: that status, with a body that a masking gateway must not leak;
+/// - `/status/NNN`: that status, with a stack trace a masking gateway must not leak
+///   (`/status/NNN/empty`: with no body);
+/// - a path containing `/legacy`: the echo, announcing itself like a legacy app (`Server`,
+///   `X-Powered-By`, ...) and setting bare cookies;
 /// - `.../slow?ms=N`: the echo, after N milliseconds;
 /// - anything else: the echo of what it received (method, path, query, headers, body hash).
 pub struct Upstream {
@@ -129,15 +136,24 @@ async fn echo(
         ));
     }
     state.hits.fetch_add(1, Ordering::SeqCst);
-    if let Some(code) = path
-        .strip_prefix("/status/")
-        .and_then(|c| c.parse::<u16>().ok())
-    {
-        let body = format!(
-            "Traceback (most recent call last): secret internals from {}",
-            state.name
-        );
-        return Ok(respond(code, "text/plain", Bytes::from(body)));
+    if let Some(rest) = path.find("/status/").map(|i| &path[i + "/status/".len()..]) {
+        let (code, empty) = match rest.strip_suffix("/empty") {
+            Some(code) => (code, true),
+            None => (rest, false),
+        };
+        if let Ok(code) = code.parse::<u16>() {
+            let body = if empty {
+                String::new()
+            } else {
+                format!(
+                    "Traceback (most recent call last): secret internals from {}",
+                    state.name
+                )
+            };
+            let mut r = respond(code, "text/plain", Bytes::from(body));
+            announce_like_a_legacy_app(&mut r);
+            return Ok(r);
+        }
     }
     let query = req.uri().query().map(str::to_string);
     if path.ends_with("/slow") {
@@ -175,11 +191,28 @@ async fn echo(
         "body_len": body.len(),
         "body_sha256": hex(&Sha256::digest(&body)),
     });
-    Ok(respond(
-        200,
-        "application/json",
-        Bytes::from(report.to_string()),
-    ))
+    let mut r = respond(200, "application/json", Bytes::from(report.to_string()));
+    if path.contains("/legacy") {
+        announce_like_a_legacy_app(&mut r);
+    }
+    Ok(r)
+}
+
+fn announce_like_a_legacy_app(r: &mut Response<Full<Bytes>>) {
+    let h = r.headers_mut();
+    for (name, value) in [
+        ("server", "Werkzeug/2.0.1 Python/3.8.10"),
+        ("x-powered-by", "Express"),
+        ("x-aspnet-version", "4.0.30319"),
+        ("x-drupal-cache", "HIT"),
+        ("via", "1.1 varnish"),
+        ("x-frame-options", "ALLOWALL"),
+        ("cache-control", "private, max-age=30"),
+        ("set-cookie", "session=abc123; Path=/"),
+        ("set-cookie", "theme=dark; Path=/; SameSite=Strict"),
+    ] {
+        h.append(name, value.parse().expect("header"));
+    }
 }
 
 fn respond(status: u16, content_type: &str, body: Bytes) -> Response<Full<Bytes>> {
@@ -311,6 +344,23 @@ impl Gateway {
     }
 
     pub async fn start_in(work: Workdir, config: &str, env: &[(&str, &str)]) -> Gateway {
+        let mut work = work;
+        // A port picked by `free_port` can be taken by another test before palisade binds it:
+        // then palisade says so and exits, and it is started again on other ports.
+        for attempt in 1.. {
+            let mut gw = Gateway::spawn(work, config, env);
+            match gw.wait_ready().await {
+                Ok(()) => return gw,
+                Err(e) if attempt < 3 && e.contains("cannot listen on") => {
+                    work = std::mem::replace(&mut gw.work, Workdir::new());
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        unreachable!()
+    }
+
+    fn spawn(work: Workdir, config: &str, env: &[(&str, &str)]) -> Gateway {
         let ports = Ports::new();
         let path = work.write("gateway.toml", &ports.fill(config));
         let stdout = work.path().join("stdout.log");
@@ -326,35 +376,33 @@ impl Gateway {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("spawn palisade");
-        let mut gw = Gateway {
+        Gateway {
             child,
             ports,
             work,
             stdout,
             stderr,
-        };
-        gw.wait_ready().await;
-        gw
+        }
     }
 
-    async fn wait_ready(&mut self) {
+    async fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(20);
         let url = format!("http://127.0.0.1:{}/healthz", self.ports.admin);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
+                return Err(format!(
                     "palisade exited with {status} before it was ready:\n{}",
                     self.stderr()
-                );
+                ));
             }
             if let Ok(r) = reqwest::get(&url).await {
                 if r.status() == 200 {
-                    return;
+                    return Ok(());
                 }
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("palisade did not become ready:\n{}", self.stderr());
+        Err(format!("palisade did not become ready:\n{}", self.stderr()))
     }
 
     pub fn pid(&self) -> u32 {

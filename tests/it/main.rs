@@ -5,6 +5,7 @@ mod admin;
 mod config_errors;
 mod forwarding;
 mod harness;
+mod headers;
 mod routing;
 mod tls;
 mod upstreams;

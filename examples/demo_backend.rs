@@ -1,6 +1,7 @@
 //! A small "legacy app" for `make run`: it answers every request with JSON describing what it
-//! received (so you can see what Palisade forwards), `/health` with 200, and it announces itself
-//! with `Server` and `X-Powered-By` like the apps Palisade is put in front of.
+//! received (so you can see what Palisade forwards), `/health` with 200, and it behaves like the
+//! apps Palisade is put in front of: it announces itself with `Server` and `X-Powered-By` and
+//! sets a session cookie without any flags.
 //!
 //! Usage: demo_backend [ADDR]   (default 127.0.0.1:3000). Standard library only.
 
@@ -79,8 +80,9 @@ fn serve(stream: TcpStream) {
             ("200 OK", payload)
         };
         let response = format!(
-            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nServer: DemoBackend/1.0\r\nX-Powered-By: PHP/5.6.40\r\n\r\n{payload}",
-            payload.len()
+            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nServer: DemoBackend/1.0\r\nX-Powered-By: PHP/5.6.40\r\nSet-Cookie: session=demo-{}; Path=/\r\n\r\n{payload}",
+            payload.len(),
+            std::process::id()
         );
         if writer.write_all(response.as_bytes()).is_err() {
             return;

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing Palisade needs, when it is missing:
 #   build: cmake and a C compiler (Pingora builds zlib-ng with them)
-#   tests: promtool (checks the /metrics output), from Debian's `prometheus` package
+#   tests: promtool (checks the /metrics output), from Debian's `prometheus` package, and
+#          redis-server (the shared rate-limit store; tests start their own on a free port)
 # Usage: scripts/deps.sh build|test
 set -euo pipefail
 need=()
@@ -9,6 +10,7 @@ command -v cmake >/dev/null 2>&1 || need+=(cmake)
 command -v cc >/dev/null 2>&1 || need+=(gcc)
 if [ "${1:-build}" = test ]; then
   command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+  command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 fi
 [ ${#need[@]} -eq 0 ] && exit 0
 

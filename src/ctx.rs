@@ -1,11 +1,13 @@
 //! The per-request context: what the gateway learned about a request as it went through the
 //! phases, read back by the response policies, the metrics and the access log.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use crate::policy::headers::HeaderPolicy;
+use crate::policy::in_flight::InFlightGuard;
 use crate::runtime::{Route, Runtime};
 use crate::upstream::Pool;
 
@@ -26,7 +28,11 @@ pub struct RequestCtx {
     pub started: Instant,
     pub upstream_started: Option<Instant>,
     /// What the gateway decided; the access log's `decision` field.
-    pub decision: &'static str,
+    pub decision: Cow<'static, str>,
+    /// This request's place under the route's `max_in_flight`, given back when it ends.
+    pub in_flight_place: Option<InFlightGuard>,
+    /// The `RateLimit` header for an allowed request.
+    pub rate_limit: Option<http::HeaderValue>,
     /// The status the gateway answered with itself, if it did.
     pub gateway_status: Option<u16>,
     /// Whether this request is counted in `gateway_requests_in_flight`.
@@ -51,7 +57,9 @@ impl RequestCtx {
             attempts: 0,
             started: Instant::now(),
             upstream_started: None,
-            decision: "proxied",
+            decision: Cow::Borrowed("proxied"),
+            rate_limit: None,
+            in_flight_place: None,
             gateway_status: None,
             in_flight: false,
             mask_body: None,

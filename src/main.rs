@@ -2,6 +2,7 @@
 
 mod admin;
 mod background;
+mod clock;
 mod config;
 mod ctx;
 mod log;
@@ -12,6 +13,7 @@ mod respond;
 mod router;
 mod runtime;
 mod server;
+mod state;
 mod tls;
 mod upstream;
 mod version;
@@ -86,8 +88,8 @@ fn run(args: &[&str]) -> i32 {
 }
 
 fn check(file: &Path) -> i32 {
-    let registry = upstream::HealthRegistry::default();
-    match server::load_runtime(file, &registry) {
+    let state = state::State::default();
+    match server::load_runtime(file, &state) {
         Ok(checked) => {
             for warning in &checked.warnings {
                 eprintln!("{warning}");

@@ -19,6 +19,11 @@ pub struct Metrics {
     pub active_connections: IntGauge,
     pub requests_in_flight: IntGauge,
     pub access_log_dropped: prometheus::IntCounter,
+    pub rate_limit_decisions: IntCounterVec,
+    pub rate_limit_store_errors: IntCounterVec,
+    pub lockouts: IntCounterVec,
+    rate_limit_keys: IntGaugeVec,
+    rate_limit_evictions: IntCounterVec,
 }
 
 /// Label used when a request matched no route.
@@ -72,6 +77,41 @@ impl Metrics {
             "gateway_access_log_dropped_total",
             "Access log lines dropped because the writer fell behind.",
         )?;
+        let rate_limit_decisions = IntCounterVec::new(
+            Opts::new(
+                "gateway_rate_limit_decisions_total",
+                "Rate-limit decisions by policy and result (allowed, limited, missing_key, unavailable).",
+            ),
+            &["policy", "result"],
+        )?;
+        let rate_limit_store_errors = IntCounterVec::new(
+            Opts::new(
+                "gateway_rate_limit_store_errors_total",
+                "Decisions the shared store did not answer in time; on_error decided them.",
+            ),
+            &["store"],
+        )?;
+        let lockouts = IntCounterVec::new(
+            Opts::new(
+                "gateway_lockouts_total",
+                "Clients blocked by a lockout policy.",
+            ),
+            &["policy"],
+        )?;
+        let rate_limit_keys = IntGaugeVec::new(
+            Opts::new(
+                "gateway_rate_limit_keys",
+                "Keys held in a policy's local table.",
+            ),
+            &["policy"],
+        )?;
+        let rate_limit_evictions = IntCounterVec::new(
+            Opts::new(
+                "gateway_rate_limit_evictions_total",
+                "Keys evicted from a policy's local table to stay within max_keys.",
+            ),
+            &["policy"],
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "gateway_build_info",
@@ -90,6 +130,11 @@ impl Metrics {
         registry.register(Box::new(requests_in_flight.clone()))?;
         registry.register(Box::new(access_log_dropped.clone()))?;
         registry.register(Box::new(build_info))?;
+        registry.register(Box::new(rate_limit_decisions.clone()))?;
+        registry.register(Box::new(rate_limit_store_errors.clone()))?;
+        registry.register(Box::new(lockouts.clone()))?;
+        registry.register(Box::new(rate_limit_keys.clone()))?;
+        registry.register(Box::new(rate_limit_evictions.clone()))?;
         Ok(Metrics {
             registry,
             requests,
@@ -100,6 +145,11 @@ impl Metrics {
             active_connections,
             requests_in_flight,
             access_log_dropped,
+            rate_limit_decisions,
+            rate_limit_store_errors,
+            lockouts,
+            rate_limit_keys,
+            rate_limit_evictions,
         })
     }
 
@@ -114,6 +164,16 @@ impl Metrics {
                     .with_label_values(&[pool.name.as_str(), server.label.as_str()])
                     .set(i64::from(server.health.is_available(now)));
             }
+        }
+        self.rate_limit_keys.reset();
+        self.rate_limit_evictions.reset();
+        for (name, policy) in &runtime.rate_limits {
+            self.rate_limit_keys
+                .with_label_values(&[name.as_str()])
+                .set(i64::try_from(policy.table.len()).unwrap_or(i64::MAX));
+            self.rate_limit_evictions
+                .with_label_values(&[name.as_str()])
+                .inc_by(policy.table.evictions());
         }
         let mut out = Vec::new();
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {

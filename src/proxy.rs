@@ -24,13 +24,16 @@ use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
+use crate::clock;
 use crate::ctx::RequestCtx;
 use crate::log::{AccessLog, AccessRecord};
 use crate::metrics::{method_label, status_class, Metrics};
 use crate::policy::forwarded;
+use crate::policy::lockout::Recorded;
+use crate::policy::rate_limit::{self, Event, RequestFacts, Verdict};
 use crate::respond::{finish_response, mask_upstream_error, GatewayResponse, X_REQUEST_ID};
 use crate::router::request_host;
-use crate::runtime::{is_idempotent, Runtime};
+use crate::runtime::{is_idempotent, Route, Runtime};
 use crate::upstream::now_ms;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -101,6 +104,42 @@ impl ProxyHttp for Gateway {
                 GatewayResponse::method_not_allowed(methods.allow.clone())
                     .send(session, ctx)
                     .await?;
+                return Ok(true);
+            }
+        }
+
+        // 4. A client locked out after failures is refused before it costs anything; then the
+        // in-flight cap, then the rate limits (a request refused earlier is charged to none).
+        if let (Some(lockout), Some(client)) = (&route.lockout, ctx.client_ip) {
+            if let Some(left_us) = lockout.blocked(&route.name, client, clock::now_us()) {
+                GatewayResponse::too_many(
+                    "too many failed attempts; try again later",
+                    lockout.decision.clone(),
+                    left_us.div_ceil(1_000_000),
+                )
+                .send(session, ctx)
+                .await?;
+                return Ok(true);
+            }
+        }
+        if let (Some((max, table)), Some(client)) = (&route.in_flight, ctx.client_ip) {
+            match table.try_acquire(client, *max) {
+                Some(place) => ctx.in_flight_place = Some(place),
+                None => {
+                    GatewayResponse::too_many(
+                        "too many requests in flight",
+                        "max_in_flight".into(),
+                        1,
+                    )
+                    .send(session, ctx)
+                    .await?;
+                    return Ok(true);
+                }
+            }
+        }
+        if !route.rate_limits.is_empty() {
+            if let Some(refusal) = self.rate_limit(session, ctx, &route).await {
+                refusal.send(session, ctx).await?;
                 return Ok(true);
             }
         }
@@ -249,6 +288,29 @@ impl ProxyHttp for Gateway {
         response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if let (Some(route), Some(client)) = (&ctx.route, ctx.client_ip) {
+            if let Some(lockout) = &route.lockout {
+                let recorded = lockout.record(
+                    &route.name,
+                    client,
+                    response.status.as_u16(),
+                    clock::now_us(),
+                );
+                if let Recorded::Blocked(us) = recorded {
+                    self.shared
+                        .metrics
+                        .lockouts
+                        .with_label_values(&[lockout.name.as_str()])
+                        .inc();
+                    log::info!(
+                        "lockout {}: {client} blocked on route {} for {}s",
+                        lockout.name,
+                        route.name,
+                        us / 1_000_000
+                    );
+                }
+            }
+        }
         // 7. Error masking first (it replaces the body's headers), then the response policies:
         // the same function every gateway-made response goes through.
         // An empty body has nothing to leak, and Pingora gives no body to replace.
@@ -262,7 +324,7 @@ impl ProxyHttp for Gateway {
         if mask {
             let body = mask_upstream_error(response, ctx)?;
             ctx.masked = true;
-            ctx.decision = "masked_error";
+            ctx.decision = "masked_error".into();
             // A HEAD response has no body to replace.
             if session.req_header().method != Method::HEAD {
                 ctx.mask_body = Some(body);
@@ -404,10 +466,65 @@ impl ProxyHttp for Gateway {
             duration_ms: (elapsed.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
             route: &route,
             upstream,
-            decision: ctx.decision,
+            decision: &ctx.decision,
         };
         if !self.shared.access_log.write(&record) {
             metrics.access_log_dropped.inc();
+        }
+    }
+}
+
+impl Gateway {
+    /// Runs the route's rate limits. `Some(response)` when the request is refused.
+    async fn rate_limit(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+        route: &Route,
+    ) -> Option<GatewayResponse> {
+        let metrics = &self.shared.metrics;
+        let facts = RequestFacts {
+            client_ip: ctx.client_ip,
+            route: &route.name,
+            headers: &session.req_header().headers,
+        };
+        let mut events = Vec::new();
+        let verdict =
+            rate_limit::check_all(&route.rate_limits, &facts, clock::now_us(), &mut events).await;
+        for event in events {
+            match event {
+                Event::StoreError => metrics
+                    .rate_limit_store_errors
+                    .with_label_values(&["redis"])
+                    .inc(),
+            }
+        }
+        let count = |policy: &str, result: &str| {
+            metrics
+                .rate_limit_decisions
+                .with_label_values(&[policy, result])
+                .inc();
+        };
+        match verdict {
+            Verdict::Allowed(outcomes) => {
+                for (policy, _) in &outcomes {
+                    count(&policy.name, "allowed");
+                }
+                ctx.rate_limit = rate_limit::allowed_header(&outcomes);
+                None
+            }
+            Verdict::Limited(policy, outcome) => {
+                count(&policy.name, "limited");
+                Some(GatewayResponse::rate_limited(&policy, &outcome))
+            }
+            Verdict::MissingKey(policy, header) => {
+                count(&policy.name, "missing_key");
+                Some(GatewayResponse::missing_rate_limit_key(&policy, &header))
+            }
+            Verdict::Unavailable(policy) => {
+                count(&policy.name, "unavailable");
+                Some(GatewayResponse::rate_limit_unavailable(&policy))
+            }
         }
     }
 }

@@ -3,6 +3,8 @@
 //! passes through [`finish_response`], the same function `response_filter` calls for upstream
 //! responses: what a response policy adds, it adds to both.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use http::{HeaderName, HeaderValue, Method, StatusCode};
@@ -12,17 +14,18 @@ use pingora_proxy::Session;
 use serde::Serialize;
 
 use crate::ctx::RequestCtx;
+use crate::policy::rate_limit::{self, gcra::Outcome, RateLimitPolicy};
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// A response the gateway makes itself. Built by the named constructors below.
 pub struct GatewayResponse {
     status: StatusCode,
-    message: &'static str,
+    message: Cow<'static, str>,
     /// A fixed body (`[[static]]`) instead of the JSON error.
     fixed: Option<(HeaderValue, Bytes)>,
     /// The access log's `decision`.
-    decision: &'static str,
+    decision: Cow<'static, str>,
     headers: Vec<(HeaderName, HeaderValue)>,
     location: Option<String>,
     /// Keep the client connection open afterwards.
@@ -38,12 +41,16 @@ struct ErrorBody<'a> {
 }
 
 impl GatewayResponse {
-    fn new(status: StatusCode, message: &'static str, decision: &'static str) -> Self {
+    fn new(
+        status: StatusCode,
+        message: impl Into<Cow<'static, str>>,
+        decision: impl Into<Cow<'static, str>>,
+    ) -> Self {
         GatewayResponse {
             status,
-            message,
+            message: message.into(),
             fixed: None,
-            decision,
+            decision: decision.into(),
             headers: Vec::new(),
             location: None,
             keepalive: true,
@@ -92,6 +99,45 @@ impl GatewayResponse {
         r
     }
 
+    /// 429 from a rate limit: `Retry-After`, `X-RateLimit-*` and the IETF `RateLimit` fields.
+    pub fn rate_limited(policy: &RateLimitPolicy, outcome: &Outcome) -> Self {
+        let mut r = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many requests",
+            policy.decision.clone(),
+        );
+        r.headers = rate_limit::limited_headers(policy, outcome);
+        r
+    }
+
+    /// 429 for a client locked out after failures, or over its in-flight cap.
+    pub fn too_many(message: &'static str, decision: String, retry_after_secs: u64) -> Self {
+        let mut r = Self::new(StatusCode::TOO_MANY_REQUESTS, message, decision);
+        r.headers.push((
+            http::header::RETRY_AFTER,
+            HeaderValue::from(retry_after_secs.max(1)),
+        ));
+        r
+    }
+
+    /// A rate limit keyed on a header the request did not send.
+    pub fn missing_rate_limit_key(policy: &RateLimitPolicy, header: &HeaderName) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            format!("this route is rate limited per `{header}`: send that header"),
+            format!("missing_key:{}", policy.name),
+        )
+    }
+
+    /// A shared limiter store that did not answer, with `on_error = "deny"`.
+    pub fn rate_limit_unavailable(policy: &RateLimitPolicy) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the rate limiter is unavailable",
+            format!("rate_limit_unavailable:{}", policy.name),
+        )
+    }
+
     pub fn bad_gateway() -> Self {
         Self::new(
             StatusCode::BAD_GATEWAY,
@@ -136,7 +182,7 @@ impl GatewayResponse {
             Some((content_type, body)) => (content_type, body),
             None => (
                 HeaderValue::from_static("application/json"),
-                error_json(self.message, &ctx.request_id, self.location.as_deref()),
+                error_json(&self.message, &ctx.request_id, self.location.as_deref()),
             ),
         };
         let mut header = ResponseHeader::build(self.status, Some(6 + self.headers.len()))?;
@@ -182,9 +228,18 @@ pub fn finish_response(header: &mut ResponseHeader, ctx: &RequestCtx) -> Result<
     if let Some(policy) = ctx.header_policy() {
         policy.apply(header, ctx.https)?;
     }
+    if let (Some(route), Some(value)) = (&ctx.route, &ctx.rate_limit) {
+        if let Some(policy) = &route.rate_limit_policy {
+            header.insert_header(RATELIMIT_POLICY, policy.clone())?;
+            header.insert_header(RATELIMIT, value.clone())?;
+        }
+    }
     header.insert_header(X_REQUEST_ID, ctx.request_id.as_str())?;
     Ok(())
 }
+
+const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 
 /// `mask_errors`: turns an upstream 5xx into the gateway's generic JSON, keeping the status.
 /// Returns the body that must replace the upstream's.

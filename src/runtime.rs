@@ -15,10 +15,14 @@ use crate::config::{Config, KeyPath, RouteConfig};
 use crate::policy::access::MethodSet;
 use crate::policy::forwarded::TrustedProxies;
 use crate::policy::headers::{self, HeaderPolicy};
+use crate::policy::in_flight::InFlightTable;
+use crate::policy::lockout::{LockoutPolicy, LockoutTable};
+use crate::policy::rate_limit::{self, RateLimitPolicy, SharedStore};
 use crate::policy::statics::Statics;
 use crate::router::{normalize_prefix, HostMatch, Matchable, Router};
+use crate::state::State;
 use crate::tls::CertStore;
-use crate::upstream::{HealthRegistry, Pool};
+use crate::upstream::Pool;
 
 pub struct Route {
     /// The configured name: the metrics label.
@@ -29,6 +33,12 @@ pub struct Route {
     pub upstream: Arc<Pool>,
     /// `None` when the route opted out with `headers = "none"`.
     pub headers: Option<Arc<HeaderPolicy>>,
+    pub rate_limits: Vec<Arc<RateLimitPolicy>>,
+    /// `RateLimit-Policy` for allowed responses, built once.
+    pub rate_limit_policy: Option<http::HeaderValue>,
+    pub lockout: Option<Arc<LockoutPolicy>>,
+    /// `max_in_flight` and the counts it is checked against.
+    pub in_flight: Option<(u32, Arc<InFlightTable>)>,
 }
 
 impl Matchable for Route {
@@ -56,6 +66,8 @@ pub struct Runtime {
     /// The response policy for requests no route matched, and the default for routes.
     pub default_headers: Option<Arc<HeaderPolicy>>,
     pub statics: Statics,
+    /// Every rate-limit policy, for the metrics.
+    pub rate_limits: BTreeMap<String, Arc<RateLimitPolicy>>,
     pub upstreams: BTreeMap<String, Arc<Pool>>,
     pub trusted_proxies: TrustedProxies,
     /// `Some(port)` when plain HTTP is redirected to HTTPS on that port.
@@ -72,7 +84,7 @@ impl Runtime {
     pub fn compile(
         config: &Config,
         base: &Path,
-        registry: &HealthRegistry,
+        state: &State,
         diags: &mut Diagnostics,
     ) -> Option<Runtime> {
         let root = KeyPath::root();
@@ -150,7 +162,7 @@ impl Runtime {
                 up,
                 &root.key("upstreams").key(name),
                 base,
-                registry,
+                &state.health,
                 diags,
             ) {
                 upstreams.insert(name.clone(), Arc::new(pool));
@@ -165,10 +177,43 @@ impl Runtime {
             diags,
         )
         .flatten();
+        let redis = config
+            .redis
+            .as_ref()
+            .and_then(|r| SharedStore::compile(r, base, diags));
+        let mut rate_limits = BTreeMap::new();
+        for (name, cfg) in &config.rate_limits {
+            if let Some(p) =
+                RateLimitPolicy::compile(name, cfg, redis.as_ref(), &state.limiters, diags)
+            {
+                rate_limits.insert(name.clone(), Arc::new(p));
+            }
+        }
+        let default_rate_limits = rate_limit::resolve(
+            config.defaults.rate_limits.as_deref().unwrap_or_default(),
+            &root.key("defaults").key("rate_limits"),
+            &rate_limits,
+            diags,
+        );
+        let mut lockouts = BTreeMap::new();
+        for (name, cfg) in &config.lockouts {
+            let table = |definition, max_keys| {
+                state
+                    .lockouts
+                    .get(name, definition, || LockoutTable::new(max_keys))
+            };
+            if let Some(p) = LockoutPolicy::compile(name, cfg, table, diags) {
+                lockouts.insert(name.clone(), Arc::new(p));
+            }
+        }
         let policies = Policies {
+            state,
+            lockouts: &lockouts,
             upstreams: &upstreams,
             headers: &header_policies,
             default_headers: &default_headers,
+            rate_limits: &rate_limits,
+            default_rate_limits: &default_rate_limits,
         };
         let routes = compile_routes(config, &policies, diags);
         let statics = Statics::compile(&config.statics, diags);
@@ -186,6 +231,7 @@ impl Runtime {
             router: Router::new(routes),
             default_headers,
             statics,
+            rate_limits,
             upstreams,
             trusted_proxies,
             redirect_https,
@@ -218,9 +264,13 @@ impl Runtime {
 
 /// The compiled policies routes refer to by name.
 struct Policies<'a> {
+    state: &'a State,
+    lockouts: &'a BTreeMap<String, Arc<LockoutPolicy>>,
     upstreams: &'a BTreeMap<String, Arc<Pool>>,
     headers: &'a BTreeMap<String, Arc<HeaderPolicy>>,
     default_headers: &'a Option<Arc<HeaderPolicy>>,
+    rate_limits: &'a BTreeMap<String, Arc<RateLimitPolicy>>,
+    default_rate_limits: &'a [Arc<RateLimitPolicy>],
 }
 
 /// Resolves a header policy name: `Some(None)` for `"none"`, `None` (and an error) when unknown.
@@ -326,6 +376,39 @@ fn compile_route(
         None => Some(policies.default_headers.clone()),
         Some(name) => resolve_headers(name, &path.key("headers"), policies.headers, diags),
     };
+    let rate_limits = match &rc.rate_limits {
+        None => policies.default_rate_limits.to_vec(),
+        Some(names) => {
+            rate_limit::resolve(names, &path.key("rate_limits"), policies.rate_limits, diags)
+        }
+    };
+    let lockout = rc.lockout.as_ref().and_then(|name| {
+        let found = policies.lockouts.get(name).cloned();
+        if found.is_none() && !config.lockouts.contains_key(name) {
+            let known: Vec<&str> = config.lockouts.keys().map(String::as_str).collect();
+            diags.error(
+                path.key("lockout"),
+                format!(
+                    "unknown lockout `{name}`; defined: {}",
+                    list_or_none(&known)
+                ),
+            );
+        }
+        found
+    });
+    if rc.max_in_flight == Some(0) {
+        diags.error(
+            path.key("max_in_flight"),
+            "must be at least 1; leave it out for no cap",
+        );
+    }
+    let in_flight = rc.max_in_flight.filter(|n| *n > 0).map(|max| {
+        let table = policies
+            .state
+            .in_flight
+            .get(&rc.name, String::new(), InFlightTable::default);
+        (max, table)
+    });
     let upstream = policies.upstreams.get(&rc.upstream).cloned();
     if upstream.is_none() && !config.upstreams.contains_key(&rc.upstream) {
         let known: Vec<&str> = config.upstreams.keys().map(String::as_str).collect();
@@ -348,6 +431,10 @@ fn compile_route(
         methods,
         upstream: upstream?,
         headers: headers?,
+        rate_limit_policy: rate_limit::policy_header(&rate_limits),
+        rate_limits,
+        lockout,
+        in_flight,
     })
 }
 

@@ -22,8 +22,8 @@ use crate::log::AccessLog;
 use crate::metrics::Metrics;
 use crate::proxy::{Gateway, Shared};
 use crate::runtime::Runtime;
+use crate::state::State;
 use crate::tls::{self, SniResolver};
-use crate::upstream::HealthRegistry;
 use crate::version;
 
 /// `EX_CONFIG` from sysexits.h: the config is invalid. Nothing was bound.
@@ -36,13 +36,13 @@ pub struct Checked {
 }
 
 /// Loads, validates and compiles a config. On failure, every error rendered with its place.
-pub fn load_runtime(file: &Path, registry: &HealthRegistry) -> Result<Checked, Vec<String>> {
+pub fn load_runtime(file: &Path, state: &State) -> Result<Checked, Vec<String>> {
     let mut diags = Diagnostics::default();
     let loaded = config::load(file, &mut diags).map_err(|e| vec![e])?;
     let runtime = if diags.has_errors() {
         None
     } else {
-        Runtime::compile(&loaded.config, &loaded.base_dir, registry, &mut diags)
+        Runtime::compile(&loaded.config, &loaded.base_dir, state, &mut diags)
     };
     let warnings = loaded.source.render_all(diags.warnings());
     match runtime {
@@ -58,8 +58,8 @@ pub fn load_runtime(file: &Path, registry: &HealthRegistry) -> Result<Checked, V
 
 /// Starts the gateway and never returns (the process exits on shutdown).
 pub fn run(file: &Path, upgrade: bool) -> i32 {
-    let registry = Arc::new(HealthRegistry::default());
-    let checked = match load_runtime(file, &registry) {
+    let state = Arc::new(State::default());
+    let checked = match load_runtime(file, &state) {
         Ok(checked) => checked,
         Err(lines) => {
             for line in lines {

@@ -5,19 +5,14 @@
 use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use pingora_core::upstreams::peer::HttpPeer;
 
+pub use crate::clock::now_ms;
 use crate::config::diagnostics::Diagnostics;
 use crate::config::{KeyPath, UpstreamConfig};
-
-/// Milliseconds since the process started: a cheap monotonic clock that fits in an atomic.
-pub fn now_ms() -> u64 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_millis() as u64
-}
 
 /// The health of one server, shared by every config snapshot that names it.
 #[derive(Debug)]

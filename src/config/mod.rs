@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 
 pub use diagnostics::{Diagnostics, KeyPath, SourceMap};
 pub use schema::*;
+pub use secret::SecretRef;
 
 const SECTIONS: &[&str] = &[
     "server",
@@ -23,6 +24,9 @@ const SECTIONS: &[&str] = &[
     "upstreams",
     "defaults",
     "headers",
+    "rate_limits",
+    "lockouts",
+    "redis",
     "static",
     "routes",
 ];
@@ -63,6 +67,9 @@ pub fn parse(text: &str, diags: &mut Diagnostics) -> Config {
         upstreams: BTreeMap::new(),
         defaults: DefaultsConfig::default(),
         headers: BTreeMap::new(),
+        rate_limits: BTreeMap::new(),
+        lockouts: BTreeMap::new(),
+        redis: None,
         statics: Vec::new(),
         routes: Vec::new(),
     };
@@ -96,6 +103,9 @@ pub fn parse(text: &str, diags: &mut Diagnostics) -> Config {
             }
             "upstreams" => config.upstreams = named_sections(value, &path, diags),
             "headers" => config.headers = named_sections(value, &path, diags),
+            "rate_limits" => config.rate_limits = named_sections(value, &path, diags),
+            "lockouts" => config.lockouts = named_sections(value, &path, diags),
+            "redis" => config.redis = section(value, &path, diags),
             "routes" => config.routes = array_sections(value, &path, "[[routes]]", diags),
             "static" => config.statics = array_sections(value, &path, "[[static]]", diags),
             other => diags.error(

@@ -8,6 +8,8 @@ use serde::Deserialize;
 use super::secret::SecretRef;
 use super::units::HumanDuration;
 pub use crate::policy::headers::HeadersConfig;
+pub use crate::policy::lockout::LockoutConfig;
+pub use crate::policy::rate_limit::{RateLimitConfig, RedisConfig};
 pub use crate::policy::statics::StaticConfig;
 
 /// `[server]`: listeners and proxy-wide behaviour.
@@ -141,6 +143,8 @@ pub struct HealthCheckConfig {
 pub struct DefaultsConfig {
     /// A `[headers.NAME]` policy, a built-in preset, or `"none"`. Default `"baseline"`.
     pub headers: Option<String>,
+    /// `[rate_limits.NAME]` policies every route gets. Default none.
+    pub rate_limits: Option<Vec<String>>,
 }
 
 /// `[[routes]]`.
@@ -160,6 +164,12 @@ pub struct RouteConfig {
     pub upstream: String,
     /// A `[headers.NAME]` policy, a built-in preset, or `"none"`. Default: `[defaults]`'.
     pub headers: Option<String>,
+    /// `[rate_limits.NAME]` policies; `[]` opts out. Default: `[defaults]`'.
+    pub rate_limits: Option<Vec<String>>,
+    /// A `[lockouts.NAME]` policy watching this route's answers. Default none.
+    pub lockout: Option<String>,
+    /// Concurrent requests per client IP on this route; over it answers 429. Default none.
+    pub max_in_flight: Option<u32>,
 }
 
 /// The whole file, once each section has parsed.
@@ -171,6 +181,9 @@ pub struct Config {
     pub upstreams: BTreeMap<String, UpstreamConfig>,
     pub defaults: DefaultsConfig,
     pub headers: BTreeMap<String, HeadersConfig>,
+    pub rate_limits: BTreeMap<String, RateLimitConfig>,
+    pub lockouts: BTreeMap<String, LockoutConfig>,
+    pub redis: Option<RedisConfig>,
     pub statics: Vec<StaticConfig>,
     pub routes: Vec<RouteConfig>,
 }

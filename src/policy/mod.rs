@@ -4,4 +4,7 @@
 pub mod access;
 pub mod forwarded;
 pub mod headers;
+pub mod in_flight;
+pub mod lockout;
+pub mod rate_limit;
 pub mod statics;

@@ -6,6 +6,7 @@ mod config_errors;
 mod forwarding;
 mod harness;
 mod headers;
+mod rate_limits;
 mod routing;
 mod tls;
 mod upstreams;

@@ -1,0 +1,19 @@
+//! The process's monotonic clock, as integers that fit in atomics and limiter state.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+fn start() -> Instant {
+    static START: OnceLock<Instant> = OnceLock::new();
+    *START.get_or_init(Instant::now)
+}
+
+/// Milliseconds since the process started.
+pub fn now_ms() -> u64 {
+    start().elapsed().as_millis() as u64
+}
+
+/// Microseconds since the process started.
+pub fn now_us() -> u64 {
+    start().elapsed().as_micros() as u64
+}

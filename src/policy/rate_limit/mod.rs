@@ -1,0 +1,515 @@
+//! `[rate_limits.NAME]`: exact per-key limits (GCRA), local or shared through Redis, with the
+//! standard 429 headers. A policy is one limit wherever it is used (`scope = "route"` makes it
+//! one per route); a route lists policies and every one must allow; a request refused by one
+//! is not charged to the others.
+
+pub mod gcra;
+pub mod local;
+pub mod redis;
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use serde::Deserialize;
+
+use crate::config::diagnostics::Diagnostics;
+use crate::config::units::HumanDuration;
+use crate::config::{KeyPath, SecretRef};
+use crate::state::Keep;
+use gcra::{Outcome, Rate};
+use local::LocalTable;
+use redis::{OnError, RedisStore};
+
+/// One key or a list of them (a compound key).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged, expecting = "a key such as \"client_ip\", or a list of keys")]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// `[rate_limits.NAME]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// `client_ip` | `global` | `route` | `"header:NAME"`, or a list of these. Required.
+    pub key: OneOrMany,
+    /// Requests allowed per `per`. Required, at least 1.
+    pub limit: u32,
+    /// The window. Required.
+    pub per: HumanDuration,
+    /// Requests allowed at once. Default: `limit`.
+    pub burst: Option<u32>,
+    /// `local` | `redis`. Default `local`.
+    #[serde(default = "default_store")]
+    pub store: String,
+    /// `policy` (one limit wherever used) | `route` (one per route). Default `policy`.
+    #[serde(default = "default_scope")]
+    pub scope: String,
+    /// Keys kept (least recently seen evicted first). Default 1,000,000.
+    #[serde(default = "default_max_keys")]
+    pub max_keys: usize,
+    /// A request without the key's header: `refuse` (400) | `shared` (one bucket for all of
+    /// them). Default `refuse`.
+    #[serde(default = "default_missing_key")]
+    pub missing_key: String,
+    /// Send `RateLimit` and `RateLimit-Policy` on allowed responses. Default true.
+    #[serde(default = "yes")]
+    pub headers: bool,
+}
+
+/// `[redis]`: the shared store for `store = "redis"` policies.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://` or `rediss://` URL: a secret reference. Required.
+    pub url: SecretRef,
+    /// How long a decision may wait for Redis. Default `"20ms"`.
+    #[serde(default = "default_redis_timeout")]
+    pub timeout: HumanDuration,
+    /// `local` | `allow` | `deny` when Redis does not answer. Default `local`.
+    #[serde(default = "default_store")]
+    pub on_error: String,
+}
+
+fn default_store() -> String {
+    "local".into()
+}
+fn default_scope() -> String {
+    "policy".into()
+}
+fn default_max_keys() -> usize {
+    1_000_000
+}
+fn default_missing_key() -> String {
+    "refuse".into()
+}
+fn default_redis_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_millis(20))
+}
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum KeyPart {
+    ClientIp,
+    Global,
+    Route,
+    Header(HeaderName),
+}
+
+pub struct RateLimitPolicy {
+    pub name: String,
+    key: Vec<KeyPart>,
+    per_route: bool,
+    limit: u32,
+    pub table: Arc<LocalTable>,
+    redis: Option<Arc<RedisStore>>,
+    pub send_headers: bool,
+    missing_shared: bool,
+    /// This policy's item in `RateLimit-Policy`: `"per_ip";q=20;w=60`.
+    pub policy_item: String,
+    /// The access log's `decision` when this policy refuses.
+    pub decision: String,
+}
+
+/// The compiled `[redis]` section.
+pub struct SharedStore {
+    pub store: Arc<RedisStore>,
+}
+
+impl SharedStore {
+    pub fn compile(
+        cfg: &RedisConfig,
+        base: &std::path::Path,
+        diags: &mut Diagnostics,
+    ) -> Option<SharedStore> {
+        let path = KeyPath::root().key("redis");
+        let on_error = match cfg.on_error.as_str() {
+            "local" => OnError::Local,
+            "allow" => OnError::Allow,
+            "deny" => OnError::Deny,
+            other => {
+                diags.error(
+                    path.key("on_error"),
+                    format!("`{other}` is not local, allow or deny"),
+                );
+                return None;
+            }
+        };
+        let url = match cfg.url.resolve(base) {
+            Ok(url) => url,
+            Err(e) => {
+                diags.error(path.key("url"), e);
+                return None;
+            }
+        };
+        match RedisStore::new(url.expose().trim(), cfg.timeout.0, on_error) {
+            Ok(store) => Some(SharedStore {
+                store: Arc::new(store),
+            }),
+            Err(e) => {
+                diags.error(path.key("url"), e);
+                None
+            }
+        }
+    }
+}
+
+impl RateLimitPolicy {
+    pub fn compile(
+        name: &str,
+        cfg: &RateLimitConfig,
+        redis: Option<&SharedStore>,
+        registry: &Keep<LocalTable>,
+        diags: &mut Diagnostics,
+    ) -> Option<RateLimitPolicy> {
+        let path = KeyPath::root().key("rate_limits").key(name);
+        let errors_before = diags.error_count();
+        let written: Vec<&String> = match &cfg.key {
+            OneOrMany::One(k) => vec![k],
+            OneOrMany::Many(list) => list.iter().collect(),
+        };
+        if written.is_empty() {
+            diags.error(path.key("key"), "needs at least one key");
+        }
+        let mut key = Vec::new();
+        for k in written {
+            let part = match k.as_str() {
+                "client_ip" => Some(KeyPart::ClientIp),
+                "global" => Some(KeyPart::Global),
+                "route" => Some(KeyPart::Route),
+                "api_key" => {
+                    diags.error(
+                        path.key("key"),
+                        "`api_key` needs API key auth, which this build does not have yet",
+                    );
+                    None
+                }
+                other => match other
+                    .strip_prefix("header:")
+                    .map(|h| HeaderName::from_bytes(h.trim().as_bytes()))
+                {
+                    Some(Ok(h)) => Some(KeyPart::Header(h)),
+                    _ => {
+                        diags.error(
+                            path.key("key"),
+                            format!("`{other}` is not a key: use client_ip, global, route or \"header:NAME\""),
+                        );
+                        None
+                    }
+                },
+            };
+            if let Some(part) = part {
+                if !key.contains(&part) {
+                    key.push(part);
+                }
+            }
+        }
+        if cfg.limit == 0 {
+            diags.error(path.key("limit"), "must be at least 1");
+        }
+        if cfg.burst == Some(0) {
+            diags.error(path.key("burst"), "must be at least 1");
+        }
+        let per = cfg.per.0;
+        if per < Duration::from_secs(1) {
+            diags.error(path.key("per"), "must be at least 1s");
+        }
+        if cfg.max_keys == 0 {
+            diags.error(path.key("max_keys"), "must be at least 1");
+        }
+        let per_route = match cfg.scope.as_str() {
+            "policy" => false,
+            "route" => true,
+            other => {
+                diags.error(
+                    path.key("scope"),
+                    format!("`{other}` is not policy or route"),
+                );
+                false
+            }
+        };
+        let missing_shared = match cfg.missing_key.as_str() {
+            "refuse" => false,
+            "shared" => true,
+            other => {
+                diags.error(
+                    path.key("missing_key"),
+                    format!("`{other}` is not refuse or shared"),
+                );
+                false
+            }
+        };
+        let redis = match cfg.store.as_str() {
+            "local" => None,
+            "redis" => match redis {
+                Some(shared) => Some(shared.store.clone()),
+                None => {
+                    diags.error(
+                        path.key("store"),
+                        "`redis` needs a [redis] section with its url",
+                    );
+                    None
+                }
+            },
+            other => {
+                diags.error(
+                    path.key("store"),
+                    format!("`{other}` is not local or redis"),
+                );
+                None
+            }
+        };
+        if diags.error_count() > errors_before {
+            return None;
+        }
+        let burst = cfg.burst.unwrap_or(cfg.limit);
+        let rate = Rate::new(cfg.limit, per.as_micros() as u64, burst);
+        let definition = format!(
+            "{key:?}|{rate:?}|{}|{per_route}|{}",
+            cfg.max_keys, cfg.store
+        );
+        let window_secs = per.as_secs();
+        Some(RateLimitPolicy {
+            name: name.to_string(),
+            key,
+            per_route,
+            limit: cfg.limit,
+            table: registry.get(name, definition, || LocalTable::new(rate, cfg.max_keys)),
+            redis,
+            send_headers: cfg.headers,
+            missing_shared,
+            policy_item: format!("\"{name}\";q={};w={window_secs}", cfg.limit),
+            decision: format!("rate_limited:{name}"),
+        })
+    }
+
+    /// The compound key for a request: length-prefixed parts, so parts never run together.
+    /// `Err(header)` when a header the key needs is missing and the policy refuses then.
+    fn request_key(&self, req: &RequestFacts<'_>) -> Result<Vec<u8>, HeaderName> {
+        let mut out = Vec::with_capacity(32);
+        let mut push = |bytes: &[u8]| {
+            out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+            out.extend_from_slice(bytes);
+        };
+        if self.per_route {
+            push(req.route.as_bytes());
+        }
+        for part in &self.key {
+            match part {
+                KeyPart::ClientIp => match req.client_ip {
+                    Some(IpAddr::V4(ip)) => push(&ip.octets()),
+                    Some(IpAddr::V6(ip)) => push(&ip.octets()),
+                    None => push(b""),
+                },
+                KeyPart::Global => push(b"*"),
+                KeyPart::Route => push(req.route.as_bytes()),
+                KeyPart::Header(name) => match req.headers.get(name) {
+                    Some(v) => push(v.as_bytes()),
+                    None if self.missing_shared => push(b"\0missing"),
+                    None => return Err(name.clone()),
+                },
+            }
+        }
+        Ok(out)
+    }
+
+    async fn charge(
+        &self,
+        key: &[u8],
+        now_us: u64,
+        events: &mut Vec<Event>,
+    ) -> Result<Outcome, ()> {
+        let local_key = || self.table.key(std::iter::once(key));
+        let Some(redis) = &self.redis else {
+            return Ok(self.table.check(local_key(), now_us));
+        };
+        let redis_key = [b"palisade:rl:", self.name.as_bytes(), b":", key].concat();
+        match redis.check(&redis_key, self.table.rate(), false).await {
+            Ok(outcome) => Ok(outcome),
+            Err(_) => {
+                events.push(Event::StoreError);
+                match redis.on_error {
+                    OnError::Local => Ok(self.table.check(local_key(), now_us)),
+                    OnError::Allow => Ok(Outcome {
+                        allowed: true,
+                        remaining: u64::from(self.limit),
+                        retry_after_us: 0,
+                        reset_us: 0,
+                    }),
+                    OnError::Deny => Err(()),
+                }
+            }
+        }
+    }
+
+    async fn refund(&self, key: &[u8], now_us: u64) {
+        match &self.redis {
+            None => self
+                .table
+                .refund(self.table.key(std::iter::once(key)), now_us),
+            Some(redis) => {
+                let redis_key = [b"palisade:rl:", self.name.as_bytes(), b":", key].concat();
+                let _ = redis.check(&redis_key, self.table.rate(), true).await;
+            }
+        }
+    }
+
+    pub fn burst(&self) -> u64 {
+        self.table.rate().burst()
+    }
+}
+
+/// What a rate-limit key can be made of.
+pub struct RequestFacts<'a> {
+    pub client_ip: Option<IpAddr>,
+    pub route: &'a str,
+    pub headers: &'a HeaderMap,
+}
+
+/// Things worth counting that happened while deciding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    StoreError,
+}
+
+pub enum Verdict {
+    /// Every policy allowed; their outcomes, for the `RateLimit` header.
+    Allowed(Vec<(Arc<RateLimitPolicy>, Outcome)>),
+    Limited(Arc<RateLimitPolicy>, Outcome),
+    MissingKey(Arc<RateLimitPolicy>, HeaderName),
+    /// The store did not answer and the policy says `on_error = "deny"`.
+    Unavailable(Arc<RateLimitPolicy>),
+}
+
+/// Checks every policy in order. A refusal gives back what earlier policies charged, so a
+/// refused request costs nothing.
+pub async fn check_all(
+    policies: &[Arc<RateLimitPolicy>],
+    req: &RequestFacts<'_>,
+    now_us: u64,
+    events: &mut Vec<Event>,
+) -> Verdict {
+    let mut charged: Vec<(Arc<RateLimitPolicy>, Vec<u8>, Outcome)> =
+        Vec::with_capacity(policies.len());
+    let refusal = 'check: {
+        for policy in policies {
+            let key = match policy.request_key(req) {
+                Ok(key) => key,
+                Err(header) => break 'check Verdict::MissingKey(policy.clone(), header),
+            };
+            match policy.charge(&key, now_us, events).await {
+                Ok(outcome) if outcome.allowed => charged.push((policy.clone(), key, outcome)),
+                Ok(outcome) => break 'check Verdict::Limited(policy.clone(), outcome),
+                Err(()) => break 'check Verdict::Unavailable(policy.clone()),
+            }
+        }
+        return Verdict::Allowed(charged.into_iter().map(|(p, _, o)| (p, o)).collect());
+    };
+    for (policy, key, _) in &charged {
+        policy.refund(key, now_us).await;
+    }
+    refusal
+}
+
+fn whole_seconds(us: u64) -> u64 {
+    us.div_ceil(1_000_000)
+}
+
+/// `RateLimit-Policy` for a route's policies that send headers (built once per route).
+pub fn policy_header(policies: &[Arc<RateLimitPolicy>]) -> Option<HeaderValue> {
+    let items: Vec<&str> = policies
+        .iter()
+        .filter(|p| p.send_headers)
+        .map(|p| p.policy_item.as_str())
+        .collect();
+    if items.is_empty() {
+        return None;
+    }
+    HeaderValue::from_str(&items.join(", ")).ok()
+}
+
+/// `RateLimit` for an allowed request: each policy's remaining quota and seconds to full.
+pub fn allowed_header(outcomes: &[(Arc<RateLimitPolicy>, Outcome)]) -> Option<HeaderValue> {
+    let mut out = String::new();
+    for (policy, o) in outcomes.iter().filter(|(p, _)| p.send_headers) {
+        if !out.is_empty() {
+            out.push_str(", ");
+        }
+        let _ = write!(
+            out,
+            "\"{}\";r={};t={}",
+            policy.name,
+            o.remaining,
+            whole_seconds(o.reset_us)
+        );
+    }
+    (!out.is_empty())
+        .then(|| HeaderValue::from_str(&out).ok())
+        .flatten()
+}
+
+/// The headers of a 429: `Retry-After`, the legacy `X-RateLimit-*` and the IETF draft fields.
+pub fn limited_headers(policy: &RateLimitPolicy, o: &Outcome) -> Vec<(HeaderName, HeaderValue)> {
+    let retry = whole_seconds(o.retry_after_us).max(1);
+    let reset_at = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        + retry;
+    let mut headers = vec![
+        (http::header::RETRY_AFTER, HeaderValue::from(retry)),
+        (
+            HeaderName::from_static("x-ratelimit-limit"),
+            HeaderValue::from(policy.burst()),
+        ),
+        (
+            HeaderName::from_static("x-ratelimit-remaining"),
+            HeaderValue::from(0u32),
+        ),
+        (
+            HeaderName::from_static("x-ratelimit-reset"),
+            HeaderValue::from(reset_at),
+        ),
+    ];
+    if let Ok(v) = HeaderValue::from_str(&policy.policy_item) {
+        headers.push((HeaderName::from_static("ratelimit-policy"), v));
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{}\";r=0;t={retry}", policy.name)) {
+        headers.push((HeaderName::from_static("ratelimit"), v));
+    }
+    headers
+}
+
+/// Resolves a list of policy names; unknown names are errors.
+pub fn resolve(
+    names: &[String],
+    path: &KeyPath,
+    policies: &std::collections::BTreeMap<String, Arc<RateLimitPolicy>>,
+    diags: &mut Diagnostics,
+) -> Vec<Arc<RateLimitPolicy>> {
+    let mut out = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        match policies.get(name) {
+            Some(p) if out.iter().any(|o: &Arc<RateLimitPolicy>| o.name == p.name) => {
+                diags.error(path.index(i), format!("`{name}` is listed twice"));
+            }
+            Some(p) => out.push(p.clone()),
+            None => {
+                let known: Vec<&str> = policies.keys().map(String::as_str).collect();
+                diags.error(
+                    path.index(i),
+                    format!(
+                        "unknown rate limit `{name}`; defined: {}",
+                        crate::runtime::list_or_none(&known)
+                    ),
+                );
+            }
+        }
+    }
+    out
+}

@@ -1,27 +1,10 @@
 //! Palisade: a security gateway on Pingora. The command line.
 
-mod admin;
-mod background;
-mod clock;
-mod config;
-mod ctx;
-mod log;
-mod metrics;
-mod policy;
-mod proxy;
-mod respond;
-mod router;
-mod runtime;
-mod server;
-mod state;
-mod tls;
-mod upstream;
-mod version;
-
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use ::log as logger;
+use palisade::{server, state, tls, version};
 
 const USAGE: &str = "\
 usage:

@@ -44,3 +44,23 @@ impl<T> Keep<T> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unchanged_definition_keeps_its_table_and_a_changed_one_starts_fresh() {
+        let keep: Keep<u32> = Keep::default();
+        let first = keep.get("per_ip", "20/1m".into(), || 1);
+        let again = keep.get("per_ip", "20/1m".into(), || 2);
+        assert!(
+            Arc::ptr_eq(&first, &again),
+            "a reload with the same policy keeps its buckets"
+        );
+        let changed = keep.get("per_ip", "50/1m".into(), || 3);
+        assert_eq!(*changed, 3);
+        let other = keep.get("global", "20/1m".into(), || 4);
+        assert_eq!(*other, 4, "tables are kept by name");
+    }
+}

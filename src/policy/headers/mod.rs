@@ -8,7 +8,7 @@ pub mod cookies;
 pub mod csp;
 pub mod presets;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use http::{HeaderName, HeaderValue};
 use pingora_http::ResponseHeader;
@@ -145,7 +145,7 @@ pub struct HeaderPolicy {
     set: Vec<(HeaderName, HeaderValue)>,
     fill: Vec<(HeaderName, HeaderValue)>,
     hsts: Option<HeaderValue>,
-    remove: Vec<HeaderName>,
+    remove: HashSet<HeaderName>,
     remove_prefixes: &'static [&'static str],
     cookies: Option<CookiePolicy>,
     pub mask_errors: bool,
@@ -277,7 +277,7 @@ impl HeaderPolicy {
             }
         }
 
-        let mut remove = Vec::new();
+        let mut remove = HashSet::new();
         if cfg.strip_fingerprints {
             remove.extend(
                 presets::FINGERPRINTS
@@ -287,7 +287,7 @@ impl HeaderPolicy {
         }
         for (i, n) in cfg.remove.iter().enumerate() {
             if let Some(name) = header_name(n, &path.key("remove").index(i), diags) {
-                remove.push(name);
+                remove.insert(name);
             }
         }
         for (key, list, target) in [("set", &cfg.set, &mut set), ("fill", &cfg.fill, &mut fill)] {
@@ -355,23 +355,21 @@ impl HeaderPolicy {
     /// Edits a response: strips fingerprints, sets and fills headers, HSTS over HTTPS only,
     /// hardens cookies. For the upstream's responses and the gateway's own alike.
     pub fn apply(&self, header: &mut ResponseHeader, https: bool) -> pingora_error::Result<()> {
-        for name in &self.remove {
-            header.remove_header(name);
-        }
-        if !self.remove_prefixes.is_empty() {
-            let doomed: Vec<HeaderName> = header
-                .headers
-                .keys()
-                .filter(|k| {
-                    self.remove_prefixes
+        // Walk the response's few headers rather than the long fingerprint list.
+        let doomed: Vec<HeaderName> = header
+            .headers
+            .keys()
+            .filter(|k| {
+                self.remove.contains(*k)
+                    || self
+                        .remove_prefixes
                         .iter()
                         .any(|p| k.as_str().starts_with(p))
-                })
-                .cloned()
-                .collect();
-            for name in doomed {
-                header.remove_header(&name);
-            }
+            })
+            .cloned()
+            .collect();
+        for name in doomed {
+            header.remove_header(&name);
         }
         for (name, value) in &self.set {
             header.insert_header(name.clone(), value.clone())?;

@@ -3,7 +3,7 @@
 //! accident (unlike a count-min sketch) and a client cannot aim collisions (random keys).
 
 use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -14,9 +14,29 @@ use super::gcra::{self, Outcome, Rate};
 
 const SHARDS: usize = 64;
 
+/// Keys are already keyed hashes: the maps use them as they are instead of hashing again.
+#[derive(Default, Clone, Copy)]
+pub struct PreHashed(u64);
+
+impl Hasher for PreHashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u128(&mut self, n: u128) {
+        self.0 = (n as u64) ^ ((n >> 64) as u64);
+    }
+}
+
+type Shard = Mutex<LruCache<u128, u64, BuildHasherDefault<PreHashed>>>;
+
 pub struct LocalTable {
     rate: Rate,
-    shards: Box<[Mutex<LruCache<u128, u64>>]>,
+    shards: Box<[Shard]>,
     seeds: (RandomState, RandomState),
     evictions: AtomicU64,
 }
@@ -26,7 +46,12 @@ impl LocalTable {
         let per_shard =
             NonZeroUsize::new(max_keys.div_ceil(SHARDS).max(1)).unwrap_or(NonZeroUsize::MIN);
         let shards = (0..SHARDS)
-            .map(|_| Mutex::new(LruCache::new(per_shard)))
+            .map(|_| {
+                Mutex::new(LruCache::with_hasher(
+                    per_shard,
+                    BuildHasherDefault::default(),
+                ))
+            })
             .collect();
         LocalTable {
             rate,
@@ -48,7 +73,7 @@ impl LocalTable {
         (u128::from(hash(&self.seeds.0)) << 64) | u128::from(hash(&self.seeds.1))
     }
 
-    fn shard(&self, key: u128) -> &Mutex<LruCache<u128, u64>> {
+    fn shard(&self, key: u128) -> &Shard {
         &self.shards[(key as usize) % SHARDS]
     }
 
@@ -73,6 +98,10 @@ impl LocalTable {
         if let Some(tat) = shard.peek_mut(&key) {
             *tat = gcra::refund(self.rate, *tat, now);
         }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     pub fn len(&self) -> usize {

@@ -1,0 +1,20 @@
+//! Palisade: a security gateway on Pingora. The library behind the `palisade` binary; its
+//! modules are public so benchmarks and tests can reach the decision functions.
+
+pub mod admin;
+pub mod background;
+pub mod clock;
+pub mod config;
+pub mod ctx;
+pub mod log;
+pub mod metrics;
+pub mod policy;
+pub mod proxy;
+pub mod respond;
+pub mod router;
+pub mod runtime;
+pub mod server;
+pub mod state;
+pub mod tls;
+pub mod upstream;
+pub mod version;

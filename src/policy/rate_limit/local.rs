@@ -1,18 +1,27 @@
-//! The in-process limiter table: one GCRA state (a `u64`) per key, in sharded LRU maps with a
-//! hard bound on keys. Keys are 128-bit keyed hashes, so two clients never share a bucket by
+//! The in-process limiter table: one GCRA state (a `u64`) per key, in sharded maps with a hard
+//! bound on keys. Keys are 128-bit keyed hashes, so two clients never share a bucket by
 //! accident (unlike a count-min sketch) and a client cannot aim collisions (random keys).
+//!
+//! A known key is decided with a compare-and-swap on its state, so threads deciding for the
+//! same key (a `global` limit: every request) never block each other. Each thread remembers the
+//! slots of the keys it decided last, so a hot key costs no lock at all; otherwise a shared
+//! (read) lock finds the slot, and only a new key takes the shard's write lock. When a shard is
+//! full, the least recently seen of a random sample of its keys is evicted (an approximate LRU,
+//! as Redis does it), which keeps eviction O(1).
 
+use std::cell::RefCell;
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
-use std::num::NonZeroUsize;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
-use lru::LruCache;
+use indexmap::IndexMap;
 
 use super::gcra::{self, Outcome, Rate};
 
 const SHARDS: usize = 64;
+/// Keys looked at to choose one to evict.
+const EVICTION_SAMPLE: usize = 8;
 
 /// Keys are already keyed hashes: the maps use them as they are instead of hashing again.
 #[derive(Default, Clone, Copy)]
@@ -32,30 +41,57 @@ impl Hasher for PreHashed {
     }
 }
 
-type Shard = Mutex<LruCache<u128, u64, BuildHasherDefault<PreHashed>>>;
+struct Slot {
+    /// The GCRA theoretical arrival time, in microseconds.
+    tat: AtomicU64,
+    /// When the key was last decided, for eviction.
+    seen: AtomicU64,
+    /// Set when the slot leaves its table: a thread that still remembers it looks again.
+    evicted: AtomicBool,
+}
+
+impl Slot {
+    fn new(tat: u64, now: u64) -> Arc<Slot> {
+        Arc::new(Slot {
+            tat: AtomicU64::new(tat),
+            seen: AtomicU64::new(now),
+            evicted: AtomicBool::new(false),
+        })
+    }
+}
+
+type Shard = RwLock<IndexMap<u128, Arc<Slot>, BuildHasherDefault<PreHashed>>>;
+
+/// Per thread: the slots of the keys it decided last, by (table id, key).
+const HOT_SLOTS: usize = 64;
+type HotEntry = Option<(u64, u128, Arc<Slot>)>;
+
+thread_local! {
+    static HOT: RefCell<[HotEntry; HOT_SLOTS]> = const { RefCell::new([const { None }; HOT_SLOTS]) };
+}
+
+static TABLE_IDS: AtomicU64 = AtomicU64::new(1);
 
 pub struct LocalTable {
+    /// Tells this table's entries apart in the per-thread memory (addresses can be reused).
+    id: u64,
     rate: Rate,
     shards: Box<[Shard]>,
+    per_shard: usize,
     seeds: (RandomState, RandomState),
     evictions: AtomicU64,
 }
 
 impl LocalTable {
     pub fn new(rate: Rate, max_keys: usize) -> LocalTable {
-        let per_shard =
-            NonZeroUsize::new(max_keys.div_ceil(SHARDS).max(1)).unwrap_or(NonZeroUsize::MIN);
         let shards = (0..SHARDS)
-            .map(|_| {
-                Mutex::new(LruCache::with_hasher(
-                    per_shard,
-                    BuildHasherDefault::default(),
-                ))
-            })
+            .map(|_| RwLock::new(IndexMap::with_hasher(BuildHasherDefault::default())))
             .collect();
         LocalTable {
+            id: TABLE_IDS.fetch_add(1, Ordering::Relaxed),
             rate,
             shards,
+            per_shard: max_keys.div_ceil(SHARDS).max(1),
             seeds: (RandomState::new(), RandomState::new()),
             evictions: AtomicU64::new(0),
         }
@@ -79,24 +115,78 @@ impl LocalTable {
 
     /// Decides and, when allowed, charges one request. `now` is in microseconds.
     pub fn check(&self, key: u128, now: u64) -> Outcome {
-        let mut shard = self.shard(key).lock().unwrap_or_else(|p| p.into_inner());
-        let stored = shard.get(&key).copied();
-        let (outcome, tat) = gcra::decide(self.rate, stored, now);
-        if outcome.allowed {
-            if let Some((evicted, _)) = shard.push(key, tat) {
-                if evicted != key {
-                    self.evictions.fetch_add(1, Ordering::Relaxed);
+        let hot = (key as usize ^ self.id as usize) % HOT_SLOTS;
+        let remembered = HOT.with(|slots| {
+            let slots = slots.borrow();
+            match &slots[hot] {
+                Some((id, k, slot))
+                    if *id == self.id && *k == key && !slot.evicted.load(Ordering::Acquire) =>
+                {
+                    Some(self.decide(slot, now))
                 }
+                _ => None,
+            }
+        });
+        if let Some(outcome) = remembered {
+            return outcome;
+        }
+        let (slot, outcome) = self.find_or_insert(key, now);
+        HOT.with(|slots| slots.borrow_mut()[hot] = Some((self.id, key, slot)));
+        outcome
+    }
+
+    fn find_or_insert(&self, key: u128, now: u64) -> (Arc<Slot>, Outcome) {
+        let shard = self.shard(key);
+        {
+            let map = shard.read().unwrap_or_else(|p| p.into_inner());
+            if let Some(slot) = map.get(&key) {
+                return (slot.clone(), self.decide(slot, now));
             }
         }
-        outcome
+        let mut map = shard.write().unwrap_or_else(|p| p.into_inner());
+        // Another thread may have added the key between the two locks.
+        if let Some(slot) = map.get(&key) {
+            return (slot.clone(), self.decide(slot, now));
+        }
+        let (outcome, tat) = gcra::decide(self.rate, None, now);
+        if map.len() >= self.per_shard {
+            evict_one(&mut map);
+            self.evictions.fetch_add(1, Ordering::Relaxed);
+        }
+        let slot = Slot::new(tat, now);
+        map.insert(key, slot.clone());
+        (slot, outcome)
+    }
+
+    fn decide(&self, slot: &Slot, now: u64) -> Outcome {
+        let mut current = slot.tat.load(Ordering::Acquire);
+        loop {
+            let (outcome, tat) = gcra::decide(self.rate, Some(current), now);
+            if !outcome.allowed {
+                return outcome;
+            }
+            match slot
+                .tat
+                .compare_exchange_weak(current, tat, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => {
+                    slot.seen.store(now, Ordering::Relaxed);
+                    return outcome;
+                }
+                Err(actual) => current = actual,
+            }
+        }
     }
 
     /// Gives back one request this table allowed (a later policy refused it).
     pub fn refund(&self, key: u128, now: u64) {
-        let mut shard = self.shard(key).lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(tat) = shard.peek_mut(&key) {
-            *tat = gcra::refund(self.rate, *tat, now);
+        let map = self.shard(key).read().unwrap_or_else(|p| p.into_inner());
+        if let Some(slot) = map.get(&key) {
+            let _ = slot
+                .tat
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |tat| {
+                    Some(gcra::refund(self.rate, tat, now))
+                });
         }
     }
 
@@ -107,7 +197,7 @@ impl LocalTable {
     pub fn len(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
+            .map(|s| s.read().unwrap_or_else(|p| p.into_inner()).len())
             .sum()
     }
 
@@ -117,6 +207,25 @@ impl LocalTable {
 
     pub fn rate(&self) -> Rate {
         self.rate
+    }
+}
+
+/// Evicts the least recently seen of a few keys picked at random.
+fn evict_one(map: &mut IndexMap<u128, Arc<Slot>, BuildHasherDefault<PreHashed>>) {
+    let len = map.len();
+    if len == 0 {
+        return;
+    }
+    let oldest = (0..EVICTION_SAMPLE.min(len))
+        .map(|_| fastrand::usize(..len))
+        .min_by_key(|i| {
+            map.get_index(*i)
+                .map_or(u64::MAX, |(_, slot)| slot.seen.load(Ordering::Relaxed))
+        });
+    if let Some(index) = oldest {
+        if let Some((_, slot)) = map.swap_remove_index(index) {
+            slot.evicted.store(true, Ordering::Release);
+        }
     }
 }
 
@@ -158,6 +267,56 @@ mod tests {
             t.check(t.key([&i.to_le_bytes()[..]].into_iter()), 0);
         }
         assert!(t.len() <= 640, "{}", t.len());
-        assert!(t.evictions() >= 10_000 - 640);
+        assert_eq!(t.evictions() as usize + t.len(), 10_000);
+    }
+
+    #[test]
+    fn eviction_prefers_keys_not_seen_lately() {
+        let t = LocalTable::new(Rate::new(1000, 60 * SEC, 1000), SHARDS * 64);
+        let hot: Vec<u128> = (0..32u32)
+            .map(|i| t.key([&i.to_le_bytes()[..]].into_iter()))
+            .collect();
+        for round in 0..200u64 {
+            for k in &hot {
+                t.check(*k, round * 10);
+            }
+            for j in 0..200u32 {
+                let cold =
+                    t.key([&(1_000_000 + round as u32 * 1000 + j).to_le_bytes()[..]].into_iter());
+                t.check(cold, round * 10 + 1);
+            }
+        }
+        let kept = hot
+            .iter()
+            .filter(|k| {
+                let map = t.shard(**k).read().unwrap();
+                map.contains_key(*k)
+            })
+            .count();
+        assert!(
+            kept >= 28,
+            "recently seen keys should survive churn: {kept}/32 kept"
+        );
+    }
+
+    #[test]
+    fn two_threads_on_one_key_never_exceed_the_burst() {
+        let t = std::sync::Arc::new(LocalTable::new(Rate::new(1000, 60 * SEC, 1000), 10));
+        let k = key(&t, "shared");
+        let allowed: u32 = (0..2)
+            .map(|_| {
+                let t = t.clone();
+                std::thread::spawn(move || {
+                    (0..5000).filter(|_| t.check(k, 0).allowed).count() as u32
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .sum();
+        assert_eq!(
+            allowed, 1000,
+            "exactly the burst, however the threads interleave"
+        );
     }
 }

@@ -242,21 +242,59 @@ impl RedisServer {
     /// outside CI. In CI (`CI` set) a missing redis-server fails the test: `make test`
     /// installs it.
     pub async fn start() -> Option<RedisServer> {
-        let installed = Command::new("redis-server")
-            .arg("--version")
-            .output()
-            .is_ok();
-        if !installed {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "redis-server is not installed (make test installs it)"
-            );
-            eprintln!("SKIPPED: redis-server is not installed; run `make test` to install it");
+        if !redis_installed() {
             return None;
         }
+        Some(RedisServer::spawn(&[], None).await)
+    }
+
+    /// Three nodes in cluster mode, their slots assigned (`redis-cli --cluster create`).
+    pub async fn start_cluster(dir: &Path) -> Option<Vec<RedisServer>> {
+        if !redis_installed() {
+            return None;
+        }
+        let mut nodes = Vec::new();
+        for _ in 0..3 {
+            let args = ["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"];
+            nodes.push(RedisServer::spawn(&args, Some(dir)).await);
+        }
+        let mut create = Command::new("redis-cli");
+        create.arg("--cluster").arg("create");
+        for n in &nodes {
+            create.arg(format!("127.0.0.1:{}", n.port));
+        }
+        let out = create
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli (it comes with redis-server)");
+        assert!(
+            out.status.success(),
+            "cluster create: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let info = Command::new("redis-cli")
+                .args(["-p", &nodes[0].port.to_string(), "cluster", "info"])
+                .output()
+                .expect("redis-cli");
+            if String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok") {
+                return Some(nodes);
+            }
+            assert!(Instant::now() < deadline, "the cluster did not come up");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn spawn(extra: &[&str], dir: Option<&Path>) -> RedisServer {
         for _ in 0..3 {
             let port = free_port();
-            let child = Command::new("redis-server")
+            let mut cmd = Command::new("redis-server");
+            if let Some(dir) = dir {
+                cmd.current_dir(dir)
+                    .args(["--cluster-config-file", &format!("nodes-{port}.conf")]);
+            }
+            let child = cmd
                 .args([
                     "--port",
                     &port.to_string(),
@@ -267,13 +305,14 @@ impl RedisServer {
                     "--appendonly",
                     "no",
                 ])
+                .args(extra)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
                 .expect("spawn redis-server");
             let mut server = RedisServer { child, port };
             if server.wait_ready().await {
-                return Some(server);
+                return server;
             }
         }
         panic!("redis-server did not start");
@@ -312,6 +351,21 @@ impl RedisServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn redis_installed() -> bool {
+    let installed = Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_ok();
+    if !installed {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "redis-server is not installed (make test installs it)"
+        );
+        eprintln!("SKIPPED: redis-server is not installed; run `make test` to install it");
+    }
+    installed
 }
 
 impl Drop for RedisServer {

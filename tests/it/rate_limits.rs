@@ -376,6 +376,60 @@ async fn two_gateways_on_one_redis_enforce_one_limit_and_survive_its_death() {
     seen(c2.get(two.https_url("/")).send().await.unwrap()).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_on_a_redis_cluster_share_limits_whichever_node_holds_the_key() {
+    let dir = Workdir::new();
+    let Some(nodes) = RedisServer::start_cluster(dir.path()).await else {
+        return;
+    };
+    let app = Upstream::start("app").await;
+    let urls: Vec<String> = nodes.iter().map(RedisServer::url).collect();
+    let url = urls.join(",");
+    let env = [("PALISADE_TEST_REDIS", url.as_str())];
+    let text = redis_config(&app, &url)
+        .replace(
+            "key = \"global\"\nlimit = 4",
+            "key = \"header:X-Tenant\"\nlimit = 1",
+        )
+        .replace("timeout = \"50ms\"", "timeout = \"500ms\"")
+        .replace("on_error = \"local\"", "on_error = \"deny\"");
+    let with_cert = || {
+        let w = Workdir::new();
+        w.cert("main", &["localhost"]);
+        w
+    };
+    let one = Gateway::start_in(with_cert(), &text, &env).await;
+    let two = Gateway::start_in(with_cert(), &text, &env).await;
+    let (c1, c2) = (one.client(), two.client());
+    // Twelve tenants spread over the three nodes' slots: each gets one request in all.
+    for tenant in 0..12 {
+        let t = format!("tenant-{tenant}");
+        let r = c1
+            .get(one.https_url("/"))
+            .header("x-tenant", &t)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{t} on the first gateway");
+        let r = c2
+            .get(two.https_url("/"))
+            .header("x-tenant", &t)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            429,
+            "{t} on the second gateway: the cluster holds one limit"
+        );
+    }
+    let m = metrics(&one).await;
+    assert!(
+        !m.contains("gateway_rate_limit_store_errors_total{store=\"redis\"} "),
+        "{m}"
+    );
+}
+
 #[test]
 fn rate_limit_mistakes_are_config_errors() {
     let work = Workdir::new();

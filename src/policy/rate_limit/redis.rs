@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
 use tokio::sync::OnceCell;
 
 use super::gcra::{Outcome, Rate};
@@ -47,9 +49,20 @@ return {1, math.floor((tolerance - ahead) / interval), ahead}
 const BREAKER_FAILURES: u32 = 3;
 const BREAKER_OPEN_MS: u64 = 1_000;
 
+/// One node (auto-reconnecting), or a cluster (keys routed to their slot's node).
+enum Backend {
+    Node {
+        client: redis::Client,
+        connection: OnceCell<ConnectionManager>,
+    },
+    Cluster {
+        client: ClusterClient,
+        connection: OnceCell<ClusterConnection>,
+    },
+}
+
 pub struct RedisStore {
-    client: redis::Client,
-    connection: OnceCell<ConnectionManager>,
+    backend: Backend,
     script: redis::Script,
     pub timeout: Duration,
     pub on_error: OnError,
@@ -62,17 +75,31 @@ pub struct RedisStore {
 pub struct StoreUnavailable;
 
 impl RedisStore {
+    /// One URL is a single node; a comma-separated list is the seed nodes of a cluster.
     pub fn new(url: &str, timeout: Duration, on_error: OnError) -> Result<RedisStore, String> {
-        if url.contains(',') {
-            return Err(
-                "a list of cluster nodes is not supported yet: give one redis:// or rediss:// URL"
-                    .into(),
-            );
-        }
-        let client = redis::Client::open(url).map_err(|e| format!("not a Redis URL: {e}"))?;
+        let urls: Vec<&str> = url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .collect();
+        let backend = match urls[..] {
+            [] => return Err("is empty".into()),
+            [one] => Backend::Node {
+                client: redis::Client::open(one).map_err(|e| format!("not a Redis URL: {e}"))?,
+                connection: OnceCell::new(),
+            },
+            _ => Backend::Cluster {
+                client: ClusterClient::builder(urls)
+                    .connection_timeout(timeout.max(Duration::from_millis(100)))
+                    .response_timeout(timeout)
+                    .retries(1)
+                    .build()
+                    .map_err(|e| format!("not a list of Redis cluster URLs: {e}"))?,
+                connection: OnceCell::new(),
+            },
+        };
         Ok(RedisStore {
-            client,
-            connection: OnceCell::new(),
+            backend,
             script: redis::Script::new(SCRIPT),
             timeout,
             on_error,
@@ -123,25 +150,31 @@ impl RedisStore {
     }
 
     async fn run(&self, key: &[u8], rate: Rate, refund: bool) -> redis::RedisResult<Outcome> {
-        let connection = self
-            .connection
-            .get_or_try_init(|| async {
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(self.timeout.max(Duration::from_millis(100)))
-                    .set_response_timeout(self.timeout)
-                    .set_number_of_retries(1);
-                ConnectionManager::new_with_config(self.client.clone(), config).await
-            })
-            .await?;
-        let mut connection = connection.clone();
-        let reply: Vec<i64> = self
-            .script
-            .key(key)
+        let mut invocation = self.script.key(key);
+        invocation
             .arg(rate.interval_us)
             .arg(rate.tolerance_us)
-            .arg(if refund { "1" } else { "0" })
-            .invoke_async(&mut connection)
-            .await?;
+            .arg(if refund { "1" } else { "0" });
+        let reply: Vec<i64> = match &self.backend {
+            Backend::Node { client, connection } => {
+                let connection = connection
+                    .get_or_try_init(|| async {
+                        let config = ConnectionManagerConfig::new()
+                            .set_connection_timeout(self.timeout.max(Duration::from_millis(100)))
+                            .set_response_timeout(self.timeout)
+                            .set_number_of_retries(1);
+                        ConnectionManager::new_with_config(client.clone(), config).await
+                    })
+                    .await?;
+                invocation.invoke_async(&mut connection.clone()).await?
+            }
+            Backend::Cluster { client, connection } => {
+                let connection = connection
+                    .get_or_try_init(|| client.get_async_connection())
+                    .await?;
+                invocation.invoke_async(&mut connection.clone()).await?
+            }
+        };
         let [allowed, n, reset] = reply[..] else {
             return Err(redis::RedisError::from((
                 redis::ErrorKind::TypeError,

@@ -10,6 +10,7 @@ pub mod log;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;
+pub mod reload;
 pub mod respond;
 pub mod router;
 pub mod runtime;

@@ -8,7 +8,9 @@ use palisade::{server, state, tls, version};
 
 const USAGE: &str = "\
 usage:
-  palisade run [--config FILE] [--upgrade]   start the gateway (default config: gateway.toml)
+  palisade run [--config FILE] [--pid-file F] [--upgrade]
+                                             start the gateway (default config: gateway.toml)
+  palisade reload --pid-file F               reload the config of the gateway in F (SIGHUP)
   palisade check [FILE]                      validate a config without binding anything
   palisade version                           print version, git sha and build id
   palisade cert dev [--host NAME]... [--out DIR]
@@ -39,6 +41,7 @@ fn main() -> ExitCode {
             0
         }
         ["cert", "dev", rest @ ..] => cert_dev(rest),
+        ["reload", rest @ ..] => reload(rest),
         ["help"] | ["--help"] | ["-h"] => {
             println!("{USAGE}");
             0
@@ -56,6 +59,7 @@ fn usage_error(message: &str) -> i32 {
 fn run(args: &[&str]) -> i32 {
     let mut file = PathBuf::from("gateway.toml");
     let mut upgrade = false;
+    let mut pid_file = None;
     let mut rest = args.iter();
     while let Some(arg) = rest.next() {
         match *arg {
@@ -63,11 +67,46 @@ fn run(args: &[&str]) -> i32 {
                 Some(f) => file = PathBuf::from(f),
                 None => return usage_error("--config needs a file"),
             },
+            "--pid-file" => match rest.next() {
+                Some(f) => pid_file = Some(PathBuf::from(f)),
+                None => return usage_error("--pid-file needs a file"),
+            },
             "--upgrade" => upgrade = true,
             other => return usage_error(&format!("unexpected argument `{other}`")),
         }
     }
-    server::run(&file, upgrade)
+    server::run(&file, upgrade, pid_file.as_deref())
+}
+
+/// `palisade reload --pid-file F`: SIGHUP to the gateway whose pid is in F.
+fn reload(args: &[&str]) -> i32 {
+    let ["--pid-file", file] = args else {
+        return usage_error("reload needs --pid-file FILE");
+    };
+    let pid = match std::fs::read_to_string(file) {
+        Ok(text) => text.trim().to_string(),
+        Err(e) => {
+            eprintln!("palisade: cannot read {file}: {e}");
+            return 1;
+        }
+    };
+    if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+        eprintln!("palisade: {file} does not hold a process id");
+        return 1;
+    }
+    match std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+    {
+        Ok(status) if status.success() => {
+            println!("sent SIGHUP to {pid}; the result is in its log and in gateway_config_reloads_total");
+            0
+        }
+        _ => {
+            eprintln!("palisade: cannot signal process {pid}");
+            1
+        }
+    }
 }
 
 fn check(file: &Path) -> i32 {

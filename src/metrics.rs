@@ -24,6 +24,8 @@ pub struct Metrics {
     pub lockouts: IntCounterVec,
     rate_limit_keys: IntGaugeVec,
     rate_limit_evictions: IntCounterVec,
+    pub config_reloads: IntCounterVec,
+    pub config_last_reload_success: prometheus::Gauge,
 }
 
 /// Label used when a request matched no route.
@@ -112,6 +114,17 @@ impl Metrics {
             ),
             &["policy"],
         )?;
+        let config_reloads = IntCounterVec::new(
+            Opts::new(
+                "gateway_config_reloads_total",
+                "Config reloads (SIGHUP), by result.",
+            ),
+            &["result"],
+        )?;
+        let config_last_reload_success = prometheus::Gauge::new(
+            "gateway_config_last_reload_success_timestamp_seconds",
+            "When the running config was loaded (Unix time).",
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "gateway_build_info",
@@ -135,6 +148,8 @@ impl Metrics {
         registry.register(Box::new(lockouts.clone()))?;
         registry.register(Box::new(rate_limit_keys.clone()))?;
         registry.register(Box::new(rate_limit_evictions.clone()))?;
+        registry.register(Box::new(config_reloads.clone()))?;
+        registry.register(Box::new(config_last_reload_success.clone()))?;
         Ok(Metrics {
             registry,
             requests,
@@ -150,6 +165,8 @@ impl Metrics {
             lockouts,
             rate_limit_keys,
             rate_limit_evictions,
+            config_reloads,
+            config_last_reload_success,
         })
     }
 

@@ -21,6 +21,7 @@ use crate::config::{self, Diagnostics};
 use crate::log::AccessLog;
 use crate::metrics::Metrics;
 use crate::proxy::{Gateway, Shared};
+use crate::reload::{self, Reloader};
 use crate::runtime::Runtime;
 use crate::state::State;
 use crate::tls::{self, SniResolver};
@@ -57,7 +58,7 @@ pub fn load_runtime(file: &Path, state: &State) -> Result<Checked, Vec<String>> 
 }
 
 /// Starts the gateway and never returns (the process exits on shutdown).
-pub fn run(file: &Path, upgrade: bool) -> i32 {
+pub fn run(file: &Path, upgrade: bool, pid_file: Option<&Path>) -> i32 {
     let state = Arc::new(State::default());
     let checked = match load_runtime(file, &state) {
         Ok(checked) => checked,
@@ -77,6 +78,12 @@ pub fn run(file: &Path, upgrade: bool) -> i32 {
         eprintln!("palisade: {e}");
         return 1;
     }
+    if let Some(pid_file) = pid_file {
+        if let Err(e) = std::fs::write(pid_file, format!("{}\n", std::process::id())) {
+            eprintln!("palisade: cannot write {}: {e}", pid_file.display());
+            return 1;
+        }
+    }
     if let Some(store) = &runtime.tls {
         tls::install_provider(store.min_version);
     }
@@ -89,6 +96,7 @@ pub fn run(file: &Path, upgrade: bool) -> i32 {
         }
     };
     let connections = metrics.active_connections.clone();
+    metrics.config_last_reload_success.set(reload::unix_now());
     let idle = runtime.timeouts.idle;
     let threads = runtime.threads;
     let grace = runtime.shutdown_grace;
@@ -137,8 +145,8 @@ pub fn run(file: &Path, upgrade: bool) -> i32 {
     for addr in &plain {
         gateway.add_tcp(&addr.to_string());
     }
-    if let Some(store) = cert_store {
-        let resolver = Arc::new(SniResolver::new(store));
+    let resolver = cert_store.map(|store| Arc::new(SniResolver::new(store)));
+    if let Some(resolver) = &resolver {
         for addr in &tls_addrs {
             // With a resolver set, Pingora ignores the certificate paths.
             let mut settings = match TlsSettings::intermediate("", "") {
@@ -169,6 +177,15 @@ pub fn run(file: &Path, upgrade: bool) -> i32 {
         "health checks",
         HealthChecks {
             shared: shared.clone(),
+        },
+    ));
+    server.add_service(background_service(
+        "reload",
+        Reloader {
+            file: file.to_path_buf(),
+            shared: shared.clone(),
+            state,
+            resolver,
         },
     ));
     server.add_service(background_service("drain", Drain { shared, grace }));

@@ -186,6 +186,11 @@ impl SniResolver {
             store: ArcSwap::new(store),
         }
     }
+
+    /// New handshakes get the new certificates; connections already up keep theirs.
+    pub fn swap(&self, store: Arc<CertStore>) {
+        self.store.store(store);
+    }
 }
 
 impl ResolvesServerCert for SniResolver {

@@ -515,6 +515,8 @@ impl Gateway {
         cmd.arg("run")
             .arg("--config")
             .arg(&path)
+            .arg("--pid-file")
+            .arg(work.path().join("palisade.pid"))
             .env("RUST_LOG", "warn,palisade=info")
             .stdout(std::fs::File::create(&stdout).expect("stdout file"))
             .stderr(std::fs::File::create(&stderr).expect("stderr file"));
@@ -620,6 +622,46 @@ impl Gateway {
             assert!(
                 Instant::now() < deadline,
                 "no access log line for {request_id}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Writes a new config (a template, filled with this gateway's ports), sends SIGHUP, and
+    /// waits for the reload to be counted. Returns "success" or "error".
+    pub async fn reload(&self, config: &str) -> &'static str {
+        self.work.write("gateway.toml", &self.ports.fill(config));
+        let count = |text: &str, result: &str| {
+            let prefix = format!("gateway_config_reloads_total{{result=\"{result}\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(prefix.as_str()))
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let metrics = || async {
+            reqwest::get(self.admin_url("/metrics"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        };
+        let before = metrics().await;
+        let (ok, err) = (count(&before, "success"), count(&before, "error"));
+        self.signal("HUP");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let now = metrics().await;
+            if count(&now, "success") > ok {
+                return "success";
+            }
+            if count(&now, "error") > err {
+                return "error";
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the reload was not counted:\n{}",
+                self.stderr()
             );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }

@@ -7,6 +7,7 @@ mod forwarding;
 mod harness;
 mod headers;
 mod rate_limits;
+mod reload;
 mod routing;
 mod tls;
 mod upstreams;

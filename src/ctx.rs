@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::policy::cors::CorsPolicy;
 use crate::policy::headers::HeaderPolicy;
 use crate::policy::in_flight::InFlightGuard;
 use crate::runtime::{Route, Runtime};
@@ -31,6 +32,11 @@ pub struct RequestCtx {
     pub decision: Cow<'static, str>,
     /// This request's place under the route's `max_in_flight`, given back when it ends.
     pub in_flight_place: Option<InFlightGuard>,
+    /// The request's `Origin`, for CORS on the response.
+    pub origin: Option<http::HeaderValue>,
+    /// Body bytes seen so far, and the most the route allows.
+    pub body_seen: u64,
+    pub body_limit: u64,
     /// The `RateLimit` header for an allowed request.
     pub rate_limit: Option<http::HeaderValue>,
     /// The status the gateway answered with itself, if it did.
@@ -60,6 +66,9 @@ impl RequestCtx {
             decision: Cow::Borrowed("proxied"),
             rate_limit: None,
             in_flight_place: None,
+            origin: None,
+            body_seen: 0,
+            body_limit: u64::MAX,
             gateway_status: None,
             in_flight: false,
             mask_body: None,
@@ -75,6 +84,17 @@ impl RequestCtx {
                 .runtime
                 .as_ref()
                 .and_then(|rt| rt.default_headers.as_ref()),
+        }
+    }
+
+    /// The CORS policy: the route's, or the defaults' when no route matched.
+    pub fn cors_policy(&self) -> Option<&Arc<CorsPolicy>> {
+        match &self.route {
+            Some(route) => route.cors.as_ref(),
+            None => self
+                .runtime
+                .as_ref()
+                .and_then(|rt| rt.default_cors.as_ref()),
         }
     }
 

@@ -25,6 +25,7 @@ pub struct Metrics {
     rate_limit_keys: IntGaugeVec,
     rate_limit_evictions: IntCounterVec,
     pub config_reloads: IntCounterVec,
+    pub requests_rejected: IntCounterVec,
     pub config_last_reload_success: prometheus::Gauge,
 }
 
@@ -125,6 +126,13 @@ impl Metrics {
             "gateway_config_last_reload_success_timestamp_seconds",
             "When the running config was loaded (Unix time).",
         )?;
+        let requests_rejected = IntCounterVec::new(
+            Opts::new(
+                "gateway_requests_rejected_total",
+                "Requests the request guards refused, by route and reason.",
+            ),
+            &["route", "reason"],
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "gateway_build_info",
@@ -149,6 +157,7 @@ impl Metrics {
         registry.register(Box::new(rate_limit_keys.clone()))?;
         registry.register(Box::new(rate_limit_evictions.clone()))?;
         registry.register(Box::new(config_reloads.clone()))?;
+        registry.register(Box::new(requests_rejected.clone()))?;
         registry.register(Box::new(config_last_reload_success.clone()))?;
         Ok(Metrics {
             registry,
@@ -166,6 +175,7 @@ impl Metrics {
             rate_limit_keys,
             rate_limit_evictions,
             config_reloads,
+            requests_rejected,
             config_last_reload_success,
         })
     }

@@ -28,6 +28,8 @@ use crate::clock;
 use crate::ctx::RequestCtx;
 use crate::log::{AccessLog, AccessRecord};
 use crate::metrics::{method_label, status_class, Metrics};
+use crate::policy::body::{self, Declared};
+use crate::policy::cors;
 use crate::policy::forwarded;
 use crate::policy::lockout::Recorded;
 use crate::policy::rate_limit::{self, Event, RequestFacts, Verdict};
@@ -98,50 +100,10 @@ impl ProxyHttp for Gateway {
         };
         ctx.route = Some(route.clone());
 
-        // 2. Access: the method allowlist.
-        if let Some(methods) = &route.methods {
-            if !methods.allows(&session.req_header().method) {
-                GatewayResponse::method_not_allowed(methods.allow.clone())
-                    .send(session, ctx)
-                    .await?;
-                return Ok(true);
-            }
-        }
-
-        // 4. A client locked out after failures is refused before it costs anything; then the
-        // in-flight cap, then the rate limits (a request refused earlier is charged to none).
-        if let (Some(lockout), Some(client)) = (&route.lockout, ctx.client_ip) {
-            if let Some(left_us) = lockout.blocked(&route.name, client, clock::now_us()) {
-                GatewayResponse::too_many(
-                    "too many failed attempts; try again later",
-                    lockout.decision.clone(),
-                    left_us.div_ceil(1_000_000),
-                )
-                .send(session, ctx)
-                .await?;
-                return Ok(true);
-            }
-        }
-        if let (Some((max, table)), Some(client)) = (&route.in_flight, ctx.client_ip) {
-            match table.try_acquire(client, *max) {
-                Some(place) => ctx.in_flight_place = Some(place),
-                None => {
-                    GatewayResponse::too_many(
-                        "too many requests in flight",
-                        "max_in_flight".into(),
-                        1,
-                    )
-                    .send(session, ctx)
-                    .await?;
-                    return Ok(true);
-                }
-            }
-        }
-        if !route.rate_limits.is_empty() {
-            if let Some(refusal) = self.rate_limit(session, ctx, &route).await {
-                refusal.send(session, ctx).await?;
-                return Ok(true);
-            }
+        let body_empty = session.is_body_empty();
+        if let Some(refusal) = self.guard(session, body_empty, ctx, &route).await {
+            refusal.send(session, ctx).await?;
+            return Ok(true);
         }
         Ok(false)
     }
@@ -217,6 +179,35 @@ impl ProxyHttp for Gateway {
         let retry = is_idempotent(&session.req_header().method) && ctx.attempts <= pool.retries;
         e.set_retry(retry);
         e
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // 5. A streamed body over the limit: the error aborts the upstream request (its body
+        // is left unterminated, never passed off as complete) and the client gets 413.
+        if let Some(chunk) = body {
+            ctx.body_seen += chunk.len() as u64;
+            if ctx.body_seen > ctx.body_limit {
+                *body = None;
+                if let Some(route) = &ctx.route {
+                    self.shared
+                        .metrics
+                        .requests_rejected
+                        .with_label_values(&[route.name.as_str(), "body_too_large"])
+                        .inc();
+                }
+                return Error::e_explain(
+                    ErrorType::HTTPStatus(413),
+                    "request body over the route's limit",
+                );
+            }
+        }
+        Ok(())
     }
 
     async fn upstream_request_filter(
@@ -371,6 +362,7 @@ impl ProxyHttp for Gateway {
     ) -> FailToProxy {
         let response = match e.etype() {
             ErrorType::HTTPStatus(503) => Some(GatewayResponse::no_healthy_upstream()),
+            ErrorType::HTTPStatus(413) => Some(GatewayResponse::payload_too_large(ctx.body_limit)),
             ErrorType::HTTPStatus(_) => Some(GatewayResponse::bad_gateway()),
             ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
                 if e.esource() == &ErrorSource::Upstream =>
@@ -475,6 +467,127 @@ impl ProxyHttp for Gateway {
 }
 
 impl Gateway {
+    /// Steps 2 to 5 of the policy order for a matched route. `Some(response)` when the request
+    /// is refused; what it refused for is counted in `gateway_requests_rejected_total`.
+    async fn guard(
+        &self,
+        session: &Session,
+        body_empty: bool,
+        ctx: &mut RequestCtx,
+        route: &Route,
+    ) -> Option<GatewayResponse> {
+        let refusal = self.guard_steps(session, body_empty, ctx, route).await?;
+        let reason = match refusal.decision() {
+            d if d.starts_with("rate_limited:") => "rate_limited",
+            d if d.starts_with("locked_out:") => "locked_out",
+            d if d.starts_with("missing_key:") || d.starts_with("rate_limit_unavailable:") => {
+                "rate_limit"
+            }
+            "cors_preflight" => return Some(refusal),
+            d => d,
+        };
+        let reason = match reason {
+            "ip_denied" | "cors_refused" | "method_not_allowed" | "max_in_flight"
+            | "body_too_large" | "content_type" | "bad_request" | "rate_limited" | "locked_out"
+            | "rate_limit" => reason,
+            _ => "other",
+        };
+        self.shared
+            .metrics
+            .requests_rejected
+            .with_label_values(&[route.name.as_str(), reason])
+            .inc();
+        Some(refusal)
+    }
+
+    async fn guard_steps(
+        &self,
+        session: &Session,
+        body_empty: bool,
+        ctx: &mut RequestCtx,
+        route: &Route,
+    ) -> Option<GatewayResponse> {
+        let req = session.req_header();
+        // 2. Access: the client's address, then (after a CORS preflight, which is not the
+        // request itself) the method allowlist.
+        if let (Some(rules), Some(client)) = (&route.ip_rules, ctx.client_ip) {
+            if !rules.allows(client) {
+                return Some(GatewayResponse::ip_denied());
+            }
+        }
+        // 3. CORS preflight: answered here, never forwarded, before anything keyed on identity.
+        if let (Some(cors), Some(origin)) = (&route.cors, &ctx.origin) {
+            if req.method == Method::OPTIONS && req.headers.contains_key(&cors::ACRM) {
+                return Some(match cors.preflight(origin, &req.headers) {
+                    Ok(headers) => GatewayResponse::preflight(headers),
+                    Err(cors::Refusal::Origin) => {
+                        GatewayResponse::cors_refused("this origin is not allowed")
+                    }
+                    Err(cors::Refusal::Method) => {
+                        GatewayResponse::cors_refused("this method is not allowed cross-origin")
+                    }
+                    Err(cors::Refusal::Header(_)) => GatewayResponse::cors_refused(
+                        "a requested header is not allowed cross-origin",
+                    ),
+                });
+            }
+        }
+        if let Some(methods) = &route.methods {
+            if !methods.allows(&req.method) {
+                return Some(GatewayResponse::method_not_allowed(methods.allow.clone()));
+            }
+        }
+
+        // 4. A client locked out after failures is refused before it costs anything; then the
+        // in-flight cap, then the rate limits (a request refused earlier is charged to none).
+        if let (Some(lockout), Some(client)) = (&route.lockout, ctx.client_ip) {
+            if let Some(left_us) = lockout.blocked(&route.name, client, clock::now_us()) {
+                return Some(GatewayResponse::too_many(
+                    "too many failed attempts; try again later",
+                    lockout.decision.clone(),
+                    left_us.div_ceil(1_000_000),
+                ));
+            }
+        }
+        if let (Some((max, table)), Some(client)) = (&route.in_flight, ctx.client_ip) {
+            match table.try_acquire(client, *max) {
+                Some(place) => ctx.in_flight_place = Some(place),
+                None => {
+                    return Some(GatewayResponse::too_many(
+                        "too many requests in flight",
+                        "max_in_flight".into(),
+                        1,
+                    ))
+                }
+            }
+        }
+        if !route.rate_limits.is_empty() {
+            if let Some(refusal) = self.rate_limit(session, ctx, route).await {
+                return Some(refusal);
+            }
+        }
+
+        // 5. Body: a declared length over the limit is refused before any upstream is chosen;
+        // a streamed body is counted in request_body_filter.
+        let has_body = match body::declared(&req.headers, session.is_http2(), body_empty) {
+            Declared::Invalid => {
+                return Some(GatewayResponse::bad_request("invalid Content-Length"))
+            }
+            Declared::Length(n) if n > route.max_body => {
+                return Some(GatewayResponse::payload_too_large(route.max_body))
+            }
+            Declared::None => false,
+            Declared::Length(_) | Declared::Streamed => true,
+        };
+        ctx.body_limit = route.max_body;
+        if let Some(types) = &route.content_types {
+            if has_body && !types.allows(req.headers.get(http::header::CONTENT_TYPE)) {
+                return Some(GatewayResponse::unsupported_media_type());
+            }
+        }
+        None
+    }
+
     /// Runs the route's rate limits. `Some(response)` when the request is refused.
     async fn rate_limit(
         &self,
@@ -543,6 +656,7 @@ fn identify(session: &Session, ctx: &mut RequestCtx, rt: &Runtime) {
     }
     ctx.request_id = forwarded::request_id(req.headers.get(&X_REQUEST_ID), ctx.peer_trusted);
     ctx.host = raw_host(req).map(request_host).unwrap_or_default();
+    ctx.origin = req.headers.get(http::header::ORIGIN).cloned();
 }
 
 fn peer_ip(session: &Session) -> Option<std::net::IpAddr> {

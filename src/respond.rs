@@ -138,6 +138,46 @@ impl GatewayResponse {
         )
     }
 
+    /// 403: the client IP is not allowed on this route.
+    pub fn ip_denied() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "not allowed from this address",
+            "ip_denied",
+        )
+    }
+
+    /// 403 to a CORS preflight from an origin, method or header the policy does not allow.
+    pub fn cors_refused(message: &'static str) -> Self {
+        Self::new(StatusCode::FORBIDDEN, message, "cors_refused")
+    }
+
+    /// 204 to an allowed CORS preflight.
+    pub fn preflight(headers: Vec<(HeaderName, HeaderValue)>) -> Self {
+        let mut r = Self::new(StatusCode::NO_CONTENT, "", "cors_preflight");
+        r.headers = headers;
+        r
+    }
+
+    pub fn payload_too_large(limit: u64) -> Self {
+        let mut r = Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is over this route's limit of {limit} bytes"),
+            "body_too_large",
+        );
+        // The rest of the body is not read: the connection cannot be reused.
+        r.keepalive = false;
+        r
+    }
+
+    pub fn unsupported_media_type() -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "this route does not accept this Content-Type",
+            "content_type",
+        )
+    }
+
     pub fn bad_gateway() -> Self {
         Self::new(
             StatusCode::BAD_GATEWAY,
@@ -172,6 +212,10 @@ impl GatewayResponse {
         r
     }
 
+    pub fn decision(&self) -> &str {
+        &self.decision
+    }
+
     pub fn status(&self) -> u16 {
         self.status.as_u16()
     }
@@ -186,22 +230,26 @@ impl GatewayResponse {
             ),
         };
         let mut header = ResponseHeader::build(self.status, Some(6 + self.headers.len()))?;
-        header.insert_header(CONTENT_TYPE, content_type)?;
-        header.insert_header(CONTENT_LENGTH, body.len())?;
-        header.insert_header(CACHE_CONTROL, "no-store")?;
+        // A 204 has no body and says nothing about one.
+        let no_content = self.status == StatusCode::NO_CONTENT;
+        if !no_content {
+            header.insert_header(CONTENT_TYPE, content_type)?;
+            header.insert_header(CONTENT_LENGTH, body.len())?;
+            header.insert_header(CACHE_CONTROL, "no-store")?;
+        }
         if let Some(location) = &self.location {
             header.insert_header(LOCATION, location.as_str())?;
         }
         for (name, value) in self.headers {
             header.insert_header(name, value)?;
         }
-        finish_response(&mut header, ctx)?;
         ctx.gateway_status = Some(self.status.as_u16());
         ctx.decision = self.decision;
+        finish_response(&mut header, ctx)?;
         if !self.keepalive {
             session.set_keepalive(None);
         }
-        let head_only = session.req_header().method == Method::HEAD;
+        let head_only = no_content || session.req_header().method == Method::HEAD;
         session
             .write_response_header(Box::new(header), head_only)
             .await?;
@@ -227,6 +275,12 @@ pub fn error_json(message: &str, request_id: &str, location: Option<&str>) -> By
 pub fn finish_response(header: &mut ResponseHeader, ctx: &RequestCtx) -> Result<()> {
     if let Some(policy) = ctx.header_policy() {
         policy.apply(header, ctx.https)?;
+    }
+    // A preflight's answer carries its own CORS headers, a refused one none; everything else
+    // gets the policy's.
+    let preflight = ctx.decision == "cors_preflight" || ctx.decision == "cors_refused";
+    if let Some(cors) = ctx.cors_policy().filter(|_| !preflight) {
+        cors.apply(header, ctx.origin.as_ref())?;
     }
     if let (Some(route), Some(value)) = (&ctx.route, &ctx.rate_limit) {
         if let Some(policy) = &route.rate_limit_policy {

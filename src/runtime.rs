@@ -12,7 +12,10 @@ use http::Method;
 
 use crate::config::diagnostics::Diagnostics;
 use crate::config::{Config, KeyPath, RouteConfig};
+use crate::policy::access::IpRules;
 use crate::policy::access::MethodSet;
+use crate::policy::body::ContentTypes;
+use crate::policy::cors::CorsPolicy;
 use crate::policy::forwarded::TrustedProxies;
 use crate::policy::headers::{self, HeaderPolicy};
 use crate::policy::in_flight::InFlightTable;
@@ -37,6 +40,11 @@ pub struct Route {
     /// `RateLimit-Policy` for allowed responses, built once.
     pub rate_limit_policy: Option<http::HeaderValue>,
     pub lockout: Option<Arc<LockoutPolicy>>,
+    pub cors: Option<Arc<CorsPolicy>>,
+    pub ip_rules: Option<IpRules>,
+    /// Request body limit in bytes.
+    pub max_body: u64,
+    pub content_types: Option<ContentTypes>,
     /// `max_in_flight` and the counts it is checked against.
     pub in_flight: Option<(u32, Arc<InFlightTable>)>,
 }
@@ -65,6 +73,8 @@ pub struct Runtime {
     pub router: Router<Route>,
     /// The response policy for requests no route matched, and the default for routes.
     pub default_headers: Option<Arc<HeaderPolicy>>,
+    /// CORS for requests no route matched (the defaults').
+    pub default_cors: Option<Arc<CorsPolicy>>,
     pub statics: Statics,
     /// Every rate-limit policy, for the metrics.
     pub rate_limits: BTreeMap<String, Arc<RateLimitPolicy>>,
@@ -206,8 +216,32 @@ impl Runtime {
                 lockouts.insert(name.clone(), Arc::new(p));
             }
         }
+        let mut cors = BTreeMap::new();
+        for (name, cfg) in &config.cors {
+            if name == "none" {
+                diags.error(
+                    root.key("cors").key(name),
+                    "`none` is reserved for opting out",
+                );
+            } else if let Some(p) = CorsPolicy::compile(name, cfg, diags) {
+                cors.insert(name.clone(), Arc::new(p));
+            }
+        }
+        let default_cors = config.defaults.cors.as_deref().and_then(|name| {
+            resolve_named(
+                name,
+                &root.key("defaults").key("cors"),
+                "CORS policy",
+                &cors,
+                &config.cors,
+                diags,
+            )
+        });
         let policies = Policies {
             state,
+            cors: &cors,
+            default_cors: &default_cors,
+            max_body: server.max_body.0,
             lockouts: &lockouts,
             upstreams: &upstreams,
             headers: &header_policies,
@@ -230,6 +264,7 @@ impl Runtime {
         Some(Runtime {
             router: Router::new(routes),
             default_headers,
+            default_cors,
             statics,
             rate_limits,
             upstreams,
@@ -265,6 +300,9 @@ impl Runtime {
 /// The compiled policies routes refer to by name.
 struct Policies<'a> {
     state: &'a State,
+    cors: &'a BTreeMap<String, Arc<CorsPolicy>>,
+    default_cors: &'a Option<Arc<CorsPolicy>>,
+    max_body: u64,
     lockouts: &'a BTreeMap<String, Arc<LockoutPolicy>>,
     upstreams: &'a BTreeMap<String, Arc<Pool>>,
     headers: &'a BTreeMap<String, Arc<HeaderPolicy>>,
@@ -382,19 +420,15 @@ fn compile_route(
             rate_limit::resolve(names, &path.key("rate_limits"), policies.rate_limits, diags)
         }
     };
-    let lockout = rc.lockout.as_ref().and_then(|name| {
-        let found = policies.lockouts.get(name).cloned();
-        if found.is_none() && !config.lockouts.contains_key(name) {
-            let known: Vec<&str> = config.lockouts.keys().map(String::as_str).collect();
-            diags.error(
-                path.key("lockout"),
-                format!(
-                    "unknown lockout `{name}`; defined: {}",
-                    list_or_none(&known)
-                ),
-            );
-        }
-        found
+    let lockout = rc.lockout.as_deref().and_then(|name| {
+        resolve_named(
+            name,
+            &path.key("lockout"),
+            "lockout",
+            policies.lockouts,
+            &config.lockouts,
+            diags,
+        )
     });
     if rc.max_in_flight == Some(0) {
         diags.error(
@@ -409,6 +443,23 @@ fn compile_route(
             .get(&rc.name, String::new(), InFlightTable::default);
         (max, table)
     });
+    let cors = match rc.cors.as_deref() {
+        None => policies.default_cors.clone(),
+        Some("none") => None,
+        Some(name) => resolve_named(
+            name,
+            &path.key("cors"),
+            "CORS policy",
+            policies.cors,
+            &config.cors,
+            diags,
+        ),
+    };
+    let ip_rules = IpRules::compile(&rc.allow_ips, &rc.deny_ips, path, diags);
+    let content_types = rc
+        .content_types
+        .as_ref()
+        .and_then(|list| ContentTypes::compile(list, &path.key("content_types"), diags));
     let upstream = policies.upstreams.get(&rc.upstream).cloned();
     if upstream.is_none() && !config.upstreams.contains_key(&rc.upstream) {
         let known: Vec<&str> = config.upstreams.keys().map(String::as_str).collect();
@@ -435,7 +486,32 @@ fn compile_route(
         rate_limits,
         lockout,
         in_flight,
+        cors,
+        ip_rules,
+        max_body: rc.max_body.map_or(policies.max_body, |b| b.0),
+        content_types,
     })
+}
+
+/// Looks up a named policy; unknown names are errors (unless the policy exists but failed to
+/// compile, which was reported already).
+fn resolve_named<T, C>(
+    name: &str,
+    path: &KeyPath,
+    what: &str,
+    compiled: &BTreeMap<String, Arc<T>>,
+    written: &BTreeMap<String, C>,
+    diags: &mut Diagnostics,
+) -> Option<Arc<T>> {
+    let found = compiled.get(name).cloned();
+    if found.is_none() && !written.contains_key(name) {
+        let known: Vec<&str> = written.keys().map(String::as_str).collect();
+        diags.error(
+            path.clone(),
+            format!("unknown {what} `{name}`; defined: {}", list_or_none(&known)),
+        );
+    }
+    found
 }
 
 pub fn list_or_none(names: &[&str]) -> String {

@@ -24,6 +24,7 @@ const SECTIONS: &[&str] = &[
     "upstreams",
     "defaults",
     "headers",
+    "cors",
     "rate_limits",
     "lockouts",
     "redis",
@@ -67,6 +68,7 @@ pub fn parse(text: &str, diags: &mut Diagnostics) -> Config {
         upstreams: BTreeMap::new(),
         defaults: DefaultsConfig::default(),
         headers: BTreeMap::new(),
+        cors: BTreeMap::new(),
         rate_limits: BTreeMap::new(),
         lockouts: BTreeMap::new(),
         redis: None,
@@ -103,6 +105,7 @@ pub fn parse(text: &str, diags: &mut Diagnostics) -> Config {
             }
             "upstreams" => config.upstreams = named_sections(value, &path, diags),
             "headers" => config.headers = named_sections(value, &path, diags),
+            "cors" => config.cors = named_sections(value, &path, diags),
             "rate_limits" => config.rate_limits = named_sections(value, &path, diags),
             "lockouts" => config.lockouts = named_sections(value, &path, diags),
             "redis" => config.redis = section(value, &path, diags),

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use super::secret::SecretRef;
-use super::units::HumanDuration;
+use super::units::{ByteSize, HumanDuration};
+pub use crate::policy::cors::CorsConfig;
 pub use crate::policy::headers::HeadersConfig;
 pub use crate::policy::lockout::LockoutConfig;
 pub use crate::policy::rate_limit::{RateLimitConfig, RedisConfig};
@@ -29,6 +30,9 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<String>,
     #[serde(default)]
     pub timeouts: TimeoutsConfig,
+    /// The default request body limit. Default `"1MiB"`.
+    #[serde(default = "default_max_body")]
+    pub max_body: ByteSize,
     /// Worker threads. Default: the number of cores.
     pub threads: Option<usize>,
     /// How long SIGTERM waits for in-flight requests to finish. Default `"30s"`.
@@ -145,6 +149,8 @@ pub struct DefaultsConfig {
     pub headers: Option<String>,
     /// `[rate_limits.NAME]` policies every route gets. Default none.
     pub rate_limits: Option<Vec<String>>,
+    /// A `[cors.NAME]` policy every route gets. Default none (no CORS headers).
+    pub cors: Option<String>,
 }
 
 /// `[[routes]]`.
@@ -170,6 +176,18 @@ pub struct RouteConfig {
     pub lockout: Option<String>,
     /// Concurrent requests per client IP on this route; over it answers 429. Default none.
     pub max_in_flight: Option<u32>,
+    /// A `[cors.NAME]` policy, or `"none"`. Default: `[defaults]`'.
+    pub cors: Option<String>,
+    /// Request body limit. Default: `[server] max_body`.
+    pub max_body: Option<ByteSize>,
+    /// Media types a request body may have; others get 415. Default: any.
+    pub content_types: Option<Vec<String>>,
+    /// Only these client IPs or CIDRs (403 otherwise). Default: any.
+    #[serde(default)]
+    pub allow_ips: Vec<String>,
+    /// Never these client IPs or CIDRs (403). Default none.
+    #[serde(default)]
+    pub deny_ips: Vec<String>,
 }
 
 /// The whole file, once each section has parsed.
@@ -181,6 +199,7 @@ pub struct Config {
     pub upstreams: BTreeMap<String, UpstreamConfig>,
     pub defaults: DefaultsConfig,
     pub headers: BTreeMap<String, HeadersConfig>,
+    pub cors: BTreeMap<String, CorsConfig>,
     pub rate_limits: BTreeMap<String, RateLimitConfig>,
     pub lockouts: BTreeMap<String, LockoutConfig>,
     pub redis: Option<RedisConfig>,
@@ -196,6 +215,7 @@ impl Default for ServerConfig {
             redirect_https: None,
             trusted_proxies: Vec::new(),
             timeouts: TimeoutsConfig::default(),
+            max_body: default_max_body(),
             threads: None,
             shutdown_grace: default_shutdown_grace(),
         }
@@ -228,6 +248,9 @@ impl Default for PassiveHealthConfig {
     }
 }
 
+fn default_max_body() -> ByteSize {
+    ByteSize(1024 * 1024)
+}
 fn default_listen() -> Vec<String> {
     vec!["0.0.0.0:8080".to_string()]
 }

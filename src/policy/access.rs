@@ -1,4 +1,4 @@
-//! Access rules: the method allowlist (405 with `Allow`).
+//! Access rules: IP allow and deny lists (403), and the method allowlist (405 with `Allow`).
 
 use http::{HeaderValue, Method};
 
@@ -50,6 +50,55 @@ impl MethodSet {
     }
 }
 
+/// `allow_ips` / `deny_ips` on a route, on the client IP from the trusted-proxy logic.
+#[derive(Debug, Clone, Default)]
+pub struct IpRules {
+    allow: Vec<ipnet::IpNet>,
+    deny: Vec<ipnet::IpNet>,
+}
+
+impl IpRules {
+    pub fn compile(
+        allow: &[String],
+        deny: &[String],
+        path: &KeyPath,
+        diags: &mut Diagnostics,
+    ) -> Option<IpRules> {
+        if allow.is_empty() && deny.is_empty() {
+            return None;
+        }
+        let mut parse = |key: &str, list: &[String]| -> Vec<ipnet::IpNet> {
+            list.iter()
+                .enumerate()
+                .filter_map(|(i, text)| {
+                    let parsed = text
+                        .parse::<ipnet::IpNet>()
+                        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+                    parsed
+                        .map_err(|_| {
+                            diags.error(
+                                path.key(key).index(i),
+                                format!("`{text}` is not an IP address or CIDR"),
+                            )
+                        })
+                        .ok()
+                })
+                .collect()
+        };
+        Some(IpRules {
+            allow: parse("allow_ips", allow),
+            deny: parse("deny_ips", deny),
+        })
+    }
+
+    /// Denied when listed in `deny_ips`, or when `allow_ips` is set and does not list it.
+    pub fn allows(&self, ip: std::net::IpAddr) -> bool {
+        let ip = crate::policy::forwarded::canonical(ip);
+        !self.deny.iter().any(|n| n.contains(&ip))
+            && (self.allow.is_empty() || self.allow.iter().any(|n| n.contains(&ip)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,5 +119,21 @@ mod tests {
         MethodSet::compile(&["get".into()], &KeyPath::root().key("methods"), &mut d);
         MethodSet::compile(&[], &KeyPath::root().key("methods"), &mut d);
         assert_eq!(d.error_count(), 2);
+    }
+
+    #[test]
+    fn deny_wins_and_an_allow_list_shuts_out_the_rest() {
+        let mut d = Diagnostics::default();
+        let rules = IpRules::compile(
+            &["10.0.0.0/8".into()],
+            &["10.9.0.0/16".into()],
+            &KeyPath::root(),
+            &mut d,
+        )
+        .unwrap();
+        assert!(rules.allows("10.1.2.3".parse().unwrap()));
+        assert!(!rules.allows("10.9.1.1".parse().unwrap()));
+        assert!(!rules.allows("192.0.2.1".parse().unwrap()));
+        assert!(rules.allows("::ffff:10.1.2.3".parse().unwrap()));
     }
 }

@@ -2,6 +2,8 @@
 //! functions that take a request view and return a decision or edit a header map.
 
 pub mod access;
+pub mod body;
+pub mod cors;
 pub mod forwarded;
 pub mod headers;
 pub mod in_flight;

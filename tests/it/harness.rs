@@ -60,6 +60,8 @@ impl Seen {
 struct UpstreamState {
     name: String,
     hits: AtomicUsize,
+    /// Requests whose body arrived whole.
+    complete_bodies: AtomicUsize,
     healthy: AtomicBool,
 }
 
@@ -86,6 +88,7 @@ impl Upstream {
         let state = Arc::new(UpstreamState {
             name: name.to_string(),
             hits: AtomicUsize::new(0),
+            complete_bodies: AtomicUsize::new(0),
             healthy: AtomicBool::new(true),
         });
         let shared = state.clone();
@@ -109,6 +112,11 @@ impl Upstream {
     /// Requests seen, health checks excluded.
     pub fn hits(&self) -> usize {
         self.state.hits.load(Ordering::SeqCst)
+    }
+
+    /// Requests whose body arrived complete (a cut chunked body does not count).
+    pub fn complete_bodies(&self) -> usize {
+        self.state.complete_bodies.load(Ordering::SeqCst)
     }
 
     pub fn set_healthy(&self, healthy: bool) {
@@ -176,12 +184,13 @@ async fn echo(
             })
             .or_insert(v);
     }
-    let body = req
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let body = match req.into_body().collect().await {
+        Ok(b) => {
+            state.complete_bodies.fetch_add(1, Ordering::SeqCst);
+            b.to_bytes()
+        }
+        Err(_) => Bytes::new(),
+    };
     let report = json!({
         "server": state.name,
         "method": method,
@@ -208,6 +217,7 @@ fn announce_like_a_legacy_app(r: &mut Response<Full<Bytes>>) {
         ("via", "1.1 varnish"),
         ("x-frame-options", "ALLOWALL"),
         ("cache-control", "private, max-age=30"),
+        ("access-control-allow-origin", "*"),
         ("set-cookie", "session=abc123; Path=/"),
         ("set-cookie", "theme=dark; Path=/; SameSite=Strict"),
     ] {

@@ -4,6 +4,7 @@
 mod admin;
 mod config_errors;
 mod forwarding;
+mod guards;
 mod harness;
 mod headers;
 mod rate_limits;

@@ -1,0 +1,332 @@
+//! Request guards through the real binary: CORS, body limits, content types, IP rules.
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::harness::{gateway_error, seen, Gateway, Upstream, TLS_BASICS};
+
+fn config(app: &Upstream, extra_server: &str) -> String {
+    format!(
+        r#"{}
+[defaults]
+headers = "strict-api"
+
+[cors.site]
+allow_origins = ["https://app.example.com", "https://*.example.org"]
+allow_methods = ["GET", "POST"]
+allow_headers = ["Content-Type", "X-API-Key"]
+expose_headers = ["X-Request-Id"]
+allow_credentials = true
+max_age = "10m"
+
+[upstreams.app]
+servers = ["{}"]
+
+[[routes]]
+name = "api"
+path = "/api"
+methods = ["GET", "POST"]
+cors = "site"
+max_body = "1KiB"
+content_types = ["application/json"]
+upstream = "app"
+
+[[routes]]
+name = "internal"
+path = "/internal"
+allow_ips = ["10.0.0.0/8"]
+upstream = "app"
+
+[[routes]]
+name = "blocked"
+path = "/blocked"
+deny_ips = ["127.0.0.0/8"]
+upstream = "app"
+"#,
+        TLS_BASICS.replace(
+            "redirect_https = false",
+            &format!("redirect_https = false\n{extra_server}")
+        ),
+        app.addr
+    )
+}
+
+fn header<'a>(r: &'a reqwest::Response, name: &str) -> Option<&'a str> {
+    r.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preflights_are_answered_by_the_gateway_and_refused_without_cors_headers() {
+    let app = Upstream::start("app").await;
+    let gw = Gateway::start(&config(&app, "")).await;
+    let c = gw.client();
+    let preflight = |origin: &'static str, method: &'static str, headers: &'static str| {
+        c.request(reqwest::Method::OPTIONS, gw.https_url("/api/jobs"))
+            .header("origin", origin)
+            .header("access-control-request-method", method)
+            .header("access-control-request-headers", headers)
+            .send()
+    };
+    let r = preflight("https://app.example.com", "POST", "content-type, x-api-key")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(
+        header(&r, "access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    assert_eq!(
+        header(&r, "access-control-allow-methods"),
+        Some("GET, POST")
+    );
+    assert_eq!(
+        header(&r, "access-control-allow-headers"),
+        Some("content-type, x-api-key")
+    );
+    assert_eq!(header(&r, "access-control-allow-credentials"), Some("true"));
+    assert_eq!(header(&r, "access-control-max-age"), Some("600"));
+    assert!(header(&r, "vary").unwrap_or_default().contains("Origin"));
+    assert_eq!(
+        header(&r, "x-content-type-options"),
+        Some("nosniff"),
+        "security headers on the 204"
+    );
+    assert!(r.bytes().await.unwrap().is_empty());
+
+    for (origin, method, headers) in [
+        ("https://app.example.com.evil.com", "POST", ""),
+        ("https://evil.example.com", "POST", ""),
+        ("http://app.example.com", "POST", ""),
+        ("https://app.example.com", "DELETE", ""),
+        ("https://app.example.com", "POST", "x-admin"),
+    ] {
+        let r = preflight(origin, method, headers).await.unwrap();
+        assert!(
+            header(&r, "access-control-allow-origin").is_none(),
+            "{origin} {method} {headers}"
+        );
+        gateway_error(r, 403).await;
+    }
+    let r = preflight("https://shop.example.org", "GET", "")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204, "a wildcard subdomain");
+    assert_eq!(app.hits(), 0, "no preflight was forwarded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actual_requests_get_the_gateways_cors_headers_never_the_apps_star() {
+    let app = Upstream::start("app").await;
+    let gw = Gateway::start(&config(&app, "")).await;
+    let c = gw.client();
+    let r = c
+        .get(gw.https_url("/api/legacy"))
+        .header("origin", "https://app.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        header(&r, "access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    assert_eq!(header(&r, "access-control-allow-credentials"), Some("true"));
+    assert_eq!(
+        header(&r, "access-control-expose-headers"),
+        Some("x-request-id")
+    );
+    assert_eq!(header(&r, "vary"), Some("Origin"));
+
+    // The app says `*`; a foreign origin gets nothing from the gateway.
+    let r = c
+        .get(gw.https_url("/api/legacy"))
+        .header("origin", "https://evil.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(header(&r, "access-control-allow-origin").is_none());
+    assert_eq!(header(&r, "vary"), Some("Origin"));
+    // Gateway-made responses carry CORS too, so a page can read the error.
+    let r = c
+        .delete(gw.https_url("/api/x"))
+        .header("origin", "https://app.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(
+        header(&r, "access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declared_body_over_the_limit_is_refused_before_the_upstream() {
+    let app = Upstream::start("app").await;
+    let gw = Gateway::start(&config(&app, "")).await;
+    let c = gw.client();
+    let json = |n: usize| format!("{{\"pad\":\"{}\"}}", "x".repeat(n));
+    let r = c
+        .post(gw.https_url("/api/jobs"))
+        .header("content-type", "application/json")
+        .body(json(2000))
+        .send()
+        .await
+        .unwrap();
+    let body = gateway_error(r, 413).await;
+    assert!(
+        body["error"].as_str().unwrap().contains("1024 bytes"),
+        "{body}"
+    );
+    assert_eq!(app.hits(), 0);
+    let r = c
+        .post(gw.https_url("/api/jobs"))
+        .header("content-type", "application/json")
+        .body(json(500))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(seen(r).await.0["body_len"], 510);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_body_over_the_limit_is_cut_and_the_app_never_gets_it_whole() {
+    let app = Upstream::start("app").await;
+    let gw = Gateway::start(&config(&app, "")).await;
+    // HTTP/1.1 chunked and HTTP/2 without a length: the size is only known as it streams.
+    for client in [
+        gw.client_builder().http1_only().build().unwrap(),
+        gw.client(),
+    ] {
+        let chunks: Vec<Result<Bytes, std::io::Error>> =
+            (0..8).map(|_| Ok(Bytes::from(vec![b'a'; 512]))).collect();
+        let stream = futures_util::stream::iter(chunks);
+        let r = client
+            .post(gw.https_url("/api/upload"))
+            .header("content-type", "application/json")
+            .body(reqwest::Body::wrap_stream(stream))
+            .send()
+            .await;
+        if let Ok(r) = r {
+            // The client may also see the connection cut before it reads the answer.
+            assert_eq!(r.status(), 413);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        app.complete_bodies(),
+        0,
+        "a cut body must never arrive looking complete"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expect_100_continue_over_the_limit_is_refused_before_100() {
+    let app = Upstream::start("app").await;
+    let gw = Gateway::start(&config(&app, "")).await;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", gw.ports.http)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"POST /api/jobs HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 999999\r\nExpect: 100-continue\r\n\r\n").unwrap();
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf).unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]);
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+    assert_eq!(app.hits(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_content_types_get_415_and_bodiless_requests_pass() {
+    let app = Upstream::start("app").await;
+    let gw = Gateway::start(&config(&app, "")).await;
+    let c = gw.client();
+    let r = c
+        .post(gw.https_url("/api/jobs"))
+        .header("content-type", "text/plain")
+        .body("hi")
+        .send()
+        .await
+        .unwrap();
+    gateway_error(r, 415).await;
+    let r = c
+        .post(gw.https_url("/api/jobs"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    gateway_error(r, 415).await;
+    let r = c
+        .post(gw.https_url("/api/jobs"))
+        .header("content-type", "application/json; charset=utf-8")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        c.get(gw.https_url("/api/jobs"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let metrics = reqwest::get(gw.admin_url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .contains("gateway_requests_rejected_total{reason=\"content_type\",route=\"api\"} 2"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ip_rules_refuse_with_403_on_the_client_ip_from_the_trusted_proxy_logic() {
+    let app = Upstream::start("app").await;
+    let gw = Gateway::start(&config(&app, "")).await;
+    let c = gw.client();
+    gateway_error(c.get(gw.https_url("/blocked")).send().await.unwrap(), 403).await;
+    gateway_error(c.get(gw.https_url("/internal")).send().await.unwrap(), 403).await;
+    // A spoofed X-Forwarded-For from an untrusted peer does not get in.
+    let r = c
+        .get(gw.https_url("/internal"))
+        .header("x-forwarded-for", "10.1.2.3")
+        .send()
+        .await
+        .unwrap();
+    gateway_error(r, 403).await;
+
+    let trusted = Gateway::start(&config(&app, "trusted_proxies = [\"127.0.0.1/32\"]")).await;
+    let c = trusted.client();
+    let r = c
+        .get(trusted.https_url("/internal"))
+        .header("x-forwarded-for", "10.1.2.3")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "behind a trusted proxy the client is 10.1.2.3"
+    );
+    assert_eq!(app.hits(), 1);
+}
+
+#[test]
+fn star_with_credentials_is_a_config_error_naming_both_keys() {
+    let work = crate::harness::Workdir::new();
+    let text = "[upstreams.app]\nservers = [\"127.0.0.1:9\"]\n\n[cors.open]\nallow_origins = [\"*\"]\nallow_credentials = true\n\n[cors.typo]\nallow_origins = [\"app.example.com\"]\n";
+    let path = work.write("gateway.toml", text);
+    let (code, _, err) = crate::harness::check(&path);
+    assert_eq!(code, 78);
+    assert!(err.contains(":6:1: cors.open.allow_credentials: allow_origins = [\"*\"] with allow_credentials = true"), "{err}");
+    assert!(
+        err.contains(":9:18: cors.typo.allow_origins[0]: `app.example.com` is not an origin"),
+        "{err}"
+    );
+}

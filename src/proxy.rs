@@ -477,21 +477,10 @@ impl Gateway {
         route: &Route,
     ) -> Option<GatewayResponse> {
         let refusal = self.guard_steps(session, body_empty, ctx, route).await?;
-        let reason = match refusal.decision() {
-            d if d.starts_with("rate_limited:") => "rate_limited",
-            d if d.starts_with("locked_out:") => "locked_out",
-            d if d.starts_with("missing_key:") || d.starts_with("rate_limit_unavailable:") => {
-                "rate_limit"
-            }
-            "cors_preflight" => return Some(refusal),
-            d => d,
-        };
-        let reason = match reason {
-            "ip_denied" | "cors_refused" | "method_not_allowed" | "max_in_flight"
-            | "body_too_large" | "content_type" | "bad_request" | "rate_limited" | "locked_out"
-            | "rate_limit" => reason,
-            _ => "other",
-        };
+        if !refusal.is_refusal() {
+            return Some(refusal);
+        }
+        let reason = refusal.reason();
         self.shared
             .metrics
             .requests_rejected
@@ -545,6 +534,7 @@ impl Gateway {
                 return Some(GatewayResponse::too_many(
                     "too many failed attempts; try again later",
                     lockout.decision.clone(),
+                    "locked_out",
                     left_us.div_ceil(1_000_000),
                 ));
             }
@@ -555,7 +545,8 @@ impl Gateway {
                 None => {
                     return Some(GatewayResponse::too_many(
                         "too many requests in flight",
-                        "max_in_flight".into(),
+                        "max_in_flight",
+                        "max_in_flight",
                         1,
                     ))
                 }

@@ -26,6 +26,9 @@ pub struct GatewayResponse {
     fixed: Option<(HeaderValue, Bytes)>,
     /// The access log's `decision`.
     decision: Cow<'static, str>,
+    /// A bounded label for `gateway_requests_rejected_total`: the decision itself when it is
+    /// fixed, the kind of refusal when the decision names a policy.
+    reason: &'static str,
     headers: Vec<(HeaderName, HeaderValue)>,
     location: Option<String>,
     /// Keep the client connection open afterwards.
@@ -46,11 +49,16 @@ impl GatewayResponse {
         message: impl Into<Cow<'static, str>>,
         decision: impl Into<Cow<'static, str>>,
     ) -> Self {
+        let decision = decision.into();
         GatewayResponse {
             status,
             message: message.into(),
             fixed: None,
-            decision: decision.into(),
+            reason: match decision {
+                Cow::Borrowed(fixed) => fixed,
+                Cow::Owned(_) => "other",
+            },
+            decision,
             headers: Vec::new(),
             location: None,
             keepalive: true,
@@ -107,12 +115,19 @@ impl GatewayResponse {
             policy.decision.clone(),
         );
         r.headers = rate_limit::limited_headers(policy, outcome);
+        r.reason = "rate_limited";
         r
     }
 
     /// 429 for a client locked out after failures, or over its in-flight cap.
-    pub fn too_many(message: &'static str, decision: String, retry_after_secs: u64) -> Self {
+    pub fn too_many(
+        message: &'static str,
+        decision: impl Into<Cow<'static, str>>,
+        reason: &'static str,
+        retry_after_secs: u64,
+    ) -> Self {
         let mut r = Self::new(StatusCode::TOO_MANY_REQUESTS, message, decision);
+        r.reason = reason;
         r.headers.push((
             http::header::RETRY_AFTER,
             HeaderValue::from(retry_after_secs.max(1)),
@@ -122,20 +137,24 @@ impl GatewayResponse {
 
     /// A rate limit keyed on a header the request did not send.
     pub fn missing_rate_limit_key(policy: &RateLimitPolicy, header: &HeaderName) -> Self {
-        Self::new(
+        let mut r = Self::new(
             StatusCode::BAD_REQUEST,
             format!("this route is rate limited per `{header}`: send that header"),
             format!("missing_key:{}", policy.name),
-        )
+        );
+        r.reason = "missing_key";
+        r
     }
 
     /// A shared limiter store that did not answer, with `on_error = "deny"`.
     pub fn rate_limit_unavailable(policy: &RateLimitPolicy) -> Self {
-        Self::new(
+        let mut r = Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "the rate limiter is unavailable",
             format!("rate_limit_unavailable:{}", policy.name),
-        )
+        );
+        r.reason = "rate_limit_unavailable";
+        r
     }
 
     /// 403: the client IP is not allowed on this route.
@@ -212,8 +231,14 @@ impl GatewayResponse {
         r
     }
 
-    pub fn decision(&self) -> &str {
-        &self.decision
+    /// Whether this answers the request as asked (a static file, a preflight) rather than
+    /// refusing it.
+    pub fn is_refusal(&self) -> bool {
+        self.status.is_client_error() || self.status.is_server_error()
+    }
+
+    pub fn reason(&self) -> &'static str {
+        self.reason
     }
 
     pub fn status(&self) -> u16 {

@@ -81,12 +81,7 @@ async fn metrics_use_route_names_never_raw_paths_and_pass_promtool() {
         200
     );
 
-    let text = reqwest::get(gw.admin_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = gw.metrics().await;
     assert!(
         text.contains(
             "gateway_requests_total{method=\"GET\",route=\"users\",status_class=\"2xx\"} 3"
@@ -155,12 +150,7 @@ async fn active_connections_count_open_client_connections() {
     let upstream = Upstream::start("app").await;
     let gw = Gateway::start(&config(&upstream)).await;
     let gauge = || async {
-        let text = reqwest::get(gw.admin_url("/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = gw.metrics().await;
         text.lines()
             .find_map(|l| l.strip_prefix("gateway_active_connections "))
             .and_then(|v| v.trim().parse::<i64>().ok())

@@ -272,12 +272,7 @@ async fn other_content_types_get_415_and_bodiless_requests_pass() {
             .status(),
         200
     );
-    let metrics = reqwest::get(gw.admin_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert!(
         metrics
             .contains("gateway_requests_rejected_total{reason=\"content_type\",route=\"api\"} 2"),

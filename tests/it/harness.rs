@@ -609,6 +609,16 @@ impl Gateway {
         builder
     }
 
+    /// The Prometheus text from `/metrics`.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.admin_url("/metrics"))
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     /// Every access log line written so far.
     pub fn access_log(&self) -> Vec<Value> {
         std::fs::read_to_string(&self.stdout)
@@ -648,20 +658,12 @@ impl Gateway {
                 .and_then(|v| v.parse::<u64>().ok())
                 .unwrap_or(0)
         };
-        let metrics = || async {
-            reqwest::get(self.admin_url("/metrics"))
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap()
-        };
-        let before = metrics().await;
+        let before = self.metrics().await;
         let (ok, err) = (count(&before, "success"), count(&before, "error"));
         self.signal("HUP");
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let now = metrics().await;
+            let now = self.metrics().await;
             if count(&now, "success") > ok {
                 return "success";
             }

@@ -19,15 +19,6 @@ fn header<'a>(r: &'a reqwest::Response, name: &str) -> &'a str {
         .unwrap_or_default()
 }
 
-async fn metrics(gw: &Gateway) -> String {
-    reqwest::get(gw.admin_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exactly_limit_requests_pass_then_a_429_with_every_header() {
     let app = Upstream::start("app").await;
@@ -74,7 +65,7 @@ async fn exactly_limit_requests_pass_then_a_429_with_every_header() {
     assert_eq!(app.hits(), 5, "the refused request never reached the app");
     assert_eq!(gw.access_line(&id).await["decision"], "rate_limited:per_ip");
 
-    let m = metrics(&gw).await;
+    let m = gw.metrics().await;
     assert!(
         m.contains("gateway_rate_limit_decisions_total{policy=\"per_ip\",result=\"allowed\"} 5"),
         "{m}"
@@ -268,7 +259,7 @@ async fn failed_logins_lock_a_client_out_with_doubling_blocks() {
     let r = login().await.unwrap();
     assert_eq!(r.status(), 429);
     assert_eq!(header(&r, "retry-after"), "2");
-    let m = metrics(&gw).await;
+    let m = gw.metrics().await;
     assert!(
         m.contains("gateway_lockouts_total{policy=\"login\"} 2"),
         "{m}"
@@ -366,7 +357,7 @@ async fn two_gateways_on_one_redis_enforce_one_limit_and_survive_its_death() {
             started.elapsed()
         );
     }
-    let m = metrics(&one).await;
+    let m = one.metrics().await;
     let errors: u64 = m
         .lines()
         .find_map(|l| l.strip_prefix("gateway_rate_limit_store_errors_total{store=\"redis\"} "))
@@ -423,7 +414,7 @@ async fn two_gateways_on_a_redis_cluster_share_limits_whichever_node_holds_the_k
             "{t} on the second gateway: the cluster holds one limit"
         );
     }
-    let m = metrics(&one).await;
+    let m = one.metrics().await;
     assert!(
         !m.contains("gateway_rate_limit_store_errors_total{store=\"redis\"} "),
         "{m}"

@@ -42,12 +42,7 @@ async fn sighup_applies_a_new_config_and_in_flight_requests_finish_on_the_old_on
         "the request in flight finished where it started"
     );
 
-    let metrics = reqwest::get(gw.admin_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert!(
         metrics.contains("gateway_config_last_reload_success_timestamp_seconds"),
         "{metrics}"

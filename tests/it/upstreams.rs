@@ -142,12 +142,7 @@ async fn a_server_that_keeps_failing_to_connect_rests() {
     for _ in 0..6 {
         assert_eq!(c.get(gw.https_url("/")).send().await.unwrap().status(), 200);
     }
-    let metrics = reqwest::get(gw.admin_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert!(
         metrics.contains(&format!(
             "gateway_upstream_health{{server=\"{}\",upstream=\"app\"}} 1",
@@ -173,21 +168,12 @@ async fn active_checks_take_a_failing_server_out_and_bring_it_back() {
     .await;
     let c = gw.client();
     b.set_healthy(false);
-    let metrics_say = |healthy: u8| {
-        let url = gw.admin_url("/metrics");
+    let metrics_say = async |healthy: u8| {
         let line = format!(
             "gateway_upstream_health{{server=\"{}\",upstream=\"app\"}} {healthy}",
             b.addr
         );
-        async move {
-            reqwest::get(url)
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap()
-                .contains(&line)
-        }
+        gw.metrics().await.contains(&line)
     };
     wait_for("b to be marked down", async || metrics_say(0).await).await;
     let before = b.hits();

@@ -31,6 +31,7 @@ use crate::metrics::{method_label, status_class, Metrics};
 use crate::policy::body::{self, Declared};
 use crate::policy::cors;
 use crate::policy::forwarded;
+use crate::policy::hygiene::TooLarge;
 use crate::policy::lockout::Recorded;
 use crate::policy::rate_limit::{self, Event, RequestFacts, Verdict};
 use crate::respond::{finish_response, mask_upstream_error, GatewayResponse, X_REQUEST_ID};
@@ -67,11 +68,30 @@ impl ProxyHttp for Gateway {
         ctx.runtime = Some(rt.clone());
         self.shared.metrics.requests_in_flight.inc();
         ctx.in_flight = true;
-        session.set_keepalive(Some(rt.timeouts.idle.as_secs()));
+        // Only shorten a keep-alive Pingora granted: it turns keep-alive off for requests that
+        // must close (`Connection: close`, or both Content-Length and Transfer-Encoding, where
+        // reusing the connection is how a smuggled request would get in).
+        if session.get_keepalive().is_some() {
+            session.set_keepalive(Some(rt.timeouts.idle.as_secs()));
+        }
         session.set_read_timeout(Some(rt.timeouts.body_read));
 
-        // 1. Early: who is asking, which request this is, where it goes.
+        // 1. Early: who is asking, which request this is, where it goes; and whether its head
+        // is of a sane size, whatever route it would take.
         identify(session, ctx, &rt);
+        if let Err(too_large) = rt.head_limits.check(session.req_header()) {
+            let response = match too_large {
+                TooLarge::Uri => GatewayResponse::uri_too_long(),
+                TooLarge::Headers => GatewayResponse::header_too_large(),
+            };
+            self.shared
+                .metrics
+                .requests_rejected
+                .with_label_values(&[crate::metrics::NO_ROUTE, response.reason()])
+                .inc();
+            response.send(session, ctx).await?;
+            return Ok(true);
+        }
         if !ctx.https {
             if let Some(port) = rt.redirect_https {
                 let response = match https_location(&ctx.host, port, session.req_header()) {
@@ -561,9 +581,9 @@ impl Gateway {
         // 5. Body: a declared length over the limit is refused before any upstream is chosen;
         // a streamed body is counted in request_body_filter.
         let has_body = match body::declared(&req.headers, session.is_http2(), body_empty) {
-            Declared::Invalid => {
-                return Some(GatewayResponse::bad_request("invalid Content-Length"))
-            }
+            Declared::Invalid => return Some(GatewayResponse::bad_request(
+                "invalid body framing: one numeric Content-Length, never with Transfer-Encoding",
+            )),
             Declared::Length(n) if n > route.max_body => {
                 return Some(GatewayResponse::payload_too_large(route.max_body))
             }

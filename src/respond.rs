@@ -189,6 +189,26 @@ impl GatewayResponse {
         r
     }
 
+    pub fn uri_too_long() -> Self {
+        let mut r = Self::new(
+            StatusCode::URI_TOO_LONG,
+            "the request URI is too long",
+            "uri_too_long",
+        );
+        r.keepalive = false;
+        r
+    }
+
+    pub fn header_too_large() -> Self {
+        let mut r = Self::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "the request header fields are too large or too many",
+            "header_too_large",
+        );
+        r.keepalive = false;
+        r
+    }
+
     pub fn unsupported_media_type() -> Self {
         Self::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,

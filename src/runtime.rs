@@ -18,6 +18,7 @@ use crate::policy::body::ContentTypes;
 use crate::policy::cors::CorsPolicy;
 use crate::policy::forwarded::TrustedProxies;
 use crate::policy::headers::{self, HeaderPolicy};
+use crate::policy::hygiene::HeadLimits;
 use crate::policy::in_flight::InFlightTable;
 use crate::policy::lockout::{LockoutPolicy, LockoutTable};
 use crate::policy::rate_limit::{self, RateLimitPolicy, SharedStore};
@@ -87,6 +88,7 @@ pub struct Runtime {
     pub tls: Option<Arc<CertStore>>,
     pub threads: usize,
     pub shutdown_grace: Duration,
+    pub head_limits: HeadLimits,
 }
 
 impl Runtime {
@@ -284,6 +286,11 @@ impl Runtime {
                 .threads
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
             shutdown_grace: server.shutdown_grace.0,
+            head_limits: HeadLimits {
+                max_uri_bytes: server.max_uri_bytes.0,
+                max_header_bytes: server.max_header_bytes.0,
+                max_headers: server.max_headers,
+            },
         })
     }
 

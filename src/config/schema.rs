@@ -33,6 +33,15 @@ pub struct ServerConfig {
     /// The default request body limit. Default `"1MiB"`.
     #[serde(default = "default_max_body")]
     pub max_body: ByteSize,
+    /// Total size of a request's header fields (431 over it). Default `"16KiB"`.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: ByteSize,
+    /// Number of request header fields (431 over it). Default 100.
+    #[serde(default = "default_max_headers")]
+    pub max_headers: usize,
+    /// Length of the request target, path and query (414 over it). Default `"8KiB"`.
+    #[serde(default = "default_max_uri_bytes")]
+    pub max_uri_bytes: ByteSize,
     /// Worker threads. Default: the number of cores.
     pub threads: Option<usize>,
     /// How long SIGTERM waits for in-flight requests to finish. Default `"30s"`.
@@ -216,6 +225,9 @@ impl Default for ServerConfig {
             trusted_proxies: Vec::new(),
             timeouts: TimeoutsConfig::default(),
             max_body: default_max_body(),
+            max_header_bytes: default_max_header_bytes(),
+            max_headers: default_max_headers(),
+            max_uri_bytes: default_max_uri_bytes(),
             threads: None,
             shutdown_grace: default_shutdown_grace(),
         }
@@ -248,6 +260,15 @@ impl Default for PassiveHealthConfig {
     }
 }
 
+fn default_max_header_bytes() -> ByteSize {
+    ByteSize(16 * 1024)
+}
+fn default_max_headers() -> usize {
+    100
+}
+fn default_max_uri_bytes() -> ByteSize {
+    ByteSize(8 * 1024)
+}
 fn default_max_body() -> ByteSize {
     ByteSize(1024 * 1024)
 }

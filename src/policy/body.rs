@@ -70,6 +70,12 @@ pub enum Declared {
 }
 
 pub fn declared(headers: &HeaderMap, http2: bool, end_of_stream: bool) -> Declared {
+    // Both framings at once is how requests are smuggled past a proxy (RFC 9112 §6.1): refuse.
+    if headers.contains_key(http::header::TRANSFER_ENCODING)
+        && headers.contains_key(http::header::CONTENT_LENGTH)
+    {
+        return Declared::Invalid;
+    }
     let lengths: Vec<&HeaderValue> = headers
         .get_all(http::header::CONTENT_LENGTH)
         .iter()
@@ -145,6 +151,12 @@ mod tests {
         );
         assert_eq!(declared(&headers(&[]), true, false), Declared::Streamed);
         assert_eq!(declared(&headers(&[]), false, false), Declared::None);
+        let both = headers(&[("content-length", "5"), ("transfer-encoding", "chunked")]);
+        assert_eq!(
+            declared(&both, false, false),
+            Declared::Invalid,
+            "smuggling framing"
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod body;
 pub mod cors;
 pub mod forwarded;
 pub mod headers;
+pub mod hygiene;
 pub mod in_flight;
 pub mod lockout;
 pub mod rate_limit;

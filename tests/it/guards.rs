@@ -325,3 +325,72 @@ fn star_with_credentials_is_a_config_error_naming_both_keys() {
         "{err}"
     );
 }
+
+/// Sends raw bytes on a fresh connection and returns what came back.
+fn raw(port: u16, request: &[u8]) -> String {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(request).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Content-Length with Transfer-Encoding: Pingora frames the body by Transfer-Encoding alone
+/// (RFC 9112 §6.3) and closes the connection after the answer (§6.1), so a request smuggled
+/// behind it is never read. The gateway must not turn keep-alive back on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_length_with_transfer_encoding_closes_the_connection_so_nothing_is_smuggled() {
+    let app = Upstream::start("app").await;
+    let gw = Gateway::start(&config(&app, "")).await;
+    let answer = raw(
+        gw.ports.http,
+        b"POST /api/jobs HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /api/smuggled HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    );
+    assert_eq!(
+        answer.matches("HTTP/1.1 ").count(),
+        1,
+        "the smuggled request must not be answered: {answer}"
+    );
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+    assert_eq!(app.hits(), 1, "only the first request reached the app");
+    assert!(!answer.contains("/api/smuggled"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_uris_and_request_heads_get_414_and_431() {
+    let app = Upstream::start("app").await;
+    let gw = Gateway::start(&config(
+        &app,
+        "max_uri_bytes = \"1KiB\"\nmax_header_bytes = \"2KiB\"\nmax_headers = 20",
+    ))
+    .await;
+    let long_uri = format!(
+        "GET /api/{} HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        "a".repeat(1100)
+    );
+    let answer = raw(gw.ports.http, long_uri.as_bytes());
+    assert!(answer.starts_with("HTTP/1.1 414"), "{answer}");
+    assert!(
+        answer.contains("x-content-type-options: nosniff"),
+        "security headers: {answer}"
+    );
+    let big = format!(
+        "GET /api HTTP/1.1\r\nHost: localhost\r\nX-Big: {}\r\n\r\n",
+        "b".repeat(2100)
+    );
+    assert!(raw(gw.ports.http, big.as_bytes()).starts_with("HTTP/1.1 431"));
+    let many: String = (0..25).map(|i| format!("X-{i}: v\r\n")).collect();
+    let request = format!("GET /api HTTP/1.1\r\nHost: localhost\r\n{many}\r\n");
+    assert!(raw(gw.ports.http, request.as_bytes()).starts_with("HTTP/1.1 431"));
+    assert_eq!(app.hits(), 0);
+    let metrics = gw.metrics().await;
+    assert!(
+        metrics
+            .contains("gateway_requests_rejected_total{reason=\"header_too_large\",route=\"-\"} 2"),
+        "{metrics}"
+    );
+}

@@ -32,6 +32,8 @@ pub struct RequestCtx {
     pub decision: Cow<'static, str>,
     /// This request's place under the route's `max_in_flight`, given back when it ends.
     pub in_flight_place: Option<InFlightGuard>,
+    /// The request path after normalisation, when it differs from what the client sent.
+    pub normalized_path: Option<String>,
     /// The request's `Origin`, for CORS on the response.
     pub origin: Option<http::HeaderValue>,
     /// Body bytes seen so far, and the most the route allows.
@@ -67,6 +69,7 @@ impl RequestCtx {
             rate_limit: None,
             in_flight_place: None,
             origin: None,
+            normalized_path: None,
             body_seen: 0,
             body_limit: u64::MAX,
             gateway_status: None,

@@ -11,6 +11,7 @@
 //! | `fail_to_proxy` | the gateway's JSON 502/503/504, without upstream addresses or error text. |
 //! | `logging` | 8. metrics and the access log. |
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -31,7 +32,7 @@ use crate::metrics::{method_label, status_class, Metrics};
 use crate::policy::body::{self, Declared};
 use crate::policy::cors;
 use crate::policy::forwarded;
-use crate::policy::hygiene::TooLarge;
+use crate::policy::hygiene::{self, TooLarge};
 use crate::policy::lockout::Recorded;
 use crate::policy::rate_limit::{self, Event, RequestFacts, Verdict};
 use crate::respond::{finish_response, mask_upstream_error, GatewayResponse, X_REQUEST_ID};
@@ -102,7 +103,26 @@ impl ProxyHttp for Gateway {
                 return Ok(true);
             }
         }
-        let path = session.req_header().uri.path();
+        // The path a route is chosen by is the path the app will act on.
+        let path = match hygiene::normalize_path(session.req_header().uri.path()) {
+            Ok(Cow::Borrowed(_)) => None,
+            Ok(Cow::Owned(normalized)) => Some(normalized),
+            Err(reason) => {
+                let response = GatewayResponse::bad_path(reason);
+                self.shared
+                    .metrics
+                    .requests_rejected
+                    .with_label_values(&[crate::metrics::NO_ROUTE, response.reason()])
+                    .inc();
+                response.send(session, ctx).await?;
+                return Ok(true);
+            }
+        };
+        ctx.normalized_path = path;
+        let path = ctx
+            .normalized_path
+            .as_deref()
+            .unwrap_or_else(|| session.req_header().uri.path());
         if let Some(fixed) = rt.statics.find(&ctx.host, path) {
             let method = &session.req_header().method;
             let response = if method == Method::GET || method == Method::HEAD {
@@ -274,6 +294,16 @@ impl ProxyHttp for Gateway {
             }
         }
         upstream.insert_header(X_REQUEST_ID, ctx.request_id.as_str())?;
+        if let Some(path) = &ctx.normalized_path {
+            // The upstream gets the path the route was chosen by.
+            let target = match session.req_header().uri.query() {
+                Some(query) => format!("{path}?{query}"),
+                None => path.clone(),
+            };
+            if let Ok(uri) = target.parse::<http::Uri>() {
+                upstream.set_uri(uri);
+            }
+        }
         Ok(())
     }
 

@@ -189,6 +189,13 @@ impl GatewayResponse {
         r
     }
 
+    /// 400 for a path that different servers would read differently.
+    pub fn bad_path(reason: &'static str) -> Self {
+        let mut r = Self::new(StatusCode::BAD_REQUEST, reason, "bad_path");
+        r.keepalive = false;
+        r
+    }
+
     pub fn uri_too_long() -> Self {
         let mut r = Self::new(
             StatusCode::URI_TOO_LONG,

@@ -1,5 +1,8 @@
-//! Request hygiene before routing: the size of the request head (431) and of the URI (414).
-//! Counted on every request, whatever route it would take.
+//! Request hygiene before routing: the size of the request head (431) and of the URI (414),
+//! counted on every request whatever route it would take; and path normalisation, so that the
+//! path a route is chosen by is the path the app will act on.
+
+use std::borrow::Cow;
 
 use pingora_http::RequestHeader;
 
@@ -38,6 +41,71 @@ impl HeadLimits {
     }
 }
 
+/// Normalises a request path: percent-encoded unreserved characters are decoded (RFC 3986
+/// §6.2.2.2: `/%61dmin` is `/admin`), doubled slashes collapse, `.` and `..` segments are
+/// resolved (never above the root). An encoded slash (`%2F`), a backslash, an encoded NUL or a
+/// broken percent-escape is refused: each means different paths to different servers.
+pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, &'static str> {
+    let clean = !path.contains(['%', '\\']) && !path.contains("//") && !path.contains("/.");
+    if clean {
+        return Ok(Cow::Borrowed(path));
+    }
+    if path.contains('\\') {
+        return Err("a backslash in the path");
+    }
+    // Decode unreserved characters; keep every other escape as it was.
+    let bytes = path.as_bytes();
+    let mut decoded: Vec<u8> = Vec::with_capacity(path.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .ok_or("a broken percent-escape in the path")?;
+            let value = std::str::from_utf8(hex)
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or("a broken percent-escape in the path")?;
+            match value {
+                b'/' | b'\\' => return Err("an encoded slash in the path"),
+                0 => return Err("an encoded NUL in the path"),
+                b if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') => {
+                    decoded.push(b)
+                }
+                _ => {
+                    decoded.push(b'%');
+                    decoded.extend(hex.iter().map(u8::to_ascii_uppercase));
+                }
+            }
+            i += 3;
+        } else {
+            decoded.push(bytes[i]);
+            i += 1;
+        }
+    }
+    let decoded = String::from_utf8(decoded).map_err(|_| "a path that is not UTF-8")?;
+    let mut segments: Vec<&str> = Vec::new();
+    for segment in decoded.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            s => segments.push(s),
+        }
+    }
+    let trailing = decoded.ends_with('/') || decoded.ends_with("/.") || decoded.ends_with("/..");
+    let mut out = String::with_capacity(decoded.len());
+    for s in &segments {
+        out.push('/');
+        out.push_str(s);
+    }
+    if out.is_empty() || (trailing && !segments.is_empty()) {
+        out.push('/');
+    }
+    Ok(Cow::Owned(out))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -65,5 +133,34 @@ mod tests {
             many.append_header(format!("x-{i}"), "v").unwrap();
         }
         assert_eq!(limits().check(&many), Err(TooLarge::Headers));
+    }
+
+    #[test]
+    fn paths_are_normalised_before_routing() {
+        for (raw, want) in [
+            ("/api/jobs", "/api/jobs"),
+            ("/public/../admin", "/admin"),
+            ("/public/%2e%2e/admin", "/admin"),
+            ("/public/%2E%2E/admin/", "/admin/"),
+            ("//admin///x", "/admin/x"),
+            ("/./a/./b", "/a/b"),
+            ("/../../etc/passwd", "/etc/passwd"),
+            ("/%61dmin", "/admin"),
+            ("/a%20b", "/a%20b"),
+            ("/a%3fb", "/a%3Fb"),
+            ("/a/..", "/"),
+            ("/", "/"),
+        ] {
+            assert_eq!(normalize_path(raw).as_deref(), Ok(want), "{raw}");
+        }
+    }
+
+    #[test]
+    fn ambiguous_paths_are_refused() {
+        for raw in [
+            "/a%2fb", "/a%2Fb", "/a\\b", "/a%5cb", "/a%00", "/a%zz", "/a%2",
+        ] {
+            assert!(normalize_path(raw).is_err(), "{raw}");
+        }
     }
 }

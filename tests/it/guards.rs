@@ -326,13 +326,32 @@ fn star_with_credentials_is_a_config_error_naming_both_keys() {
     );
 }
 
-/// Sends raw bytes on a fresh connection and returns what came back.
+/// Sends raw bytes on a fresh connection and returns what came back: everything until the
+/// server closes, or the first response when it keeps the connection open.
 fn raw(port: u16, request: &[u8]) -> String {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     s.write_all(request).unwrap();
     let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+        let text = String::from_utf8_lossy(&out).to_ascii_lowercase();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length = text[..end]
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            let complete = out.len() >= end + 4 + length;
+            if complete && !text[..end].contains("connection: close") {
+                break;
+            }
+        }
+    }
     String::from_utf8_lossy(&out).into_owned()
 }
 
@@ -392,5 +411,46 @@ async fn oversized_uris_and_request_heads_get_414_and_431() {
         metrics
             .contains("gateway_requests_rejected_total{reason=\"header_too_large\",route=\"-\"} 2"),
         "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paths_are_normalised_before_routing_and_sent_upstream_normalised() {
+    let app = Upstream::start("app").await;
+    let gw = Gateway::start(&config(&app, "")).await;
+    // Every spelling of /blocked meets /blocked's rules (deny_ips covers 127.0.0.1).
+    for path in [
+        "/public/../blocked",
+        "/x/%2e%2E/blocked",
+        "/%62locked",
+        "//blocked/",
+    ] {
+        let answer = raw(
+            gw.ports.http,
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes(),
+        );
+        assert!(answer.starts_with("HTTP/1.1 403"), "{path}: {answer}");
+    }
+    // An encoded slash or a backslash is refused: servers disagree on what it means.
+    for path in ["/api/a%2Fb", "/api/a%5cb", "/api/%zz"] {
+        let answer = raw(
+            gw.ports.http,
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes(),
+        );
+        assert!(answer.starts_with("HTTP/1.1 400"), "{path}: {answer}");
+    }
+    assert_eq!(app.hits(), 0);
+    let s = seen(
+        gw.client()
+            .get(gw.http_url("/api//jobs/./x/../y?q=1"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (s.path(), s.query()),
+        ("/api/jobs/y", Some("q=1")),
+        "the app gets the normalised path"
     );
 }

@@ -507,7 +507,12 @@ impl Gateway {
             let mut gw = Gateway::spawn(work, config, env);
             match gw.wait_ready().await {
                 Ok(()) => return gw,
-                Err(e) if attempt < 3 && e.contains("cannot listen on") => {
+                // Pingora can also lose the race for a port after our own check passed, and
+                // then exits with its own message: any exit before ready is tried again.
+                Err(e)
+                    if attempt < 3 && (e.contains("cannot listen on") || e.contains("exited")) =>
+                {
+                    eprintln!("palisade did not start, trying other ports: {e}");
                     work = std::mem::replace(&mut gw.work, Workdir::new());
                 }
                 Err(e) => panic!("{e}"),

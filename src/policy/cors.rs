@@ -417,4 +417,21 @@ mod tests {
         let evil = HeaderValue::from_static("https://evil.com");
         assert_eq!(p.preflight(&evil, &h), Err(Refusal::Origin));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn an_origin_only_matches_itself_or_its_subdomains(
+            label in "[a-z][a-z0-9-]{0,10}",
+            tail in "[a-z0-9.-]{1,15}",
+        ) {
+            let p = policy(&["https://app.example.com", "https://*.example.org"], true);
+            // Anything appended after the allowed host is another host.
+            let evil = format!("https://app.example.com{tail}");
+            proptest::prop_assert!(!allows(&p, &evil) || tail.is_empty(), "{}", evil);
+            let evil = format!("https://{label}.example.org.{tail}");
+            proptest::prop_assert!(!allows(&p, &evil), "{}", evil);
+            let good = format!("https://{label}.example.org");
+            proptest::prop_assert!(allows(&p, &good), "{}", good);
+        }
+    }
 }

@@ -163,4 +163,30 @@ mod tests {
             assert!(normalize_path(raw).is_err(), "{raw}");
         }
     }
+
+    proptest::proptest! {
+        #[test]
+        fn normalised_paths_are_canonical(raw in "/[a-zA-Z0-9%./_~-]{0,40}") {
+            if let Ok(once) = normalize_path(&raw) {
+                proptest::prop_assert!(once.starts_with('/'));
+                proptest::prop_assert!(!once.contains("//"));
+                proptest::prop_assert!(!once.split('/').any(|s| s == "." || s == ".."), "{}", once);
+                let twice = normalize_path(&once).map(|c| c.into_owned());
+                proptest::prop_assert_eq!(twice.as_deref(), Ok(once.as_ref()), "normalising is idempotent");
+            }
+        }
+
+        #[test]
+        fn a_dot_segment_never_escapes_a_prefix_check(prefix in "[a-z]{1,8}", rest in "[a-z/.]{0,20}") {
+            // Whatever follows, a path that normalises under /prefix really is under it.
+            let raw = format!("/{prefix}/{rest}");
+            if let Ok(n) = normalize_path(&raw) {
+                let lexically_under = n == format!("/{prefix}") || n.starts_with(&format!("/{prefix}/"));
+                let depth_ok = !rest.contains("..");
+                if depth_ok {
+                    proptest::prop_assert!(lexically_under, "{} -> {}", raw, n);
+                }
+            }
+        }
+    }
 }

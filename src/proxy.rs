@@ -80,17 +80,13 @@ impl ProxyHttp for Gateway {
         // 1. Early: who is asking, which request this is, where it goes; and whether its head
         // is of a sane size, whatever route it would take.
         identify(session, ctx, &rt);
-        if let Err(too_large) = rt.head_limits.check(session.req_header()) {
-            let response = match too_large {
-                TooLarge::Uri => GatewayResponse::uri_too_long(),
-                TooLarge::Headers => GatewayResponse::header_too_large(),
-            };
+        if let Some(refusal) = hygiene_refusal(session.req_header(), ctx, &rt) {
             self.shared
                 .metrics
                 .requests_rejected
-                .with_label_values(&[crate::metrics::NO_ROUTE, response.reason()])
+                .with_label_values(&[crate::metrics::NO_ROUTE, refusal.reason()])
                 .inc();
-            response.send(session, ctx).await?;
+            refusal.send(session, ctx).await?;
             return Ok(true);
         }
         if !ctx.https {
@@ -103,22 +99,6 @@ impl ProxyHttp for Gateway {
                 return Ok(true);
             }
         }
-        // The path a route is chosen by is the path the app will act on.
-        let path = match hygiene::normalize_path(session.req_header().uri.path()) {
-            Ok(Cow::Borrowed(_)) => None,
-            Ok(Cow::Owned(normalized)) => Some(normalized),
-            Err(reason) => {
-                let response = GatewayResponse::bad_path(reason);
-                self.shared
-                    .metrics
-                    .requests_rejected
-                    .with_label_values(&[crate::metrics::NO_ROUTE, response.reason()])
-                    .inc();
-                response.send(session, ctx).await?;
-                return Ok(true);
-            }
-        };
-        ctx.normalized_path = path;
         let path = ctx
             .normalized_path
             .as_deref()
@@ -680,6 +660,29 @@ impl Gateway {
                 Some(GatewayResponse::rate_limit_unavailable(&policy))
             }
         }
+    }
+}
+
+/// Hygiene before routing: the size of the request head, and the path normalised (kept in
+/// `ctx` when it changed, so routing and the upstream see the same path).
+fn hygiene_refusal(
+    req: &RequestHeader,
+    ctx: &mut RequestCtx,
+    rt: &Runtime,
+) -> Option<GatewayResponse> {
+    if let Err(too_large) = rt.head_limits.check(req) {
+        return Some(match too_large {
+            TooLarge::Uri => GatewayResponse::uri_too_long(),
+            TooLarge::Headers => GatewayResponse::header_too_large(),
+        });
+    }
+    match hygiene::normalize_path(req.uri.path()) {
+        Ok(Cow::Borrowed(_)) => None,
+        Ok(Cow::Owned(normalized)) => {
+            ctx.normalized_path = Some(normalized);
+            None
+        }
+        Err(reason) => Some(GatewayResponse::bad_path(reason)),
     }
 }
 

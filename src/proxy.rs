@@ -43,6 +43,7 @@ use crate::upstream::now_ms;
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// What every request needs and what outlives a single config: the live runtime (swapped on
 /// reload), metrics and the access log.
@@ -203,13 +204,17 @@ impl ProxyHttp for Gateway {
 
     async fn request_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<Bytes>,
         _end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         // 5. A streamed body over the limit: the error aborts the upstream request (its body
-        // is left unterminated, never passed off as complete) and the client gets 413.
+        // is left unterminated, never passed off as complete) and the client gets 413. After
+        // a protocol upgrade (WebSocket) the bytes are frames, not a body.
+        if session.was_upgraded() {
+            return Ok(());
+        }
         if let Some(chunk) = body {
             ctx.body_seen += chunk.len() as u64;
             if ctx.body_seen > ctx.body_limit {
@@ -236,7 +241,18 @@ impl ProxyHttp for Gateway {
         upstream: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        // 6. What the upstream is told about the client.
+        // 6. What the upstream is told about the client, and nothing the client made up.
+        for name in forwarded::NEVER_FORWARDED {
+            upstream.remove_header(*name);
+        }
+        if !ctx.peer_trusted {
+            for name in forwarded::PROXY_CLAIMS {
+                upstream.remove_header(*name);
+            }
+        }
+        if let Some(client) = ctx.client_ip {
+            upstream.insert_header(X_REAL_IP, client.to_string())?;
+        }
         let peer = ctx.client_ip.map(|_| peer_ip(session)).unwrap_or(None);
         if let Some(peer) = peer {
             let sent = joined_forwarded_for(session);
@@ -338,7 +354,9 @@ impl ProxyHttp for Gateway {
         let empty = response
             .headers
             .get(http::header::CONTENT_LENGTH)
-            .is_some_and(|v| v.as_bytes() == b"0");
+            .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            == Some(0);
         let mask = response.status.is_server_error()
             && !empty
             && ctx.header_policy().is_some_and(|p| p.mask_errors);
@@ -447,6 +465,18 @@ impl ProxyHttp for Gateway {
             error_code: code,
             can_reuse_downstream: false,
         }
+    }
+
+    /// What Pingora's own error log says about a request: never the query string (it carries
+    /// tokens), but the request id that ties it to the access log.
+    fn request_summary(&self, session: &Session, ctx: &RequestCtx) -> String {
+        let req = session.req_header();
+        format!(
+            "{} {} (request {})",
+            req.method,
+            req.uri.path(),
+            ctx.request_id
+        )
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
@@ -698,6 +728,13 @@ fn identify(session: &Session, ctx: &mut RequestCtx, rt: &Runtime) {
         let chain = req.headers.get_all(&X_FORWARDED_FOR).iter();
         ctx.client_ip = Some(forwarded::client_ip(peer, chain, &rt.trusted_proxies));
     }
+    // Behind a load balancer that terminates TLS (a trusted proxy saying https), the request
+    // is HTTPS for HSTS, cookie flags and the redirect.
+    ctx.https |= ctx.peer_trusted
+        && req
+            .headers
+            .get(&X_FORWARDED_PROTO)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
     ctx.request_id = forwarded::request_id(req.headers.get(&X_REQUEST_ID), ctx.peer_trusted);
     ctx.host = raw_host(req).map(request_host).unwrap_or_default();
     ctx.origin = req.headers.get(http::header::ORIGIN).cloned();

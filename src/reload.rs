@@ -69,11 +69,13 @@ impl Reloader {
                     resolver.swap(store.clone());
                 }
                 self.shared.runtime.store(Arc::new(runtime));
+                self.state.commit();
                 metrics.config_reloads.with_label_values(&["success"]).inc();
                 metrics.config_last_reload_success.set(unix_now());
                 log::info!("reloaded {}: {summary}", self.file.display());
             }
             Err(e) => {
+                self.state.discard();
                 metrics.config_reloads.with_label_values(&["error"]).inc();
                 log::error!("reload refused, the running config stays:\n{e}");
             }

@@ -61,7 +61,10 @@ pub fn load_runtime(file: &Path, state: &State) -> Result<Checked, Vec<String>> 
 pub fn run(file: &Path, upgrade: bool, pid_file: Option<&Path>) -> i32 {
     let state = Arc::new(State::default());
     let checked = match load_runtime(file, &state) {
-        Ok(checked) => checked,
+        Ok(checked) => {
+            state.commit();
+            checked
+        }
         Err(lines) => {
             for line in lines {
                 eprintln!("{line}");

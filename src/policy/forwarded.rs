@@ -95,6 +95,31 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
         .map(|s| canonical(s.ip()))
 }
 
+/// Headers in which a client claims where a request came from: believed from a trusted proxy
+/// only, removed otherwise (the gateway sets `X-Forwarded-*` and `X-Real-IP` itself).
+pub const PROXY_CLAIMS: &[&str] = &[
+    "forwarded",
+    "x-real-ip",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-server",
+    "x-client-ip",
+    "true-client-ip",
+    "x-cluster-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+];
+
+/// Headers that make some frameworks act on another path or method than the one the gateway
+/// checked (Symfony and IIS `X-Original-URL`, method overrides): never forwarded.
+pub const NEVER_FORWARDED: &[&str] = &[
+    "x-original-url",
+    "x-rewrite-url",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
 /// The `X-Forwarded-For` to send upstream: from an untrusted peer, the client IP alone (what the
 /// client sent is dropped, so an app that trusts the left-most value cannot be fooled); from a
 /// trusted proxy, what it sent with the peer appended.

@@ -46,12 +46,17 @@ impl HeadLimits {
 /// resolved (never above the root). An encoded slash (`%2F`), a backslash, an encoded NUL or a
 /// broken percent-escape is refused: each means different paths to different servers.
 pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, &'static str> {
-    let clean = !path.contains(['%', '\\']) && !path.contains("//") && !path.contains("/.");
+    let clean = !path.contains(['%', '\\', ';']) && !path.contains("//") && !path.contains("/.");
     if clean {
         return Ok(Cow::Borrowed(path));
     }
     if path.contains('\\') {
         return Err("a backslash in the path");
+    }
+    // Tomcat, Jetty and Spring serve `/admin;x` and `/x/..;/admin` as `/admin`: a path
+    // parameter would let a request take one route here and another in the app.
+    if path.contains(';') {
+        return Err("a `;` path parameter in the path");
     }
     // Decode unreserved characters; keep every other escape as it was.
     let bytes = path.as_bytes();
@@ -158,7 +163,15 @@ mod tests {
     #[test]
     fn ambiguous_paths_are_refused() {
         for raw in [
-            "/a%2fb", "/a%2Fb", "/a\\b", "/a%5cb", "/a%00", "/a%zz", "/a%2",
+            "/a%2fb",
+            "/a%2Fb",
+            "/a\\b",
+            "/a%5cb",
+            "/a%00",
+            "/a%zz",
+            "/a%2",
+            "/admin;x",
+            "/x/..;/admin",
         ] {
             assert!(normalize_path(raw).is_err(), "{raw}");
         }

@@ -101,3 +101,65 @@ async fn a_trusted_proxy_chain_is_walked_and_appended_to() {
     assert_ne!(id, "a b<script>");
     assert_eq!(seen(r).await.header("x-request-id"), Some(id));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_a_client_makes_up_about_its_origin_or_target_never_reach_the_app() {
+    let upstream = Upstream::start("app").await;
+    let gw = Gateway::start(&config(&upstream, "")).await;
+    let r = gw
+        .client()
+        .get(gw.http_url("/"))
+        .header("forwarded", "for=10.0.0.1;proto=https;host=evil.test")
+        .header("x-real-ip", "10.0.0.1")
+        .header("true-client-ip", "10.0.0.1")
+        .header("x-forwarded-port", "443")
+        .header("x-original-url", "/admin")
+        .header("x-http-method-override", "DELETE")
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.headers().get("strict-transport-security").is_none(),
+        "an untrusted X-Forwarded-Proto is not HTTPS"
+    );
+    let s = seen(r).await;
+    for name in [
+        "forwarded",
+        "true-client-ip",
+        "x-forwarded-port",
+        "x-original-url",
+        "x-http-method-override",
+    ] {
+        assert_eq!(s.header(name), None, "{name} reached the app");
+    }
+    assert_eq!(
+        s.header("x-real-ip").as_deref(),
+        Some("127.0.0.1"),
+        "the gateway says who the client is"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_tls_terminating_proxy_the_request_counts_as_https() {
+    let upstream = Upstream::start("app").await;
+    let gw = Gateway::start(&config(&upstream, "\"127.0.0.1/32\"")).await;
+    let r = gw
+        .client()
+        .get(gw.http_url("/"))
+        .header("x-forwarded-proto", "https")
+        .header("forwarded", "for=198.51.100.1")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.headers().get("strict-transport-security").is_some(),
+        "HSTS behind a TLS-terminating proxy"
+    );
+    let s = seen(r).await;
+    assert_eq!(
+        s.header("forwarded").as_deref(),
+        Some("for=198.51.100.1"),
+        "a trusted proxy's claims pass"
+    );
+}

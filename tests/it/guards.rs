@@ -432,7 +432,13 @@ async fn paths_are_normalised_before_routing_and_sent_upstream_normalised() {
         assert!(answer.starts_with("HTTP/1.1 403"), "{path}: {answer}");
     }
     // An encoded slash or a backslash is refused: servers disagree on what it means.
-    for path in ["/api/a%2Fb", "/api/a%5cb", "/api/%zz"] {
+    for path in [
+        "/api/a%2Fb",
+        "/api/a%5cb",
+        "/api/%zz",
+        "/blocked;x",
+        "/x/..;/blocked",
+    ] {
         let answer = raw(
             gw.ports.http,
             format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes(),

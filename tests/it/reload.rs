@@ -173,3 +173,22 @@ async fn palisade_reload_signals_the_process_in_the_pid_file() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_reload_does_not_reset_the_buckets_of_the_running_config() {
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    let limited = "rate_limits = [\"per_ip\"]";
+    let running = config(&a, &b, "a", limited);
+    let gw = Gateway::start(&running).await;
+    let c = gw.client();
+    assert_eq!(c.get(gw.https_url("/")).send().await.unwrap().status(), 200);
+    assert_eq!(c.get(gw.https_url("/")).send().await.unwrap().status(), 200);
+    // A new limit together with a listener change: refused whole.
+    let refused = running
+        .replace("limit = 2", "limit = 3")
+        .replace("127.0.0.1:{HTTP}", "127.0.0.1:1");
+    assert_eq!(gw.reload(&refused).await, "error");
+    // The running config again: its bucket is the one that was running all along.
+    assert_eq!(gw.reload(&running).await, "success");
+    assert_eq!(c.get(gw.https_url("/")).send().await.unwrap().status(), 429);
+}

@@ -38,7 +38,7 @@ async fn an_unreachable_upstream_is_a_json_502_without_internals_and_readyz_says
 
     // Before the first check has failed the connect fails (502); after it, no server is
     // available (503). Either way, the gateway's JSON.
-    let r = c.get(gw.https_url("/x")).send().await.unwrap();
+    let r = c.get(gw.https_url("/x?token=s3cret")).send().await.unwrap();
     let status = r.status().as_u16();
     let text = format!("{:?}", r.headers());
     let body = gateway_error(r, status).await;
@@ -63,6 +63,11 @@ async fn an_unreachable_upstream_is_a_json_502_without_internals_and_readyz_says
     assert_eq!(body["upstreams_down"], serde_json::json!(["app"]));
     assert!(!body.to_string().contains(DEAD));
 
+    assert!(
+        !gw.stderr().contains("s3cret"),
+        "a query string reached the error log:\n{}",
+        gw.stderr()
+    );
     // With every server down the gateway answers 503 at once.
     gateway_error(c.get(gw.https_url("/x")).send().await.unwrap(), 503).await;
 }

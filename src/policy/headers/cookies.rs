@@ -41,29 +41,32 @@ pub struct CookiePolicy {
 impl CookiePolicy {
     /// The hardened header, or `None` when nothing needs to change.
     pub fn harden(&self, set_cookie: &HeaderValue, https: bool) -> Option<HeaderValue> {
-        let text = set_cookie.to_str().ok()?;
-        let mut parts = text.split(';');
-        let name = parts.next()?.split('=').next()?.trim();
-        if self.exclude.iter().any(|e| e == name) {
+        // Bytes, not str: a cookie value may hold any octet (`sid=Jürgen`), and it still gets
+        // its flags.
+        let bytes = set_cookie.as_bytes();
+        let mut parts = bytes.split(|b| *b == b';');
+        let first = parts.next()?;
+        let name = first.split(|b| *b == b'=').next()?.trim_ascii();
+        if self.exclude.iter().any(|e| e.as_bytes() == name) {
             return None;
         }
         let (mut has_secure, mut has_http_only, mut has_same_site) = (false, false, false);
         for attr in parts {
             let key = attr
-                .split('=')
+                .split(|b| *b == b'=')
                 .next()
                 .unwrap_or_default()
-                .trim()
-                .to_ascii_lowercase();
-            match key.as_str() {
-                "secure" => has_secure = true,
-                "httponly" => has_http_only = true,
-                "samesite" => has_same_site = true,
-                _ => {}
+                .trim_ascii();
+            if key.eq_ignore_ascii_case(b"secure") {
+                has_secure = true;
+            } else if key.eq_ignore_ascii_case(b"httponly") {
+                has_http_only = true;
+            } else if key.eq_ignore_ascii_case(b"samesite") {
+                has_same_site = true;
             }
         }
         // Browsers refuse __Secure- and __Host- cookies without Secure: the prefix asks for it.
-        let prefixed = name.starts_with("__Secure-") || name.starts_with("__Host-");
+        let prefixed = name.starts_with(b"__Secure-") || name.starts_with(b"__Host-");
         let mut extra = String::new();
         if !has_secure && https && (self.secure || prefixed) {
             extra.push_str("; Secure");
@@ -83,7 +86,12 @@ impl CookiePolicy {
         if extra.is_empty() {
             return None;
         }
-        HeaderValue::from_str(&format!("{}{extra}", text.trim_end().trim_end_matches(';'))).ok()
+        let mut value = bytes.trim_ascii_end().to_vec();
+        while value.last() == Some(&b';') {
+            value.pop();
+        }
+        value.extend_from_slice(extra.as_bytes());
+        HeaderValue::from_bytes(&value).ok()
     }
 }
 
@@ -163,6 +171,16 @@ mod tests {
         assert_eq!(
             p.harden(&HeaderValue::from_static("a=1"), true).unwrap(),
             "a=1; SameSite=None"
+        );
+    }
+
+    #[test]
+    fn cookies_with_non_ascii_bytes_still_get_their_flags() {
+        let value = HeaderValue::from_bytes("sid=Jürgen; Path=/".as_bytes()).unwrap();
+        let out = policy().harden(&value, true).unwrap();
+        assert_eq!(
+            out.as_bytes(),
+            "sid=Jürgen; Path=/; Secure; HttpOnly; SameSite=Lax".as_bytes()
         );
     }
 }

@@ -159,6 +159,11 @@ impl LocalTable {
     }
 
     fn decide(&self, slot: &Slot, now: u64) -> Outcome {
+        // Seen on every decision, refused ones included: a client being refused is not idle,
+        // and evicting it would hand it a fresh bucket.
+        if slot.seen.load(Ordering::Relaxed) != now {
+            slot.seen.store(now, Ordering::Relaxed);
+        }
         let mut current = slot.tat.load(Ordering::Acquire);
         loop {
             let (outcome, tat) = gcra::decide(self.rate, Some(current), now);
@@ -169,10 +174,7 @@ impl LocalTable {
                 .tat
                 .compare_exchange_weak(current, tat, Ordering::AcqRel, Ordering::Acquire)
             {
-                Ok(_) => {
-                    slot.seen.store(now, Ordering::Relaxed);
-                    return outcome;
-                }
+                Ok(_) => return outcome,
                 Err(actual) => current = actual,
             }
         }

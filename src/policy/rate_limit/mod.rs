@@ -319,45 +319,63 @@ impl RateLimitPolicy {
         Ok(out)
     }
 
+    /// Charges one request; says which store took the charge, so a refund goes back there.
     async fn charge(
         &self,
         key: &[u8],
         now_us: u64,
         events: &mut Vec<Event>,
-    ) -> Result<Outcome, ()> {
-        let local_key = || self.table.key(std::iter::once(key));
-        let Some(redis) = &self.redis else {
-            return Ok(self.table.check(local_key(), now_us));
+    ) -> Result<(Outcome, Charged), ()> {
+        let local = || {
+            (
+                self.table
+                    .check(self.table.key(std::iter::once(key)), now_us),
+                Charged::Local,
+            )
         };
-        let redis_key = [b"palisade:rl:", self.name.as_bytes(), b":", key].concat();
-        match redis.check(&redis_key, self.table.rate(), false).await {
-            Ok(outcome) => Ok(outcome),
+        let Some(redis) = &self.redis else {
+            return Ok(local());
+        };
+        match redis
+            .check(&self.redis_key(key), self.table.rate(), false)
+            .await
+        {
+            Ok(outcome) => Ok((outcome, Charged::Redis)),
             Err(_) => {
                 events.push(Event::StoreError);
                 match redis.on_error {
-                    OnError::Local => Ok(self.table.check(local_key(), now_us)),
-                    OnError::Allow => Ok(Outcome {
-                        allowed: true,
-                        remaining: u64::from(self.limit),
-                        retry_after_us: 0,
-                        reset_us: 0,
-                    }),
+                    OnError::Local => Ok(local()),
+                    OnError::Allow => Ok((
+                        Outcome {
+                            allowed: true,
+                            remaining: u64::from(self.limit),
+                            retry_after_us: 0,
+                            reset_us: 0,
+                        },
+                        Charged::Nothing,
+                    )),
                     OnError::Deny => Err(()),
                 }
             }
         }
     }
 
-    async fn refund(&self, key: &[u8], now_us: u64) {
-        match &self.redis {
-            None => self
+    async fn refund(&self, key: &[u8], now_us: u64, charged: Charged) {
+        match (charged, &self.redis) {
+            (Charged::Local, _) => self
                 .table
                 .refund(self.table.key(std::iter::once(key)), now_us),
-            Some(redis) => {
-                let redis_key = [b"palisade:rl:", self.name.as_bytes(), b":", key].concat();
-                let _ = redis.check(&redis_key, self.table.rate(), true).await;
+            (Charged::Redis, Some(redis)) => {
+                let _ = redis
+                    .check(&self.redis_key(key), self.table.rate(), true)
+                    .await;
             }
+            (Charged::Redis, None) | (Charged::Nothing, _) => {}
         }
+    }
+
+    fn redis_key(&self, key: &[u8]) -> Vec<u8> {
+        [b"palisade:rl:", self.name.as_bytes(), b":", key].concat()
     }
 
     pub fn burst(&self) -> u64 {
@@ -370,6 +388,15 @@ pub struct RequestFacts<'a> {
     pub client_ip: Option<IpAddr>,
     pub route: &'a str,
     pub headers: &'a HeaderMap,
+}
+
+/// Which store took a charge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Charged {
+    Local,
+    Redis,
+    /// `on_error = "allow"`: nothing was charged.
+    Nothing,
 }
 
 /// Things worth counting that happened while deciding.
@@ -395,7 +422,7 @@ pub async fn check_all(
     now_us: u64,
     events: &mut Vec<Event>,
 ) -> Verdict {
-    let mut charged: Vec<(Arc<RateLimitPolicy>, Vec<u8>, Outcome)> =
+    let mut charged: Vec<(Arc<RateLimitPolicy>, Vec<u8>, Outcome, Charged)> =
         Vec::with_capacity(policies.len());
     let refusal = 'check: {
         for policy in policies {
@@ -404,15 +431,17 @@ pub async fn check_all(
                 Err(header) => break 'check Verdict::MissingKey(policy.clone(), header),
             };
             match policy.charge(&key, now_us, events).await {
-                Ok(outcome) if outcome.allowed => charged.push((policy.clone(), key, outcome)),
-                Ok(outcome) => break 'check Verdict::Limited(policy.clone(), outcome),
+                Ok((outcome, store)) if outcome.allowed => {
+                    charged.push((policy.clone(), key, outcome, store))
+                }
+                Ok((outcome, _)) => break 'check Verdict::Limited(policy.clone(), outcome),
                 Err(()) => break 'check Verdict::Unavailable(policy.clone()),
             }
         }
-        return Verdict::Allowed(charged.into_iter().map(|(p, _, o)| (p, o)).collect());
+        return Verdict::Allowed(charged.into_iter().map(|(p, _, o, _)| (p, o)).collect());
     };
-    for (policy, key, _) in &charged {
-        policy.refund(key, now_us).await;
+    for (policy, key, _, store) in &charged {
+        policy.refund(key, now_us, *store).await;
     }
     refusal
 }

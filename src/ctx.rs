@@ -9,6 +9,7 @@ use std::time::Instant;
 use crate::policy::cors::CorsPolicy;
 use crate::policy::headers::HeaderPolicy;
 use crate::policy::in_flight::InFlightGuard;
+use crate::policy::schema::{BodySchema, Mismatch};
 use crate::runtime::{Route, Runtime};
 use crate::upstream::Pool;
 
@@ -39,6 +40,11 @@ pub struct RequestCtx {
     /// Body bytes seen so far, and the most the route allows.
     pub body_seen: u64,
     pub body_limit: u64,
+    /// The route's schema when this request's body must be checked, the body held back until
+    /// it is, and what was wrong with it.
+    pub schema: Option<Arc<BodySchema>>,
+    pub held_body: Vec<u8>,
+    pub schema_mismatches: Option<Vec<Mismatch>>,
     /// The `RateLimit` header for an allowed request.
     pub rate_limit: Option<http::HeaderValue>,
     /// The status the gateway answered with itself, if it did.
@@ -69,6 +75,9 @@ impl RequestCtx {
             rate_limit: None,
             in_flight_place: None,
             origin: None,
+            schema: None,
+            held_body: Vec::new(),
+            schema_mismatches: None,
             normalized_path: None,
             body_seen: 0,
             body_limit: u64::MAX,

@@ -35,6 +35,7 @@ use crate::policy::forwarded;
 use crate::policy::hygiene::{self, TooLarge};
 use crate::policy::lockout::Recorded;
 use crate::policy::rate_limit::{self, Event, RequestFacts, Verdict};
+use crate::policy::schema::Mismatch;
 use crate::respond::{finish_response, mask_upstream_error, GatewayResponse, X_REQUEST_ID};
 use crate::router::request_host;
 use crate::runtime::{is_idempotent, Route, Runtime};
@@ -206,7 +207,7 @@ impl ProxyHttp for Gateway {
         &self,
         session: &mut Session,
         body: &mut Option<Bytes>,
-        _end_of_stream: bool,
+        end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         // 5. A streamed body over the limit: the error aborts the upstream request (its body
@@ -215,7 +216,7 @@ impl ProxyHttp for Gateway {
         if session.was_upgraded() {
             return Ok(());
         }
-        if let Some(chunk) = body {
+        if let Some(chunk) = body.as_ref() {
             ctx.body_seen += chunk.len() as u64;
             if ctx.body_seen > ctx.body_limit {
                 *body = None;
@@ -230,6 +231,32 @@ impl ProxyHttp for Gateway {
                     ErrorType::HTTPStatus(413),
                     "request body over the route's limit",
                 );
+            }
+        }
+        // A body checked against a schema is held back until it is whole (it is within the
+        // limit, counted above), then forwarded byte for byte, or the request is aborted.
+        if let Some(schema) = ctx.schema.clone() {
+            if let Some(chunk) = body.take() {
+                ctx.held_body.extend_from_slice(&chunk);
+            }
+            if end_of_stream {
+                match schema.check(&ctx.held_body) {
+                    Ok(()) => *body = Some(Bytes::from(std::mem::take(&mut ctx.held_body))),
+                    Err(mismatches) => {
+                        ctx.schema_mismatches = Some(mismatches);
+                        if let Some(route) = &ctx.route {
+                            self.shared
+                                .metrics
+                                .requests_rejected
+                                .with_label_values(&[route.name.as_str(), "schema"])
+                                .inc();
+                        }
+                        return Error::e_explain(
+                            ErrorType::HTTPStatus(400),
+                            "request body does not match the schema",
+                        );
+                    }
+                }
             }
         }
         Ok(())
@@ -411,6 +438,9 @@ impl ProxyHttp for Gateway {
         let response = match e.etype() {
             ErrorType::HTTPStatus(503) => Some(GatewayResponse::no_healthy_upstream()),
             ErrorType::HTTPStatus(413) => Some(GatewayResponse::payload_too_large(ctx.body_limit)),
+            ErrorType::HTTPStatus(400) if ctx.schema_mismatches.is_some() => Some(
+                GatewayResponse::schema_mismatch(ctx.schema_mismatches.take().unwrap_or_default()),
+            ),
             ErrorType::HTTPStatus(_) => Some(GatewayResponse::bad_gateway()),
             ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
                 if e.esource() == &ErrorSource::Upstream =>
@@ -634,6 +664,16 @@ impl Gateway {
         if let Some(types) = &route.content_types {
             if has_body && !types.allows(req.headers.get(http::header::CONTENT_TYPE)) {
                 return Some(GatewayResponse::unsupported_media_type());
+            }
+        }
+        if let Some(schema) = &route.schema {
+            if has_body {
+                ctx.schema = Some(schema.clone());
+            } else if matches!(req.method, Method::POST | Method::PUT | Method::PATCH) {
+                return Some(GatewayResponse::schema_mismatch(vec![Mismatch {
+                    pointer: String::new(),
+                    message: "a JSON body is required".into(),
+                }]));
             }
         }
         None

@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use crate::ctx::RequestCtx;
 use crate::policy::rate_limit::{self, gcra::Outcome, RateLimitPolicy};
+use crate::policy::schema::Mismatch;
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -24,6 +25,8 @@ pub struct GatewayResponse {
     message: Cow<'static, str>,
     /// A fixed body (`[[static]]`) instead of the JSON error.
     fixed: Option<(HeaderValue, Bytes)>,
+    /// What a body got wrong against the route's schema.
+    mismatches: Option<Vec<Mismatch>>,
     /// The access log's `decision`.
     decision: Cow<'static, str>,
     /// A bounded label for `gateway_requests_rejected_total`: the decision itself when it is
@@ -41,6 +44,8 @@ struct ErrorBody<'a> {
     request_id: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     location: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errors: Option<&'a [Mismatch]>,
 }
 
 impl GatewayResponse {
@@ -54,6 +59,7 @@ impl GatewayResponse {
             status,
             message: message.into(),
             fixed: None,
+            mismatches: None,
             reason: match decision {
                 Cow::Borrowed(fixed) => fixed,
                 Cow::Owned(_) => "other",
@@ -196,6 +202,18 @@ impl GatewayResponse {
         r
     }
 
+    /// 400 for a body that is not JSON, or does not match the route's schema.
+    pub fn schema_mismatch(mismatches: Vec<Mismatch>) -> Self {
+        let mut r = Self::new(
+            StatusCode::BAD_REQUEST,
+            "the request body does not match the schema",
+            "schema",
+        );
+        r.mismatches = Some(mismatches);
+        r.keepalive = false;
+        r
+    }
+
     pub fn uri_too_long() -> Self {
         let mut r = Self::new(
             StatusCode::URI_TOO_LONG,
@@ -278,7 +296,15 @@ impl GatewayResponse {
             Some((content_type, body)) => (content_type, body),
             None => (
                 HeaderValue::from_static("application/json"),
-                error_json(&self.message, &ctx.request_id, self.location.as_deref()),
+                Bytes::from(
+                    serde_json::to_vec(&ErrorBody {
+                        error: &self.message,
+                        request_id: &ctx.request_id,
+                        location: self.location.as_deref(),
+                        errors: self.mismatches.as_deref(),
+                    })
+                    .unwrap_or_default(),
+                ),
             ),
         };
         let mut header = ResponseHeader::build(self.status, Some(6 + self.headers.len()))?;
@@ -318,6 +344,7 @@ pub fn error_json(message: &str, request_id: &str, location: Option<&str>) -> By
         error: message,
         request_id,
         location,
+        errors: None,
     };
     Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
 }

@@ -22,6 +22,7 @@ use crate::policy::hygiene::HeadLimits;
 use crate::policy::in_flight::InFlightTable;
 use crate::policy::lockout::{LockoutPolicy, LockoutTable};
 use crate::policy::rate_limit::{self, RateLimitPolicy, SharedStore};
+use crate::policy::schema::BodySchema;
 use crate::policy::statics::Statics;
 use crate::router::{normalize_prefix, HostMatch, Matchable, Router};
 use crate::state::State;
@@ -46,6 +47,7 @@ pub struct Route {
     /// Request body limit in bytes.
     pub max_body: u64,
     pub content_types: Option<ContentTypes>,
+    pub schema: Option<Arc<BodySchema>>,
     /// `max_in_flight` and the counts it is checked against.
     pub in_flight: Option<(u32, Arc<InFlightTable>)>,
 }
@@ -241,6 +243,7 @@ impl Runtime {
         });
         let policies = Policies {
             state,
+            base,
             cors: &cors,
             default_cors: &default_cors,
             max_body: server.max_body.0,
@@ -307,6 +310,7 @@ impl Runtime {
 /// The compiled policies routes refer to by name.
 struct Policies<'a> {
     state: &'a State,
+    base: &'a Path,
     cors: &'a BTreeMap<String, Arc<CorsPolicy>>,
     default_cors: &'a Option<Arc<CorsPolicy>>,
     max_body: u64,
@@ -467,6 +471,11 @@ fn compile_route(
         .content_types
         .as_ref()
         .and_then(|list| ContentTypes::compile(list, &path.key("content_types"), diags));
+    let schema = rc
+        .schema
+        .as_ref()
+        .and_then(|file| BodySchema::compile(file, policies.base, &path.key("schema"), diags))
+        .map(Arc::new);
     let upstream = policies.upstreams.get(&rc.upstream).cloned();
     if upstream.is_none() && !config.upstreams.contains_key(&rc.upstream) {
         let known: Vec<&str> = config.upstreams.keys().map(String::as_str).collect();
@@ -497,6 +506,7 @@ fn compile_route(
         ip_rules,
         max_body: rc.max_body.map_or(policies.max_body, |b| b.0),
         content_types,
+        schema,
     })
 }
 

@@ -191,6 +191,8 @@ pub struct RouteConfig {
     pub max_body: Option<ByteSize>,
     /// Media types a request body may have; others get 415. Default: any.
     pub content_types: Option<Vec<String>>,
+    /// A JSON Schema file (draft 2020-12) request bodies must match; 400 otherwise.
+    pub schema: Option<String>,
     /// Only these client IPs or CIDRs (403 otherwise). Default: any.
     #[serde(default)]
     pub allow_ips: Vec<String>,

@@ -10,4 +10,5 @@ pub mod hygiene;
 pub mod in_flight;
 pub mod lockout;
 pub mod rate_limit;
+pub mod schema;
 pub mod statics;

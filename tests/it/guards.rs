@@ -460,3 +460,102 @@ async fn paths_are_normalised_before_routing_and_sent_upstream_normalised() {
         "the app gets the normalised path"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_are_checked_against_the_schema_and_forwarded_unchanged_when_valid() {
+    let app = Upstream::start("app").await;
+    let work = crate::harness::Workdir::new();
+    work.cert("main", &["localhost"]);
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::copy(
+        root.join("examples/schemas/job.json"),
+        work.path().join("job.json"),
+    )
+    .unwrap();
+    let text = format!(
+        "{TLS_BASICS}\n[upstreams.app]\nservers = [\"{}\"]\n\n[[routes]]\nname = \"jobs\"\npath = \"/jobs\"\nmethods = [\"GET\", \"POST\"]\nmax_body = \"200KiB\"\nschema = \"job.json\"\nupstream = \"app\"\n",
+        app.addr
+    );
+    let gw = Gateway::start_in(work, &text, &[]).await;
+    let valid = br#"{ "workflow": "render",  "callback_url": "https://cb.example/done" }"#;
+    let expected = crate::harness::hex(&<sha2::Sha256 as sha2::Digest>::digest(valid));
+    for client in [
+        gw.client(),
+        gw.client_builder().http1_only().build().unwrap(),
+    ] {
+        let r = client
+            .post(gw.https_url("/jobs"))
+            .body(&valid[..])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            seen(r).await.body_sha256(),
+            expected,
+            "forwarded byte for byte"
+        );
+    }
+
+    let long = "w".repeat(5000);
+    let invalid = format!(r#"{{"workflow":"{long}","callback_url":"ftp://files.example/x"}}"#);
+    let r = gw
+        .client()
+        .post(gw.https_url("/jobs"))
+        .body(invalid)
+        .send()
+        .await
+        .unwrap();
+    let body = gateway_error(r, 400).await;
+    let pointers: Vec<&str> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["pointer"].as_str().unwrap())
+        .collect();
+    assert!(
+        pointers.contains(&"/workflow") && pointers.contains(&"/callback_url"),
+        "{body}"
+    );
+    assert!(
+        !body.to_string().contains(&long[..200]),
+        "a huge value was echoed"
+    );
+
+    let r = gw
+        .client()
+        .post(gw.https_url("/jobs"))
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    let body = gateway_error(r, 400).await;
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("not valid JSON"),
+        "{body}"
+    );
+    let r = gw
+        .client()
+        .post(gw.https_url("/jobs"))
+        .send()
+        .await
+        .unwrap();
+    gateway_error(r, 400).await;
+    assert_eq!(
+        gw.client()
+            .get(gw.https_url("/jobs"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        app.complete_bodies(),
+        3,
+        "two valid bodies and the GET; no invalid body arrived whole"
+    );
+}

@@ -14,6 +14,8 @@ use pingora_core::services::background::BackgroundService;
 use pingora_http::RequestHeader;
 use prometheus::IntGauge;
 
+use crate::policy::forwarded::canonical;
+use crate::policy::in_flight::InFlightTable;
 use crate::proxy::Shared;
 use crate::upstream::{now_ms, ActiveCheck, Pool, Server};
 
@@ -110,9 +112,15 @@ async fn probe(connector: &Connector, server: &Server, check: &ActiveCheck) -> b
 /// Counts client connections: Pingora calls `process_new` once per connection for HTTP/2, and
 /// once per request for HTTP/1.1 keep-alive (the next call waits for the next request), so the
 /// gauge is the connections being served or waiting for their next request.
+///
+/// It also enforces `max_connections_per_ip` (trusted proxies exempt): a connection over the
+/// cap is closed before a byte of it is read, so a slowloris from one address cannot take every
+/// socket.
 pub struct CountConnections<A> {
     pub inner: Arc<A>,
     pub gauge: IntGauge,
+    pub shared: Arc<Shared>,
+    pub per_ip: Arc<InFlightTable>,
 }
 
 #[async_trait]
@@ -122,9 +130,33 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for CountConnections<A> {
         session: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        let peer = session
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+        let place = match peer {
+            Some(ip) => {
+                let runtime = self.shared.runtime.load();
+                if runtime.trusted_proxies.contains(ip) {
+                    None
+                } else {
+                    match self
+                        .per_ip
+                        .try_acquire(canonical(ip), runtime.max_connections_per_ip)
+                    {
+                        Some(place) => Some(place),
+                        None => {
+                            self.shared.metrics.connections_rejected.inc();
+                            return None;
+                        }
+                    }
+                }
+            }
+            None => None,
+        };
         self.gauge.inc();
         let reused = self.inner.process_new(session, shutdown).await;
         self.gauge.dec();
+        drop(place);
         reused
     }
 

@@ -26,6 +26,7 @@ pub struct Metrics {
     rate_limit_evictions: IntCounterVec,
     pub config_reloads: IntCounterVec,
     pub requests_rejected: IntCounterVec,
+    pub connections_rejected: prometheus::IntCounter,
     pub config_last_reload_success: prometheus::Gauge,
 }
 
@@ -133,6 +134,10 @@ impl Metrics {
             ),
             &["route", "reason"],
         )?;
+        let connections_rejected = prometheus::IntCounter::new(
+            "gateway_connections_rejected_total",
+            "Client connections closed at once for going over max_connections_per_ip.",
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "gateway_build_info",
@@ -158,6 +163,7 @@ impl Metrics {
         registry.register(Box::new(rate_limit_evictions.clone()))?;
         registry.register(Box::new(config_reloads.clone()))?;
         registry.register(Box::new(requests_rejected.clone()))?;
+        registry.register(Box::new(connections_rejected.clone()))?;
         registry.register(Box::new(config_last_reload_success.clone()))?;
         Ok(Metrics {
             registry,
@@ -176,6 +182,7 @@ impl Metrics {
             rate_limit_evictions,
             config_reloads,
             requests_rejected,
+            connections_rejected,
             config_last_reload_success,
         })
     }

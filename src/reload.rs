@@ -98,6 +98,9 @@ fn needs_restart(old: &Runtime, new: &Runtime) -> Option<&'static str> {
     if old.shutdown_grace != new.shutdown_grace || old.timeouts.idle != new.timeouts.idle {
         return Some("[server] shutdown_grace or timeouts.idle");
     }
+    if old.max_requests_per_connection != new.max_requests_per_connection {
+        return Some("[server] max_requests_per_connection");
+    }
     let min = |rt: &Runtime| rt.tls.as_ref().map(|t| t.min_version);
     if min(old) != min(new) {
         return Some("[tls] min_version");

@@ -91,6 +91,8 @@ pub struct Runtime {
     pub threads: usize,
     pub shutdown_grace: Duration,
     pub head_limits: HeadLimits,
+    pub max_connections_per_ip: u32,
+    pub max_requests_per_connection: u32,
 }
 
 impl Runtime {
@@ -165,6 +167,18 @@ impl Runtime {
             &server_path.key("trusted_proxies"),
             diags,
         );
+        if server.max_connections_per_ip == 0 {
+            diags.error(
+                server_path.key("max_connections_per_ip"),
+                "must be at least 1",
+            );
+        }
+        if server.max_requests_per_connection == 0 {
+            diags.error(
+                server_path.key("max_requests_per_connection"),
+                "must be at least 1",
+            );
+        }
         if server.threads == Some(0) {
             diags.error(server_path.key("threads"), "must be at least 1");
         }
@@ -289,6 +303,8 @@ impl Runtime {
                 .threads
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
             shutdown_grace: server.shutdown_grace.0,
+            max_connections_per_ip: server.max_connections_per_ip,
+            max_requests_per_connection: server.max_requests_per_connection,
             head_limits: HeadLimits {
                 max_uri_bytes: server.max_uri_bytes.0,
                 max_header_bytes: server.max_header_bytes.0,

@@ -20,6 +20,7 @@ use crate::config::diagnostics::Severity;
 use crate::config::{self, Diagnostics};
 use crate::log::AccessLog;
 use crate::metrics::Metrics;
+use crate::policy::in_flight::InFlightTable;
 use crate::proxy::{Gateway, Shared};
 use crate::reload::{self, Reloader};
 use crate::runtime::Runtime;
@@ -101,6 +102,7 @@ pub fn run(file: &Path, upgrade: bool, pid_file: Option<&Path>) -> i32 {
     let connections = metrics.active_connections.clone();
     metrics.config_last_reload_success.set(reload::unix_now());
     let idle = runtime.timeouts.idle;
+    let max_requests = runtime.max_requests_per_connection;
     let threads = runtime.threads;
     let grace = runtime.shutdown_grace;
     let listeners = (
@@ -137,11 +139,14 @@ pub fn run(file: &Path, upgrade: bool, pid_file: Option<&Path>) -> i32 {
     );
     let mut options = HttpServerOptions::default();
     options.h2_idle_timeout = Some(idle);
+    options.keepalive_request_limit = Some(max_requests);
     proxy.server_options = Some(options);
     proxy.handle_init_modules();
     let app = CountConnections {
         inner: Arc::new(proxy),
         gauge: connections,
+        shared: shared.clone(),
+        per_ip: Arc::new(InFlightTable::default()),
     };
     let mut gateway = Service::new("palisade".to_string(), app);
     let (plain, tls_addrs, admin_addr) = listeners;

@@ -36,6 +36,13 @@ pub struct ServerConfig {
     /// Total size of a request's header fields (431 over it). Default `"16KiB"`.
     #[serde(default = "default_max_header_bytes")]
     pub max_header_bytes: ByteSize,
+    /// Open client connections per IP (trusted proxies exempt); more are closed at once.
+    /// Default 256.
+    #[serde(default = "default_max_connections_per_ip")]
+    pub max_connections_per_ip: u32,
+    /// Requests served on one keep-alive connection before it is closed. Default 1000.
+    #[serde(default = "default_max_requests_per_connection")]
+    pub max_requests_per_connection: u32,
     /// Number of request header fields (431 over it). Default 100.
     #[serde(default = "default_max_headers")]
     pub max_headers: usize,
@@ -229,6 +236,8 @@ impl Default for ServerConfig {
             max_body: default_max_body(),
             max_header_bytes: default_max_header_bytes(),
             max_headers: default_max_headers(),
+            max_connections_per_ip: default_max_connections_per_ip(),
+            max_requests_per_connection: default_max_requests_per_connection(),
             max_uri_bytes: default_max_uri_bytes(),
             threads: None,
             shutdown_grace: default_shutdown_grace(),
@@ -264,6 +273,12 @@ impl Default for PassiveHealthConfig {
 
 fn default_max_header_bytes() -> ByteSize {
     ByteSize(16 * 1024)
+}
+fn default_max_connections_per_ip() -> u32 {
+    256
+}
+fn default_max_requests_per_connection() -> u32 {
+    1000
 }
 fn default_max_headers() -> usize {
     100

@@ -1,15 +1,33 @@
-//! `max_in_flight`: concurrent requests per client IP on a route, for long polls and SSE
-//! streams. Over the cap answers 429 at once. A guard held by the request gives its place back
-//! however the request ends.
+//! Counting what a client has open at once: `max_in_flight` (requests per client IP on a
+//! route, for long polls and SSE; over the cap answers 429 at once) and
+//! `max_connections_per_ip`. A guard gives its place back however the request or connection
+//! ends.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
-/// Counts per client; only clients with a request in flight are kept.
-#[derive(Default)]
+const SHARDS: usize = 16;
+
+/// Counts per client, sharded by address; only clients with something open are kept.
 pub struct InFlightTable {
-    counts: Mutex<HashMap<IpAddr, u32>>,
+    shards: [Mutex<HashMap<IpAddr, u32>>; SHARDS],
+}
+
+impl Default for InFlightTable {
+    fn default() -> Self {
+        InFlightTable {
+            shards: std::array::from_fn(|_| Mutex::new(HashMap::new())),
+        }
+    }
+}
+
+fn shard_of(ip: &IpAddr) -> usize {
+    let last = match ip {
+        IpAddr::V4(v4) => v4.octets()[3],
+        IpAddr::V6(v6) => v6.octets()[15],
+    };
+    usize::from(last) % SHARDS
 }
 
 pub struct InFlightGuard {
@@ -20,7 +38,9 @@ pub struct InFlightGuard {
 impl InFlightTable {
     /// A place for `client`, or `None` when it already has `max` requests in flight.
     pub fn try_acquire(self: &Arc<Self>, client: IpAddr, max: u32) -> Option<InFlightGuard> {
-        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let mut counts = self.shards[shard_of(&client)]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let count = counts.entry(client).or_insert(0);
         if *count >= max {
             return None;
@@ -34,13 +54,17 @@ impl InFlightTable {
 
     #[cfg(test)]
     fn clients(&self) -> usize {
-        self.counts.lock().map(|c| c.len()).unwrap_or(0)
+        self.shards
+            .iter()
+            .map(|s| s.lock().map(|c| c.len()).unwrap_or(0))
+            .sum()
     }
 }
 
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
-        let mut counts = self.table.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let shard = &self.table.shards[shard_of(&self.client)];
+        let mut counts = shard.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(count) = counts.get_mut(&self.client) {
             *count -= 1;
             if *count == 0 {

@@ -559,3 +559,58 @@ async fn bodies_are_checked_against_the_schema_and_forwarded_unchanged_when_vali
         "two valid bodies and the GET; no invalid body arrived whole"
     );
 }
+
+/// A slowloris from one address: hundreds of connections dribbling a request head. The ones
+/// over max_connections_per_ip are closed at once, and a normal client keeps being served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slowloris_from_one_address_does_not_starve_other_clients() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = Upstream::start("app").await;
+    let gw = Gateway::start(&config(&app, "max_connections_per_ip = 50")).await;
+    let target: std::net::SocketAddr = format!("127.0.0.1:{}", gw.ports.http).parse().unwrap();
+    let mut held = Vec::new();
+    for _ in 0..300 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        let mut stream = socket.connect(target).await.unwrap();
+        let _ = stream
+            .write_all(b"GET /api HTTP/1.1\r\nHost: localhost\r\nX-Slow: a")
+            .await;
+        held.push(stream);
+    }
+    // Normal clients from another address are answered promptly throughout.
+    let c = gw.client();
+    for _ in 0..5 {
+        let started = std::time::Instant::now();
+        assert_eq!(
+            c.get(gw.http_url("/api")).send().await.unwrap().status(),
+            200
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "took {:?}",
+            started.elapsed()
+        );
+        for s in held.iter_mut().take(50) {
+            let _ = s.write_all(b"a").await;
+        }
+    }
+    // The attacker kept 50 connections; the others were closed.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut closed = 0;
+    for s in held.iter_mut() {
+        let mut buf = [0u8; 1];
+        // Closed: end of stream or reset. Open: nothing to read yet.
+        if let Ok(Ok(0) | Err(_)) =
+            tokio::time::timeout(Duration::from_millis(20), s.read(&mut buf)).await
+        {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 250, "connections over the per-IP cap are closed");
+    let metrics = gw.metrics().await;
+    assert!(
+        metrics.contains("gateway_connections_rejected_total 250"),
+        "{metrics}"
+    );
+}

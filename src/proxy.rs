@@ -83,11 +83,7 @@ impl ProxyHttp for Gateway {
         // is of a sane size, whatever route it would take.
         identify(session, ctx, &rt);
         if let Some(refusal) = hygiene_refusal(session.req_header(), ctx, &rt) {
-            self.shared
-                .metrics
-                .requests_rejected
-                .with_label_values(&[crate::metrics::NO_ROUTE, refusal.reason()])
-                .inc();
+            self.count_rejected(crate::metrics::NO_ROUTE, refusal.reason());
             refusal.send(session, ctx).await?;
             return Ok(true);
         }
@@ -220,13 +216,7 @@ impl ProxyHttp for Gateway {
             ctx.body_seen += chunk.len() as u64;
             if ctx.body_seen > ctx.body_limit {
                 *body = None;
-                if let Some(route) = &ctx.route {
-                    self.shared
-                        .metrics
-                        .requests_rejected
-                        .with_label_values(&[route.name.as_str(), "body_too_large"])
-                        .inc();
-                }
+                self.count_rejected(ctx.route_name(), "body_too_large");
                 return Error::e_explain(
                     ErrorType::HTTPStatus(413),
                     "request body over the route's limit",
@@ -244,13 +234,7 @@ impl ProxyHttp for Gateway {
                     Ok(()) => *body = Some(Bytes::from(std::mem::take(&mut ctx.held_body))),
                     Err(mismatches) => {
                         ctx.schema_mismatches = Some(mismatches);
-                        if let Some(route) = &ctx.route {
-                            self.shared
-                                .metrics
-                                .requests_rejected
-                                .with_label_values(&[route.name.as_str(), "schema"])
-                                .inc();
-                        }
+                        self.count_rejected(ctx.route_name(), "schema");
                         return Error::e_explain(
                             ErrorType::HTTPStatus(400),
                             "request body does not match the schema",
@@ -557,6 +541,15 @@ impl ProxyHttp for Gateway {
 }
 
 impl Gateway {
+    /// `gateway_requests_rejected_total{route, reason}`.
+    fn count_rejected(&self, route: &str, reason: &str) {
+        self.shared
+            .metrics
+            .requests_rejected
+            .with_label_values(&[route, reason])
+            .inc();
+    }
+
     /// Steps 2 to 5 of the policy order for a matched route. `Some(response)` when the request
     /// is refused; what it refused for is counted in `gateway_requests_rejected_total`.
     async fn guard(
@@ -571,11 +564,7 @@ impl Gateway {
             return Some(refusal);
         }
         let reason = refusal.reason();
-        self.shared
-            .metrics
-            .requests_rejected
-            .with_label_values(&[route.name.as_str(), reason])
-            .inc();
+        self.count_rejected(&route.name, reason);
         Some(refusal)
     }
 

@@ -13,9 +13,10 @@ usage:
   palisade reload --pid-file F               reload the config of the gateway in F (SIGHUP)
   palisade check [FILE]                      validate a config without binding anything
   palisade version                           print version, git sha and build id
-  palisade cert dev [--host NAME]... [--out DIR]
+  palisade cert dev [--host NAME]... [--out DIR] [--days N]
                                              write a self-signed development certificate
-                                             (default hosts: localhost 127.0.0.1 ::1; DIR: certs)
+                                             (default hosts: localhost 127.0.0.1 ::1; DIR: certs;
+                                             valid N days, default 365)
 
 exit status: 0 ok, 2 usage error, 78 invalid config";
 
@@ -133,15 +134,20 @@ fn check(file: &Path) -> i32 {
 fn cert_dev(args: &[&str]) -> i32 {
     let mut hosts = Vec::new();
     let mut out = PathBuf::from("certs");
+    let mut days = 365;
     let mut rest = args.iter();
     while let Some(arg) = rest.next() {
         match (*arg, rest.next()) {
             ("--host", Some(h)) => hosts.push(h.to_string()),
             ("--out", Some(d)) => out = PathBuf::from(d),
+            ("--days", Some(n)) => match n.parse::<u32>() {
+                Ok(n) if n > 0 => days = n,
+                _ => return usage_error("--days needs a whole number of days, at least 1"),
+            },
             (other, _) => return usage_error(&format!("unexpected argument `{other}`")),
         }
     }
-    match tls::write_dev_cert(&out, &hosts) {
+    match tls::write_dev_cert(&out, &hosts, days) {
         Ok((cert, key)) => {
             println!(
                 "wrote {} and {} (development only; keys are never committed)",

@@ -28,6 +28,7 @@ pub struct Metrics {
     pub requests_rejected: IntCounterVec,
     pub connections_rejected: prometheus::IntCounter,
     pub config_last_reload_success: prometheus::Gauge,
+    tls_cert_expiry: prometheus::GaugeVec,
 }
 
 /// Label used when a request matched no route.
@@ -138,6 +139,13 @@ impl Metrics {
             "gateway_connections_rejected_total",
             "Client connections closed at once for going over max_connections_per_ip.",
         )?;
+        let tls_cert_expiry = prometheus::GaugeVec::new(
+            Opts::new(
+                "gateway_tls_cert_expiry_timestamp_seconds",
+                "When each loaded certificate expires (Unix time).",
+            ),
+            &["cert"],
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "gateway_build_info",
@@ -164,6 +172,7 @@ impl Metrics {
         registry.register(Box::new(config_reloads.clone()))?;
         registry.register(Box::new(requests_rejected.clone()))?;
         registry.register(Box::new(connections_rejected.clone()))?;
+        registry.register(Box::new(tls_cert_expiry.clone()))?;
         registry.register(Box::new(config_last_reload_success.clone()))?;
         Ok(Metrics {
             registry,
@@ -184,6 +193,7 @@ impl Metrics {
             requests_rejected,
             connections_rejected,
             config_last_reload_success,
+            tls_cert_expiry,
         })
     }
 
@@ -198,6 +208,12 @@ impl Metrics {
                     .with_label_values(&[pool.name.as_str(), server.label.as_str()])
                     .set(i64::from(server.health.is_available(now)));
             }
+        }
+        self.tls_cert_expiry.reset();
+        for cert in runtime.tls.iter().flat_map(|store| store.certs.iter()) {
+            self.tls_cert_expiry
+                .with_label_values(&[cert.label.as_str()])
+                .set(cert.not_after as f64);
         }
         self.rate_limit_keys.reset();
         self.rate_limit_evictions.reset();

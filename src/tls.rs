@@ -28,8 +28,13 @@ pub struct LoadedCert {
     pub label: String,
     /// SAN DNS names, lowercased; `*.example.com` kept as written.
     pub names: Vec<String>,
+    /// When the leaf certificate expires, in seconds since the epoch.
+    pub not_after: i64,
     key: Arc<CertifiedKey>,
 }
+
+/// A certificate this close to expiring is warned about at start and on every reload.
+pub const EXPIRY_WARNING_DAYS: i64 = 14;
 
 pub struct CertStore {
     pub certs: Vec<LoadedCert>,
@@ -73,6 +78,7 @@ impl CertStore {
             match load_cert(&base.join(&c.cert), key_pem.expose()) {
                 Ok(mut loaded) => {
                     loaded.label = c.cert.clone();
+                    warn_if_expiring(&loaded, &cp.key("cert"), diags);
                     certs.push(loaded);
                 }
                 Err(CertError::Cert(e)) => diags.error(cp.key("cert"), e),
@@ -102,6 +108,28 @@ impl CertStore {
     }
 }
 
+fn warn_if_expiring(cert: &LoadedCert, path: &KeyPath, diags: &mut Diagnostics) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let left = cert.not_after - now;
+    let when = time::OffsetDateTime::from_unix_timestamp(cert.not_after)
+        .map(|t| t.date().to_string())
+        .unwrap_or_default();
+    if left <= 0 {
+        diags.warn(path.clone(), format!("`{}` expired on {when}", cert.label));
+    } else if left < EXPIRY_WARNING_DAYS * 86_400 {
+        diags.warn(
+            path.clone(),
+            format!(
+                "`{}` expires on {when}, in {} day(s)",
+                cert.label,
+                (left + 86_399) / 86_400
+            ),
+        );
+    }
+}
+
 enum CertError {
     Cert(String),
     Key(String),
@@ -122,6 +150,7 @@ fn load_cert(cert_path: &Path, key_pem: &str) -> Result<LoadedCert, CertError> {
             cert_path.display()
         ))
     })?;
+    let not_after = parsed.validity().not_after.timestamp();
     let mut names = Vec::new();
     if let Ok(Some(san)) = parsed.subject_alternative_name() {
         for name in &san.value.general_names {
@@ -154,6 +183,7 @@ fn load_cert(cert_path: &Path, key_pem: &str) -> Result<LoadedCert, CertError> {
     Ok(LoadedCert {
         label: String::new(),
         names,
+        not_after,
         key: Arc::new(certified),
     })
 }
@@ -243,6 +273,7 @@ pub fn load_ca_file(path: &Path) -> Result<Arc<CaType>, String> {
 pub fn write_dev_cert(
     dir: &Path,
     hosts: &[String],
+    days: u32,
 ) -> Result<(std::path::PathBuf, std::path::PathBuf), String> {
     let mut names: Vec<String> = if hosts.is_empty() {
         vec!["localhost".into(), "127.0.0.1".into(), "::1".into()]
@@ -257,6 +288,9 @@ pub fn write_dev_cert(
         rcgen::DnType::CommonName,
         "Palisade development certificate",
     );
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + time::Duration::days(i64::from(days.max(1)));
     let cert = params
         .self_signed(&key)
         .map_err(|e| format!("cannot sign the certificate: {e}"))?;

@@ -405,9 +405,15 @@ impl Workdir {
 
     /// Writes `certs/<name>/dev.pem` and `dev-key.pem` for `hosts` with `palisade cert dev`.
     pub fn cert(&self, name: &str, hosts: &[&str]) -> PathBuf {
+        self.cert_for_days(name, hosts, 365)
+    }
+
+    /// Like [`Workdir::cert`], valid for `days` from now.
+    pub fn cert_for_days(&self, name: &str, hosts: &[&str], days: u32) -> PathBuf {
         let out = self.path().join("certs").join(name);
         let mut cmd = Command::new(BIN);
-        cmd.args(["cert", "dev", "--out"]).arg(&out);
+        cmd.args(["cert", "dev", "--days", &days.to_string(), "--out"])
+            .arg(&out);
         for h in hosts {
             cmd.args(["--host", h]);
         }

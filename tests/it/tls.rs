@@ -181,3 +181,54 @@ async fn plain_http_is_redirected_with_308_keeping_path_and_query() {
     let s = seen(c.get(gw.https_url("/api/x?y=1")).send().await.unwrap()).await;
     assert_eq!(s.header("x-forwarded-proto").as_deref(), Some("https"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_close_to_expiry_is_warned_about_and_its_expiry_exported() {
+    let upstream = Upstream::start("app").await;
+    let work = Workdir::new();
+    work.cert_for_days("main", &["localhost"], 5);
+    let config = format!(
+        "{}\n[upstreams.app]\nservers = [\"{}\"]\n[[routes]]\nname = \"all\"\nupstream = \"app\"\n",
+        crate::harness::TLS_BASICS,
+        upstream.addr
+    );
+    let path = work.write(
+        "check.toml",
+        &config
+            .replace("{HTTP}", "18080")
+            .replace("{HTTPS}", "18443")
+            .replace("{ADMIN}", "19901"),
+    );
+    let (code, _, err) = crate::harness::check(&path);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains(":1: warning: tls.certificates[0].cert: `certs/main/dev.pem` expires on"),
+        "{err}"
+    );
+    assert!(err.contains("in 5 day(s)"), "{err}");
+
+    let gw = Gateway::start_in(work, &config, &[]).await;
+    let metrics = gw.metrics().await;
+    let expiry: f64 = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(
+                "gateway_tls_cert_expiry_timestamp_seconds{cert=\"certs/main/dev.pem\"} ",
+            )
+        })
+        .and_then(|v| v.parse().ok())
+        .expect("the expiry metric");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        (expiry - now - 5.0 * 86_400.0).abs() < 120.0,
+        "expiry {expiry} vs now {now}"
+    );
+    assert!(
+        gw.stderr().contains("in 5 day(s)"),
+        "warned at start too: {}",
+        gw.stderr()
+    );
+}

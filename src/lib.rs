@@ -2,6 +2,7 @@
 //! modules are public so benchmarks and tests can reach the decision functions.
 
 pub mod admin;
+pub mod audit;
 pub mod background;
 pub mod clock;
 pub mod config;

@@ -12,6 +12,8 @@ usage:
                                              start the gateway (default config: gateway.toml)
   palisade reload --pid-file F               reload the config of the gateway in F (SIGHUP)
   palisade check [FILE]                      validate a config without binding anything
+  palisade audit [FILE] [--format json]      grade a config against the production checklists
+                                             (exit 1 when any check fails)
   palisade version                           print version, git sha and build id
   palisade cert dev [--host NAME]... [--out DIR] [--days N]
                                              write a self-signed development certificate
@@ -43,6 +45,7 @@ fn main() -> ExitCode {
         }
         ["cert", "dev", rest @ ..] => cert_dev(rest),
         ["reload", rest @ ..] => reload(rest),
+        ["audit", rest @ ..] => audit(rest),
         ["help"] | ["--help"] | ["-h"] => {
             println!("{USAGE}");
             0
@@ -77,6 +80,54 @@ fn run(args: &[&str]) -> i32 {
         }
     }
     server::run(&file, upgrade, pid_file.as_deref())
+}
+
+/// `palisade audit [FILE] [--format json]`: PASS / WARN / FAIL per check; exit 1 on a FAIL.
+fn audit(args: &[&str]) -> i32 {
+    let (file, json) = match args {
+        [] => ("gateway.toml", false),
+        ["--format", "json"] => ("gateway.toml", true),
+        [file] => (*file, false),
+        [file, "--format", "json"] | ["--format", "json", file] => (*file, true),
+        _ => return usage_error("audit takes [FILE] [--format json]"),
+    };
+    let state = state::State::default();
+    let checked = match server::load_runtime(Path::new(file), &state) {
+        Ok(checked) => checked,
+        Err(lines) => {
+            for line in &lines {
+                eprintln!("{line}");
+            }
+            return server::EXIT_CONFIG;
+        }
+    };
+    let findings = palisade::audit::audit(&checked.config, &checked.runtime);
+    if json {
+        match serde_json::to_string_pretty(&findings) {
+            Ok(text) => println!("{text}"),
+            Err(e) => {
+                eprintln!("palisade: {e}");
+                return 1;
+            }
+        }
+    } else {
+        for f in &findings {
+            let grade = match f.grade {
+                palisade::audit::Grade::Pass => "PASS",
+                palisade::audit::Grade::Warn => "WARN",
+                palisade::audit::Grade::Fail => "FAIL",
+            };
+            if f.fix.is_empty() {
+                println!("{grade}  {:<15} {}", f.check, f.reason);
+            } else {
+                println!("{grade}  {:<15} {} (fix: {})", f.check, f.reason, f.fix);
+            }
+        }
+    }
+    let failed = findings
+        .iter()
+        .any(|f| f.grade == palisade::audit::Grade::Fail);
+    i32::from(failed)
 }
 
 /// `palisade reload --pid-file F`: SIGHUP to the gateway whose pid is in F.

@@ -52,6 +52,13 @@ pub struct Route {
     pub in_flight: Option<(u32, Arc<InFlightTable>)>,
 }
 
+impl Route {
+    /// The path prefix the route matches.
+    pub fn prefix_str(&self) -> &str {
+        &self.prefix
+    }
+}
+
 impl Matchable for Route {
     fn host(&self) -> &HostMatch {
         &self.host

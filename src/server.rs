@@ -33,6 +33,8 @@ pub const EXIT_CONFIG: i32 = 78;
 
 pub struct Checked {
     pub runtime: Runtime,
+    /// The config as written, for `palisade audit`.
+    pub config: config::Config,
     /// Rendered warnings, `FILE:LINE:COL: warning: key: reason`.
     pub warnings: Vec<String>,
 }
@@ -48,7 +50,11 @@ pub fn load_runtime(file: &Path, state: &State) -> Result<Checked, Vec<String>> 
     };
     let warnings = loaded.source.render_all(diags.warnings());
     match runtime {
-        Some(runtime) if !diags.has_errors() => Ok(Checked { runtime, warnings }),
+        Some(runtime) if !diags.has_errors() => Ok(Checked {
+            runtime,
+            config: loaded.config,
+            warnings,
+        }),
         _ => {
             let errors = loaded
                 .source

@@ -294,3 +294,63 @@ fn run_with_an_invalid_config_exits_78_and_binds_nothing() {
         "the port was bound"
     );
 }
+
+#[test]
+fn audit_grades_a_weak_config_and_fails_it() {
+    let work = Workdir::new();
+    let text = "[server]\nlisten = [\"0.0.0.0:8080\"]\n\n[admin]\nlisten = \"0.0.0.0:9901\"\n\n[defaults]\nheaders = \"baseline\"\n\n[headers.loose]\npreset = \"baseline\"\nhsts = \"max-age=600\"\nmask_errors = false\n\n[cors.any]\nallow_origins = [\"*\"]\n\n[upstreams.app]\nservers = [\"127.0.0.1:9\"]\n\n[[routes]]\nname = \"login\"\npath = \"/api/login\"\nheaders = \"loose\"\nupstream = \"app\"\n";
+    let path = work.write("weak.toml", text);
+    let out = Command::new(BIN).arg("audit").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "a FAIL exits 1");
+    let report = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "FAIL  https ",
+        "FAIL  redirect_https ",
+        "FAIL  admin ",
+        "WARN  hsts            route `login`: HSTS max-age=600 is under six months",
+        "FAIL  csp             route `login` sends no Content-Security-Policy",
+        "WARN  mask_errors ",
+        "FAIL  login_limits    route `login` looks like a credential endpoint",
+        "WARN  global_limit ",
+        "WARN  cors            [cors.any] allows any origin",
+    ] {
+        assert!(report.contains(line), "missing `{line}` in:\n{report}");
+    }
+
+    let out = Command::new(BIN)
+        .args(["audit", "--format", "json"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let findings: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    let fails = findings
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["grade"] == "FAIL")
+        .count();
+    assert!(fails >= 5, "{findings}");
+    assert!(findings[0]["fix"].is_string());
+}
+
+#[test]
+fn audit_passes_the_shipped_gateway_toml() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let work = Workdir::new();
+    work.cert("main", &["localhost"]);
+    let text = std::fs::read_to_string(root.join("gateway.toml")).unwrap();
+    let text = text
+        .replace("certs/dev.pem", "certs/main/dev.pem")
+        .replace("certs/dev-key.pem", "certs/main/dev-key.pem");
+    let out = Command::new(BIN)
+        .arg("audit")
+        .arg(work.write("gateway.toml", &text))
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{report}");
+    assert!(
+        !report.contains("FAIL") && !report.contains("WARN"),
+        "{report}"
+    );
+}

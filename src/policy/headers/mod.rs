@@ -354,6 +354,25 @@ impl HeaderPolicy {
 
     /// Edits a response: strips fingerprints, sets and fills headers, HSTS over HTTPS only,
     /// hardens cookies. For the upstream's responses and the gateway's own alike.
+    /// HSTS `max-age` in seconds, when the policy sends HSTS.
+    pub fn hsts_max_age(&self) -> Option<u64> {
+        let text = self.hsts.as_ref()?.to_str().ok()?.to_ascii_lowercase();
+        text.split(';').find_map(|p| {
+            p.trim()
+                .strip_prefix("max-age=")?
+                .trim_matches('"')
+                .parse()
+                .ok()
+        })
+    }
+
+    /// Whether the policy sends a Content-Security-Policy (enforced, not report-only).
+    pub fn has_csp(&self) -> bool {
+        self.set
+            .iter()
+            .any(|(n, _)| n == http::header::CONTENT_SECURITY_POLICY)
+    }
+
     pub fn apply(&self, header: &mut ResponseHeader, https: bool) -> pingora_error::Result<()> {
         // Walk the response's few headers rather than the long fingerprint list.
         let doomed: Vec<HeaderName> = header

@@ -378,6 +378,11 @@ impl RateLimitPolicy {
         [b"palisade:rl:", self.name.as_bytes(), b":", key].concat()
     }
 
+    /// Keyed on `global` alone: a cap on the total load.
+    pub fn is_global(&self) -> bool {
+        self.key == [KeyPart::Global] && !self.per_route
+    }
+
     pub fn burst(&self) -> u64 {
         self.table.rate().burst()
     }

@@ -38,7 +38,7 @@ use crate::policy::rate_limit::{self, Event, RequestFacts, Verdict};
 use crate::policy::schema::Mismatch;
 use crate::respond::{finish_response, mask_upstream_error, GatewayResponse, X_REQUEST_ID};
 use crate::router::request_host;
-use crate::runtime::{is_idempotent, Route, Runtime};
+use crate::runtime::{Route, Runtime};
 use crate::upstream::now_ms;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -194,7 +194,7 @@ impl ProxyHttp for Gateway {
             .with_label_values(&[pool.name.as_str(), error_kind(&e)])
             .inc();
         // Nothing reached the upstream, but a non-idempotent request is still never sent twice.
-        let retry = is_idempotent(&session.req_header().method) && ctx.attempts <= pool.retries;
+        let retry = session.req_header().method.is_idempotent() && ctx.attempts <= pool.retries;
         e.set_retry(retry);
         e
     }

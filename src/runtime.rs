@@ -8,8 +8,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::Method;
-
 use crate::config::diagnostics::Diagnostics;
 use crate::config::{Config, KeyPath, RouteConfig};
 use crate::policy::access::IpRules;
@@ -601,11 +599,4 @@ fn check_unique_addrs(
             diags.error(at, format!("`{addr}` is used by two listeners"));
         }
     }
-}
-
-pub fn is_idempotent(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE
-    )
 }

@@ -175,6 +175,11 @@ async fn a_declared_body_over_the_limit_is_refused_before_the_upstream() {
         .send()
         .await
         .unwrap();
+    assert_eq!(
+        header(&r, "x-frame-options"),
+        Some("DENY"),
+        "security headers on the 413"
+    );
     let body = gateway_error(r, 413).await;
     assert!(
         body["error"].as_str().unwrap().contains("1024 bytes"),
@@ -248,6 +253,12 @@ async fn other_content_types_get_415_and_bodiless_requests_pass() {
         .send()
         .await
         .unwrap();
+    assert_eq!(
+        header(&r, "x-frame-options"),
+        Some("DENY"),
+        "security headers on the 415"
+    );
+    assert!(header(&r, "x-request-id").is_some());
     gateway_error(r, 415).await;
     let r = c
         .post(gw.https_url("/api/jobs"))

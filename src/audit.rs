@@ -160,9 +160,14 @@ pub fn audit(config: &Config, runtime: &Runtime) -> Vec<Finding> {
         let sensitive = CREDENTIAL_PATHS
             .iter()
             .any(|p| route.prefix_str().to_ascii_lowercase().contains(p));
-        if sensitive {
+        if sensitive || route.auth.is_some() {
+            let what = if route.auth.is_some() {
+                "checks API keys"
+            } else {
+                "looks like a credential endpoint"
+            };
             if route.rate_limits.is_empty() && route.lockout.is_none() {
-                add(Grade::Fail, "login_limits", format!("route `{name}` looks like a credential endpoint and has no rate limit or lockout"), "add a per-IP rate limit and a [lockouts.NAME]");
+                add(Grade::Fail, "login_limits", format!("route `{name}` {what} and has no rate limit or lockout before it: keys and passwords can be guessed at full speed"), "add a per-IP rate limit and a [lockouts.NAME]");
             } else {
                 add(
                     Grade::Pass,
@@ -228,11 +233,26 @@ pub fn audit(config: &Config, runtime: &Runtime) -> Vec<Finding> {
         .redis
         .as_ref()
         .is_some_and(|r| matches!(r.url, SecretRef::Inline(_)));
-    if inline_tls || inline_redis {
+    let inline_keys = config.api_keys.values().any(|k| {
+        [&k.current, &k.next]
+            .into_iter()
+            .flatten()
+            .chain(k.keys.iter().filter_map(|n| n.key.as_ref()))
+            .any(|s| matches!(s, SecretRef::Inline(_)))
+    });
+    let inline_webhook = config.routes.iter().filter_map(|r| r.webhook.as_ref()).any(|w| {
+        match &w.secret {
+            crate::policy::webhook::Secrets::One(s) => matches!(s, SecretRef::Inline(_)),
+            crate::policy::webhook::Secrets::Many(list) => {
+                list.iter().any(|s| matches!(s, SecretRef::Inline(_)))
+            }
+        }
+    });
+    if inline_tls || inline_redis || inline_keys || inline_webhook {
         add(
             Grade::Fail,
             "secrets",
-            "a secret is written inline in the config".into(),
+            "a secret (TLS key, Redis URL, API keys or webhook secret) is written inline in the config".into(),
             "use { env = \"NAME\" } or { file = \"/path\" }",
         );
     } else {

@@ -10,6 +10,7 @@ use crate::policy::cors::CorsPolicy;
 use crate::policy::headers::HeaderPolicy;
 use crate::policy::in_flight::InFlightGuard;
 use crate::policy::schema::{BodySchema, Mismatch};
+use crate::policy::webhook::{self, WebhookPolicy};
 use crate::runtime::{Route, Runtime};
 use crate::upstream::Pool;
 
@@ -45,6 +46,13 @@ pub struct RequestCtx {
     pub schema: Option<Arc<BodySchema>>,
     pub held_body: Vec<u8>,
     pub schema_mismatches: Option<Vec<Mismatch>>,
+    /// The route's webhook policy when this request's body must be signed, and why it was not.
+    pub webhook: Option<Arc<WebhookPolicy>>,
+    pub webhook_failure: Option<webhook::Failure>,
+    /// The id and set of the API key the route's `auth` accepted.
+    pub key_id: Option<Arc<str>>,
+    pub key_set: &'static str,
+    pub key_roles: Option<http::HeaderValue>,
     /// The `RateLimit` header for an allowed request.
     pub rate_limit: Option<http::HeaderValue>,
     /// The status the gateway answered with itself, if it did.
@@ -78,6 +86,11 @@ impl RequestCtx {
             schema: None,
             held_body: Vec::new(),
             schema_mismatches: None,
+            webhook: None,
+            webhook_failure: None,
+            key_id: None,
+            key_set: "none",
+            key_roles: None,
             normalized_path: None,
             body_seen: 0,
             body_limit: u64::MAX,

@@ -24,6 +24,30 @@ pub struct AccessRecord<'a> {
     pub upstream: &'a str,
     /// What the gateway decided: `proxied`, or the policy that answered.
     pub decision: &'a str,
+    /// The id of the API key that was accepted, when the route has `auth`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<&'a str>,
+}
+
+/// An audit event for an API key check, on the same stream as the access log. It names the
+/// key by its id, never the key itself, and never holds the `Authorization` header.
+#[derive(Serialize)]
+pub struct AuthEvent<'a> {
+    pub time: String,
+    /// Always `"auth"`: tells these lines from access records.
+    pub event: &'static str,
+    /// `info` for an accepted key, `warn` for a refusal.
+    pub level: &'static str,
+    pub request_id: &'a str,
+    pub client_ip: String,
+    pub route: &'a str,
+    pub policy: &'a str,
+    /// `ok`, `missing`, `invalid`, `expired` or `forbidden`.
+    pub result: &'static str,
+    /// The key's id, or `unknown`.
+    pub key_id: &'a str,
+    /// `current`, `next`, `named`, or `none`.
+    pub set: &'static str,
 }
 
 pub struct AccessLog {
@@ -44,8 +68,9 @@ impl AccessLog {
         AccessLog { tx }
     }
 
-    /// Queues a line; returns false when it had to be dropped.
-    pub fn write(&self, record: &AccessRecord<'_>) -> bool {
+    /// Queues a line (an access record, or an audit event); returns false when it had to be
+    /// dropped.
+    pub fn write(&self, record: &impl Serialize) -> bool {
         let mut line = match serde_json::to_vec(record) {
             Ok(line) => line,
             Err(_) => return false,

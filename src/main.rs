@@ -14,6 +14,8 @@ usage:
   palisade check [FILE]                      validate a config without binding anything
   palisade audit [FILE] [--format json]      grade a config against the production checklists
                                              (exit 1 when any check fails)
+  palisade keys new [--prefix PFX]           print a fresh API key and its sha256: digest
+  palisade keys hash                         print the sha256: digest of each key read from stdin
   palisade version                           print version, git sha and build id
   palisade cert dev [--host NAME]... [--out DIR] [--days N]
                                              write a self-signed development certificate
@@ -46,6 +48,9 @@ fn main() -> ExitCode {
         ["cert", "dev", rest @ ..] => cert_dev(rest),
         ["reload", rest @ ..] => reload(rest),
         ["audit", rest @ ..] => audit(rest),
+        ["keys", "new"] => keys_new(""),
+        ["keys", "new", "--prefix", prefix] => keys_new(prefix),
+        ["keys", "hash"] => keys_hash(),
         ["help"] | ["--help"] | ["-h"] => {
             println!("{USAGE}");
             0
@@ -83,6 +88,56 @@ fn run(args: &[&str]) -> i32 {
 }
 
 /// `palisade audit [FILE] [--format json]`: PASS / WARN / FAIL per check; exit 1 on a FAIL.
+/// `palisade keys new [--prefix P]`: a fresh key on the first line, its digest (what goes into
+/// the config or the key file) on the second.
+fn keys_new(prefix: &str) -> i32 {
+    let valid = prefix.len() <= 32
+        && prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !valid {
+        return usage_error("--prefix takes up to 32 letters, digits, `_` or `-`");
+    }
+    match palisade::policy::api_key::new_key(prefix) {
+        Ok(key) => {
+            println!("{key}");
+            println!(
+                "{}",
+                palisade::policy::api_key::digest_string(key.as_bytes())
+            );
+            0
+        }
+        Err(e) => {
+            eprintln!("palisade: {e}");
+            1
+        }
+    }
+}
+
+/// `palisade keys hash`: one `sha256:` digest per key read from stdin (one per line; blank
+/// lines and `#` comments skipped), in order. The keys themselves are never printed.
+fn keys_hash() -> i32 {
+    use std::io::BufRead;
+    for line in std::io::stdin().lock().lines() {
+        let line = match line {
+            Ok(line) => line,
+            Err(e) => {
+                eprintln!("palisade: cannot read stdin: {e}");
+                return 1;
+            }
+        };
+        let key = line.trim();
+        if key.is_empty() || key.starts_with('#') {
+            continue;
+        }
+        println!(
+            "{}",
+            palisade::policy::api_key::digest_string(key.as_bytes())
+        );
+    }
+    0
+}
+
 fn audit(args: &[&str]) -> i32 {
     let (file, json) = match args {
         [] => ("gateway.toml", false),

@@ -26,6 +26,8 @@ pub struct Metrics {
     rate_limit_evictions: IntCounterVec,
     pub config_reloads: IntCounterVec,
     pub requests_rejected: IntCounterVec,
+    pub api_key_auth: IntCounterVec,
+    pub webhook_verifications: IntCounterVec,
     pub connections_rejected: prometheus::IntCounter,
     pub config_last_reload_success: prometheus::Gauge,
     tls_cert_expiry: prometheus::GaugeVec,
@@ -135,6 +137,20 @@ impl Metrics {
             ),
             &["route", "reason"],
         )?;
+        let api_key_auth = IntCounterVec::new(
+            Opts::new(
+                "gateway_api_key_auth_total",
+                "API key checks by policy, key set (current, next, named, none) and result (ok, missing, invalid, expired, forbidden).",
+            ),
+            &["policy", "set", "result"],
+        )?;
+        let webhook_verifications = IntCounterVec::new(
+            Opts::new(
+                "gateway_webhook_verifications_total",
+                "Webhook signature checks by route and result (ok, missing, malformed, stale, mismatch).",
+            ),
+            &["route", "result"],
+        )?;
         let connections_rejected = prometheus::IntCounter::new(
             "gateway_connections_rejected_total",
             "Client connections closed at once for going over max_connections_per_ip.",
@@ -172,6 +188,8 @@ impl Metrics {
         registry.register(Box::new(config_reloads.clone()))?;
         registry.register(Box::new(requests_rejected.clone()))?;
         registry.register(Box::new(connections_rejected.clone()))?;
+        registry.register(Box::new(api_key_auth.clone()))?;
+        registry.register(Box::new(webhook_verifications.clone()))?;
         registry.register(Box::new(tls_cert_expiry.clone()))?;
         registry.register(Box::new(config_last_reload_success.clone()))?;
         Ok(Metrics {
@@ -191,6 +209,8 @@ impl Metrics {
             rate_limit_evictions,
             config_reloads,
             requests_rejected,
+            api_key_auth,
+            webhook_verifications,
             connections_rejected,
             config_last_reload_success,
             tls_cert_expiry,

@@ -27,8 +27,9 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::clock;
 use crate::ctx::RequestCtx;
-use crate::log::{AccessLog, AccessRecord};
+use crate::log::{AccessLog, AccessRecord, AuthEvent};
 use crate::metrics::{method_label, status_class, Metrics};
+use crate::policy::api_key::{self, AuthOutcome, Credential};
 use crate::policy::body::{self, Declared};
 use crate::policy::cors;
 use crate::policy::forwarded;
@@ -38,13 +39,16 @@ use crate::policy::rate_limit::{self, Event, RequestFacts, Verdict};
 use crate::policy::schema::Mismatch;
 use crate::respond::{finish_response, mask_upstream_error, GatewayResponse, X_REQUEST_ID};
 use crate::router::request_host;
-use crate::runtime::{Route, Runtime};
+use crate::runtime::{Route, RouteAuth, Runtime};
 use crate::upstream::now_ms;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+const X_PALISADE_KEY_ID: HeaderName = HeaderName::from_static("x-palisade-key-id");
+const X_PALISADE_KEY_SET: HeaderName = HeaderName::from_static("x-palisade-key-set");
+const X_PALISADE_KEY_ROLES: HeaderName = HeaderName::from_static("x-palisade-key-roles");
 
 /// What every request needs and what outlives a single config: the live runtime (swapped on
 /// reload), metrics and the access log.
@@ -223,14 +227,33 @@ impl ProxyHttp for Gateway {
                 );
             }
         }
-        // A body checked against a schema is held back until it is whole (it is within the
-        // limit, counted above), then forwarded byte for byte, or the request is aborted.
-        if let Some(schema) = ctx.schema.clone() {
+        // A body that must be signed or match a schema is held back until it is whole (it is
+        // within the limit, counted above), then forwarded byte for byte, or the request is
+        // aborted: the app never sees a body that failed.
+        if ctx.webhook.is_some() || ctx.schema.is_some() {
             if let Some(chunk) = body.take() {
                 ctx.held_body.extend_from_slice(&chunk);
             }
-            if end_of_stream {
-                match schema.check(&ctx.held_body) {
+            if !end_of_stream {
+                return Ok(());
+            }
+            if let Some(webhook) = ctx.webhook.take() {
+                let checked = webhook.verify(
+                    &session.req_header().headers,
+                    &ctx.held_body,
+                    api_key::unix_now(),
+                );
+                if let Err(failure) = self.count_webhook(ctx, checked) {
+                    ctx.webhook_failure = Some(failure);
+                    return Error::e_explain(
+                        ErrorType::HTTPStatus(401),
+                        "webhook signature refused",
+                    );
+                }
+            }
+            match ctx.schema.clone() {
+                None => *body = Some(Bytes::from(std::mem::take(&mut ctx.held_body))),
+                Some(schema) => match schema.check(&ctx.held_body) {
                     Ok(()) => *body = Some(Bytes::from(std::mem::take(&mut ctx.held_body))),
                     Err(mismatches) => {
                         ctx.schema_mismatches = Some(mismatches);
@@ -240,7 +263,7 @@ impl ProxyHttp for Gateway {
                             "request body does not match the schema",
                         );
                     }
-                }
+                },
             }
         }
         Ok(())
@@ -301,14 +324,52 @@ impl ProxyHttp for Gateway {
             }
         }
         upstream.insert_header(X_REQUEST_ID, ctx.request_id.as_str())?;
-        if let Some(path) = &ctx.normalized_path {
-            // The upstream gets the path the route was chosen by.
-            let target = match session.req_header().uri.query() {
-                Some(query) => format!("{path}?{query}"),
-                None => path.clone(),
+        // The credential stays at the gateway; the upstream learns who it was instead.
+        let auth = ctx.route.as_ref().and_then(|r| r.auth.as_ref());
+        let mut strip_param = None;
+        if let Some(auth) = auth {
+            match &auth.policy.credential {
+                Credential::Header(name) => {
+                    upstream.remove_header(name);
+                }
+                Credential::Bearer => {
+                    upstream.remove_header(&http::header::AUTHORIZATION);
+                }
+                Credential::Query(name) => strip_param = Some(name.as_str()),
+            }
+            if let Some(id) = &ctx.key_id {
+                upstream.insert_header(X_PALISADE_KEY_ID, id.as_ref())?;
+                upstream.insert_header(X_PALISADE_KEY_SET, ctx.key_set)?;
+                if let Some(roles) = &ctx.key_roles {
+                    upstream.insert_header(X_PALISADE_KEY_ROLES, roles.clone())?;
+                }
+            }
+        }
+        let query = session.req_header().uri.query();
+        let query_changes = strip_param.is_some() && query.is_some();
+        if ctx.normalized_path.is_some() || query_changes {
+            // The upstream gets the path the route was chosen by, without the credential.
+            let path = ctx
+                .normalized_path
+                .as_deref()
+                .unwrap_or_else(|| session.req_header().uri.path());
+            let query = match (strip_param, query) {
+                (Some(name), Some(q)) => api_key::strip_query_param(q, name).map(Cow::Owned),
+                (_, q) => q.map(Cow::Borrowed),
             };
-            if let Ok(uri) = target.parse::<http::Uri>() {
-                upstream.set_uri(uri);
+            let target = match query {
+                Some(query) => format!("{path}?{query}"),
+                None => path.to_string(),
+            };
+            match target.parse::<http::Uri>() {
+                Ok(uri) => upstream.set_uri(uri),
+                Err(_) if query_changes => {
+                    return Error::e_explain(
+                        ErrorType::InternalError,
+                        "cannot rebuild the URL without the credential",
+                    )
+                }
+                Err(_) => {}
             }
         }
         Ok(())
@@ -422,6 +483,12 @@ impl ProxyHttp for Gateway {
         let response = match e.etype() {
             ErrorType::HTTPStatus(503) => Some(GatewayResponse::no_healthy_upstream()),
             ErrorType::HTTPStatus(413) => Some(GatewayResponse::payload_too_large(ctx.body_limit)),
+            ErrorType::HTTPStatus(401) if ctx.webhook_failure.is_some() => {
+                Some(GatewayResponse::webhook_refused(
+                    ctx.webhook_failure
+                        .map_or("webhook signature refused", |f| f.message()),
+                ))
+            }
             ErrorType::HTTPStatus(400) if ctx.schema_mismatches.is_some() => Some(
                 GatewayResponse::schema_mismatch(ctx.schema_mismatches.take().unwrap_or_default()),
             ),
@@ -533,6 +600,7 @@ impl ProxyHttp for Gateway {
             route: &route,
             upstream,
             decision: &ctx.decision,
+            key_id: ctx.key_id.as_deref(),
         };
         if !self.shared.access_log.write(&record) {
             metrics.access_log_dropped.inc();
@@ -548,6 +616,94 @@ impl Gateway {
             .requests_rejected
             .with_label_values(&[route, reason])
             .inc();
+    }
+
+    /// Checks the request's API key: the metric, the audit event, and a refusal when it fails.
+    /// A refusal also counts towards the route's lockout, so guessing keys gets a client
+    /// blocked.
+    fn authenticate(
+        &self,
+        req: &RequestHeader,
+        ctx: &mut RequestCtx,
+        route: &Route,
+        auth: &RouteAuth,
+    ) -> Option<GatewayResponse> {
+        let policy = &auth.policy;
+        let outcome = policy.authenticate(
+            &req.headers,
+            req.uri.query(),
+            &auth.roles,
+            api_key::unix_now(),
+        );
+        let entry = outcome.entry();
+        let set = entry.map_or("none", |e| e.set.label());
+        let result = outcome.result();
+        self.shared
+            .metrics
+            .api_key_auth
+            .with_label_values(&[policy.name.as_str(), set, result])
+            .inc();
+        let accepted = matches!(outcome, AuthOutcome::Accepted(_));
+        if !accepted || policy.log_success {
+            let event = AuthEvent {
+                time: crate::log::rfc3339_now(),
+                event: "auth",
+                level: if accepted { "info" } else { "warn" },
+                request_id: &ctx.request_id,
+                client_ip: ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+                route: &route.name,
+                policy: &policy.name,
+                result,
+                key_id: entry.map_or("unknown", |e| &*e.id),
+                set,
+            };
+            if !self.shared.access_log.write(&event) {
+                self.shared.metrics.access_log_dropped.inc();
+            }
+        }
+        let refusal = match outcome {
+            AuthOutcome::Accepted(entry) => {
+                ctx.key_id = Some(entry.id.clone());
+                ctx.key_set = entry.set.label();
+                ctx.key_roles = entry.roles_header.clone();
+                return None;
+            }
+            AuthOutcome::Missing => {
+                GatewayResponse::unauthorized(policy.challenge.clone(), "an API key is required")
+            }
+            AuthOutcome::Invalid => {
+                GatewayResponse::unauthorized(policy.challenge.clone(), "the API key is not valid")
+            }
+            AuthOutcome::Expired(_) => {
+                GatewayResponse::unauthorized(policy.challenge.clone(), "the API key has expired")
+            }
+            AuthOutcome::Forbidden(_) => GatewayResponse::forbidden_role(),
+        };
+        if let (Some(lockout), Some(client)) = (&route.lockout, ctx.client_ip) {
+            lockout.record(&route.name, client, refusal.status(), clock::now_us());
+        }
+        Some(refusal)
+    }
+
+    /// Counts a webhook check; passes its result through.
+    fn count_webhook(
+        &self,
+        ctx: &RequestCtx,
+        checked: std::result::Result<(), crate::policy::webhook::Failure>,
+    ) -> std::result::Result<(), crate::policy::webhook::Failure> {
+        let result = match checked {
+            Ok(()) => "ok",
+            Err(f) => f.label(),
+        };
+        self.shared
+            .metrics
+            .webhook_verifications
+            .with_label_values(&[ctx.route_name(), result])
+            .inc();
+        if checked.is_err() {
+            self.count_rejected(ctx.route_name(), "webhook_signature");
+        }
+        checked
     }
 
     /// Steps 2 to 5 of the policy order for a matched route. `Some(response)` when the request
@@ -631,10 +787,38 @@ impl Gateway {
                 }
             }
         }
+        // Limits on who the client is (address, global) come before auth, so guessing keys
+        // costs quota; limits per key come after it.
+        let mut outcomes = Vec::new();
         if !route.rate_limits.is_empty() {
-            if let Some(refusal) = self.rate_limit(session, ctx, route).await {
+            let refusal = self
+                .rate_limit(session, ctx, route, &route.rate_limits, &mut outcomes)
+                .await;
+            if refusal.is_some() {
+                return refusal;
+            }
+        }
+        if let Some(auth) = &route.auth {
+            if let Some(refusal) = self.authenticate(req, ctx, route, auth) {
                 return Some(refusal);
             }
+            if !route.identity_rate_limits.is_empty() {
+                let refusal = self
+                    .rate_limit(
+                        session,
+                        ctx,
+                        route,
+                        &route.identity_rate_limits,
+                        &mut outcomes,
+                    )
+                    .await;
+                if refusal.is_some() {
+                    return refusal;
+                }
+            }
+        }
+        if !outcomes.is_empty() {
+            ctx.rate_limit = rate_limit::allowed_header(&outcomes);
         }
 
         // 5. Body: a declared length over the limit is refused before any upstream is chosen;
@@ -655,6 +839,16 @@ impl Gateway {
                 return Some(GatewayResponse::unsupported_media_type());
             }
         }
+        if let Some(webhook) = &route.webhook {
+            if has_body {
+                ctx.webhook = Some(webhook.clone());
+            } else {
+                let checked = webhook.verify(&req.headers, b"", api_key::unix_now());
+                if let Err(failure) = self.count_webhook(ctx, checked) {
+                    return Some(GatewayResponse::webhook_refused(failure.message()));
+                }
+            }
+        }
         if let Some(schema) = &route.schema {
             if has_body {
                 ctx.schema = Some(schema.clone());
@@ -672,18 +866,20 @@ impl Gateway {
     async fn rate_limit(
         &self,
         session: &Session,
-        ctx: &mut RequestCtx,
+        ctx: &RequestCtx,
         route: &Route,
+        policies: &[Arc<rate_limit::RateLimitPolicy>],
+        outcomes: &mut Vec<(Arc<rate_limit::RateLimitPolicy>, rate_limit::gcra::Outcome)>,
     ) -> Option<GatewayResponse> {
         let metrics = &self.shared.metrics;
         let facts = RequestFacts {
             client_ip: ctx.client_ip,
             route: &route.name,
             headers: &session.req_header().headers,
+            key_id: ctx.key_id.as_deref(),
         };
         let mut events = Vec::new();
-        let verdict =
-            rate_limit::check_all(&route.rate_limits, &facts, clock::now_us(), &mut events).await;
+        let verdict = rate_limit::check_all(policies, &facts, clock::now_us(), &mut events).await;
         for event in events {
             match event {
                 Event::StoreError => metrics
@@ -699,11 +895,11 @@ impl Gateway {
                 .inc();
         };
         match verdict {
-            Verdict::Allowed(outcomes) => {
-                for (policy, _) in &outcomes {
+            Verdict::Allowed(allowed) => {
+                for (policy, _) in &allowed {
                     count(&policy.name, "allowed");
                 }
-                ctx.rate_limit = rate_limit::allowed_header(&outcomes);
+                outcomes.extend(allowed);
                 None
             }
             Verdict::Limited(policy, outcome) => {

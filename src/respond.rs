@@ -172,6 +172,29 @@ impl GatewayResponse {
         )
     }
 
+    /// 401 for a missing, unknown or expired API key, with the policy's challenge.
+    pub fn unauthorized(challenge: HeaderValue, message: &'static str) -> Self {
+        let mut r = Self::new(StatusCode::UNAUTHORIZED, message, "unauthorized");
+        r.headers.push((http::header::WWW_AUTHENTICATE, challenge));
+        r
+    }
+
+    /// 403 for a valid API key without any of the route's roles.
+    pub fn forbidden_role() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "this API key does not have a role this route requires",
+            "forbidden",
+        )
+    }
+
+    /// 401 for a webhook whose signature does not check out.
+    pub fn webhook_refused(message: &'static str) -> Self {
+        let mut r = Self::new(StatusCode::UNAUTHORIZED, message, "webhook_signature");
+        r.keepalive = false;
+        r
+    }
+
     /// 403 to a CORS preflight from an origin, method or header the policy does not allow.
     pub fn cors_refused(message: &'static str) -> Self {
         Self::new(StatusCode::FORBIDDEN, message, "cors_refused")

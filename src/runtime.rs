@@ -12,6 +12,7 @@ use crate::config::diagnostics::Diagnostics;
 use crate::config::{Config, KeyPath, RouteConfig};
 use crate::policy::access::IpRules;
 use crate::policy::access::MethodSet;
+use crate::policy::api_key::ApiKeyPolicy;
 use crate::policy::body::ContentTypes;
 use crate::policy::cors::CorsPolicy;
 use crate::policy::forwarded::TrustedProxies;
@@ -22,6 +23,7 @@ use crate::policy::lockout::{LockoutPolicy, LockoutTable};
 use crate::policy::rate_limit::{self, RateLimitPolicy, SharedStore};
 use crate::policy::schema::BodySchema;
 use crate::policy::statics::Statics;
+use crate::policy::webhook::WebhookPolicy;
 use crate::router::{normalize_prefix, HostMatch, Matchable, Router};
 use crate::state::State;
 use crate::tls::CertStore;
@@ -36,7 +38,12 @@ pub struct Route {
     pub upstream: Arc<Pool>,
     /// `None` when the route opted out with `headers = "none"`.
     pub headers: Option<Arc<HeaderPolicy>>,
+    /// Limits checked before `auth` (per IP, global, ...).
     pub rate_limits: Vec<Arc<RateLimitPolicy>>,
+    /// Limits keyed on the API key, checked after `auth` accepted one.
+    pub identity_rate_limits: Vec<Arc<RateLimitPolicy>>,
+    pub auth: Option<RouteAuth>,
+    pub webhook: Option<Arc<WebhookPolicy>>,
     /// `RateLimit-Policy` for allowed responses, built once.
     pub rate_limit_policy: Option<http::HeaderValue>,
     pub lockout: Option<Arc<LockoutPolicy>>,
@@ -48,6 +55,12 @@ pub struct Route {
     pub schema: Option<Arc<BodySchema>>,
     /// `max_in_flight` and the counts it is checked against.
     pub in_flight: Option<(u32, Arc<InFlightTable>)>,
+}
+
+/// A route's `auth`: the key policy and the roles a key needs (any one of them).
+pub struct RouteAuth {
+    pub policy: Arc<ApiKeyPolicy>,
+    pub roles: Vec<String>,
 }
 
 impl Route {
@@ -87,6 +100,7 @@ pub struct Runtime {
     /// Every rate-limit policy, for the metrics.
     pub rate_limits: BTreeMap<String, Arc<RateLimitPolicy>>,
     pub upstreams: BTreeMap<String, Arc<Pool>>,
+    pub api_keys: BTreeMap<String, Arc<ApiKeyPolicy>>,
     pub trusted_proxies: TrustedProxies,
     /// `Some(port)` when plain HTTP is redirected to HTTPS on that port.
     pub redirect_https: Option<u16>,
@@ -260,8 +274,15 @@ impl Runtime {
                 diags,
             )
         });
+        let mut api_keys = BTreeMap::new();
+        for (name, cfg) in &config.api_keys {
+            if let Some(p) = ApiKeyPolicy::compile(name, cfg, base, diags) {
+                api_keys.insert(name.clone(), Arc::new(p));
+            }
+        }
         let policies = Policies {
             state,
+            api_keys: &api_keys,
             base,
             cors: &cors,
             default_cors: &default_cors,
@@ -292,6 +313,7 @@ impl Runtime {
             statics,
             rate_limits,
             upstreams,
+            api_keys,
             trusted_proxies,
             redirect_https,
             listeners: Listeners {
@@ -331,6 +353,7 @@ impl Runtime {
 /// The compiled policies routes refer to by name.
 struct Policies<'a> {
     state: &'a State,
+    api_keys: &'a BTreeMap<String, Arc<ApiKeyPolicy>>,
     base: &'a Path,
     cors: &'a BTreeMap<String, Arc<CorsPolicy>>,
     default_cors: &'a Option<Arc<CorsPolicy>>,
@@ -487,6 +510,41 @@ fn compile_route(
             diags,
         ),
     };
+    let auth = rc.auth.as_ref().and_then(|a| {
+        let policy = resolve_named(
+            &a.api_keys,
+            &path.key("auth").key("api_keys"),
+            "API key policy",
+            policies.api_keys,
+            &config.api_keys,
+            diags,
+        )?;
+        Some(RouteAuth {
+            policy,
+            roles: a.roles.clone(),
+        })
+    });
+    let (identity_rate_limits, rate_limits): (Vec<_>, Vec<_>) =
+        rate_limits.into_iter().partition(|p| p.needs_identity());
+    if let (Some(first), None) = (identity_rate_limits.first(), &rc.auth) {
+        let at = if rc.rate_limits.is_some() {
+            path.key("rate_limits")
+        } else {
+            KeyPath::root().key("defaults").key("rate_limits")
+        };
+        diags.error(
+            at,
+            format!(
+                "`{}` counts per API key, but route `{}` has no `auth` to know the key",
+                first.name, rc.name
+            ),
+        );
+    }
+    let webhook = rc
+        .webhook
+        .as_ref()
+        .and_then(|w| WebhookPolicy::compile(w, policies.base, &path.key("webhook"), diags))
+        .map(Arc::new);
     let ip_rules = IpRules::compile(&rc.allow_ips, &rc.deny_ips, path, diags);
     let content_types = rc
         .content_types
@@ -519,8 +577,13 @@ fn compile_route(
         methods,
         upstream: upstream?,
         headers: headers?,
-        rate_limit_policy: rate_limit::policy_header(&rate_limits),
+        rate_limit_policy: rate_limit::policy_header(
+            &[rate_limits.as_slice(), identity_rate_limits.as_slice()].concat(),
+        ),
         rate_limits,
+        identity_rate_limits,
+        auth,
+        webhook,
         lockout,
         in_flight,
         cors,

@@ -7,11 +7,13 @@ use serde::Deserialize;
 
 use super::secret::SecretRef;
 use super::units::{ByteSize, HumanDuration};
+pub use crate::policy::api_key::{ApiKeysConfig, AuthConfig};
 pub use crate::policy::cors::CorsConfig;
 pub use crate::policy::headers::HeadersConfig;
 pub use crate::policy::lockout::LockoutConfig;
 pub use crate::policy::rate_limit::{RateLimitConfig, RedisConfig};
 pub use crate::policy::statics::StaticConfig;
+pub use crate::policy::webhook::WebhookConfig;
 
 /// `[server]`: listeners and proxy-wide behaviour.
 #[derive(Debug, Clone, Deserialize)]
@@ -206,6 +208,10 @@ pub struct RouteConfig {
     /// Never these client IPs or CIDRs (403). Default none.
     #[serde(default)]
     pub deny_ips: Vec<String>,
+    /// `{ api_keys = NAME, roles = [...] }`: a valid key (with one of the roles) is required.
+    pub auth: Option<AuthConfig>,
+    /// The body must carry a valid signature (Stripe or HMAC-SHA256).
+    pub webhook: Option<WebhookConfig>,
 }
 
 /// The whole file, once each section has parsed.
@@ -220,6 +226,7 @@ pub struct Config {
     pub cors: BTreeMap<String, CorsConfig>,
     pub rate_limits: BTreeMap<String, RateLimitConfig>,
     pub lockouts: BTreeMap<String, LockoutConfig>,
+    pub api_keys: BTreeMap<String, ApiKeysConfig>,
     pub redis: Option<RedisConfig>,
     pub statics: Vec<StaticConfig>,
     pub routes: Vec<RouteConfig>,

@@ -111,13 +111,18 @@ pub const PROXY_CLAIMS: &[&str] = &[
 ];
 
 /// Headers that make some frameworks act on another path or method than the one the gateway
-/// checked (Symfony and IIS `X-Original-URL`, method overrides): never forwarded.
+/// checked (Symfony and IIS `X-Original-URL`, method overrides), and the identity headers the
+/// gateway sets itself: never forwarded as the client sent them.
 pub const NEVER_FORWARDED: &[&str] = &[
     "x-original-url",
     "x-rewrite-url",
     "x-http-method-override",
     "x-http-method",
     "x-method-override",
+    // The identity `auth` vouches for: only the gateway may say it.
+    "x-palisade-key-id",
+    "x-palisade-key-set",
+    "x-palisade-key-roles",
 ];
 
 /// The `X-Forwarded-For` to send upstream: from an untrusted peer, the client IP alone (what the

@@ -2,6 +2,7 @@
 //! functions that take a request view and return a decision or edit a header map.
 
 pub mod access;
+pub mod api_key;
 pub mod body;
 pub mod cors;
 pub mod forwarded;
@@ -12,3 +13,4 @@ pub mod lockout;
 pub mod rate_limit;
 pub mod schema;
 pub mod statics;
+pub mod webhook;

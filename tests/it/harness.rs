@@ -639,14 +639,15 @@ impl Gateway {
             .collect()
     }
 
-    /// The access log line of a request id, waiting briefly for the writer thread.
+    /// The access log line of a request id (not an audit event's), waiting briefly for the
+    /// writer thread.
     pub async fn access_line(&self, request_id: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             if let Some(line) = self
                 .access_log()
                 .into_iter()
-                .find(|l| l["request_id"] == request_id)
+                .find(|l| l["request_id"] == request_id && l.get("event").is_none())
             {
                 return line;
             }

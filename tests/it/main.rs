@@ -2,6 +2,7 @@
 //! One test crate with modules, so the suite links once.
 
 mod admin;
+mod auth;
 mod config_errors;
 mod forwarding;
 mod guards;

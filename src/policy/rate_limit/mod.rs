@@ -35,7 +35,8 @@ pub enum OneOrMany {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
-    /// `client_ip` | `global` | `route` | `"header:NAME"`, or a list of these. Required.
+    /// `client_ip` | `global` | `route` | `api_key` | `"header:NAME"`, or a list of these.
+    /// Required.
     pub key: OneOrMany,
     /// Requests allowed per `per`. Required, at least 1.
     pub limit: u32,
@@ -99,6 +100,8 @@ enum KeyPart {
     ClientIp,
     Global,
     Route,
+    /// The id of the API key the route's `auth` accepted.
+    ApiKey,
     Header(HeaderName),
 }
 
@@ -183,13 +186,7 @@ impl RateLimitPolicy {
                 "client_ip" => Some(KeyPart::ClientIp),
                 "global" => Some(KeyPart::Global),
                 "route" => Some(KeyPart::Route),
-                "api_key" => {
-                    diags.error(
-                        path.key("key"),
-                        "`api_key` needs API key auth, which this build does not have yet",
-                    );
-                    None
-                }
+                "api_key" => Some(KeyPart::ApiKey),
                 other => match other
                     .strip_prefix("header:")
                     .map(|h| HeaderName::from_bytes(h.trim().as_bytes()))
@@ -198,7 +195,7 @@ impl RateLimitPolicy {
                     _ => {
                         diags.error(
                             path.key("key"),
-                            format!("`{other}` is not a key: use client_ip, global, route or \"header:NAME\""),
+                            format!("`{other}` is not a key: use client_ip, global, route, api_key or \"header:NAME\""),
                         );
                         None
                     }
@@ -309,6 +306,7 @@ impl RateLimitPolicy {
                 },
                 KeyPart::Global => push(b"*"),
                 KeyPart::Route => push(req.route.as_bytes()),
+                KeyPart::ApiKey => push(req.key_id.unwrap_or("").as_bytes()),
                 KeyPart::Header(name) => match req.headers.get(name) {
                     Some(v) => push(v.as_bytes()),
                     None if self.missing_shared => push(b"\0missing"),
@@ -378,6 +376,11 @@ impl RateLimitPolicy {
         [b"palisade:rl:", self.name.as_bytes(), b":", key].concat()
     }
 
+    /// Counts per API key: checked after `auth`, and only on routes that have it.
+    pub fn needs_identity(&self) -> bool {
+        self.key.contains(&KeyPart::ApiKey)
+    }
+
     /// Keyed on `global` alone: a cap on the total load.
     pub fn is_global(&self) -> bool {
         self.key == [KeyPart::Global] && !self.per_route
@@ -393,6 +396,8 @@ pub struct RequestFacts<'a> {
     pub client_ip: Option<IpAddr>,
     pub route: &'a str,
     pub headers: &'a HeaderMap,
+    /// The accepted API key's id, once `auth` has run.
+    pub key_id: Option<&'a str>,
 }
 
 /// Which store took a charge.

@@ -14,6 +14,7 @@ use pingora_core::services::background::BackgroundService;
 use pingora_http::RequestHeader;
 use prometheus::IntGauge;
 
+use crate::head_deadline::HeadDeadline;
 use crate::policy::forwarded::canonical;
 use crate::policy::in_flight::InFlightTable;
 use crate::proxy::Shared;
@@ -152,6 +153,18 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for CountConnections<A> {
                 }
             }
             None => None,
+        };
+        // An HTTP/1.1 request head must be read whole within `timeouts.header_read`.
+        let session = if HeadDeadline::applies_to(&session) {
+            let limit = self.shared.runtime.load().timeouts.header_read;
+            let expired = self
+                .shared
+                .metrics
+                .requests_rejected
+                .with_label_values(&[crate::metrics::NO_ROUTE, "header_timeout"]);
+            HeadDeadline::wrap(session, limit, expired)
+        } else {
+            session
         };
         self.gauge.inc();
         let reused = self.inner.process_new(session, shutdown).await;

@@ -7,6 +7,7 @@ pub mod background;
 pub mod clock;
 pub mod config;
 pub mod ctx;
+pub mod head_deadline;
 pub mod log;
 pub mod metrics;
 pub mod policy;

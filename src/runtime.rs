@@ -86,6 +86,7 @@ pub struct Listeners {
 }
 
 pub struct Timeouts {
+    pub header_read: Duration,
     pub body_read: Duration,
     pub idle: Duration,
 }
@@ -322,6 +323,7 @@ impl Runtime {
                 admin: admin?,
             },
             timeouts: Timeouts {
+                header_read: server.timeouts.header_read.0,
                 body_read: server.timeouts.body_read.0,
                 idle: server.timeouts.idle.0,
             },

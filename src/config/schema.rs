@@ -62,6 +62,10 @@ pub struct ServerConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TimeoutsConfig {
+    /// Time allowed to read a whole request head, from the connection's accept (first
+    /// request) or the request's first byte (later ones). Default `"10s"`.
+    #[serde(default = "default_header_read")]
+    pub header_read: HumanDuration,
     /// Time allowed between two reads of a request body. Default `"30s"`.
     #[serde(default = "default_body_read")]
     pub body_read: HumanDuration,
@@ -255,6 +259,7 @@ impl Default for ServerConfig {
 impl Default for TimeoutsConfig {
     fn default() -> Self {
         TimeoutsConfig {
+            header_read: default_header_read(),
             body_read: default_body_read(),
             idle: default_idle(),
         }
@@ -301,6 +306,9 @@ fn default_listen() -> Vec<String> {
 }
 fn default_shutdown_grace() -> HumanDuration {
     HumanDuration::secs(30)
+}
+fn default_header_read() -> HumanDuration {
+    HumanDuration::secs(10)
 }
 fn default_body_read() -> HumanDuration {
     HumanDuration::secs(30)

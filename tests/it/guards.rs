@@ -625,3 +625,92 @@ async fn a_slowloris_from_one_address_does_not_starve_other_clients() {
         "{metrics}"
     );
 }
+
+/// A slowloris that stays under every per-read timeout: each connection sends a byte of its
+/// head every 200 ms but never finishes it. `timeouts.header_read` closes every one of them
+/// at the deadline, without a response, while normal clients (and a slow body, which has no
+/// head deadline) are served throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_head_must_be_read_whole_within_header_read() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const DRIBBLERS: usize = 200;
+    let app = Upstream::start("app").await;
+    let gw = Gateway::start(&config(
+        &app,
+        "max_connections_per_ip = 1000\ntimeouts = { header_read = \"1s\" }",
+    ))
+    .await;
+    let target: std::net::SocketAddr = format!("127.0.0.1:{}", gw.ports.http).parse().unwrap();
+    let mut held = Vec::new();
+    for _ in 0..DRIBBLERS {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        let mut stream = socket.connect(target).await.unwrap();
+        stream
+            .write_all(b"GET /api HTTP/1.1\r\nHost: localhost\r\nX-Slow: a")
+            .await
+            .unwrap();
+        held.push(stream);
+    }
+    let dribbler = tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        let mut dead = vec![false; held.len()];
+        while started.elapsed() < Duration::from_millis(2500) {
+            for (i, s) in held.iter_mut().enumerate() {
+                if !dead[i] && s.write_all(b"a").await.is_err() {
+                    dead[i] = true;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        held
+    });
+
+    // A slow body: the head at once, the body across the head deadline.
+    let mut upload = tokio::net::TcpStream::connect(target).await.unwrap();
+    upload
+        .write_all(b"POST /api HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 8\r\n\r\n{\"a\":")
+        .await
+        .unwrap();
+    let c = gw.client();
+    for _ in 0..8 {
+        let started = std::time::Instant::now();
+        let status = c.get(gw.http_url("/api")).send().await.unwrap().status();
+        assert_eq!(status, 200);
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "took {:?}",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    upload.write_all(b"12}").await.unwrap();
+    let mut answer = vec![0u8; 12];
+    upload.read_exact(&mut answer).await.unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 200", "the slow body was served");
+
+    let mut held = dribbler.await.unwrap();
+    let mut closed = 0;
+    for s in held.iter_mut() {
+        let mut buf = [0u8; 64];
+        match tokio::time::timeout(Duration::from_millis(50), s.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => closed += 1,
+            Ok(Ok(n)) => panic!(
+                "a dribbled head was answered: {:?}",
+                String::from_utf8_lossy(&buf[..n])
+            ),
+            Err(_) => {}
+        }
+    }
+    assert_eq!(
+        closed, DRIBBLERS,
+        "every dribbling connection is closed at the deadline"
+    );
+    let metrics = gw.metrics().await;
+    assert!(
+        metrics.contains(&format!(
+            "gateway_requests_rejected_total{{reason=\"header_timeout\",route=\"-\"}} {DRIBBLERS}"
+        )),
+        "{metrics}"
+    );
+}

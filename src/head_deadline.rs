@@ -1,0 +1,343 @@
+//! `timeouts.header_read`: a total deadline for reading an HTTP/1.1 request head.
+//!
+//! Pingora times each read of a request head on its own, so a slowloris that sends a byte
+//! every few seconds keeps a connection (and its memory) forever. This wraps the client
+//! connection and watches the bytes it reads: a head must be complete (its blank line read)
+//! within `header_read` — counted from the accept for the first request, and from the first
+//! byte of each later request on a keep-alive connection (the wait between requests is the
+//! `idle` timeout's). Past the deadline, reads fail and Pingora closes the connection.
+//!
+//! A head ends at its empty line; what follows is the body, which has no deadline here
+//! (`body_read` times each of its reads). The next head begins after the response starts:
+//! the first write that is not an interim `1xx` (such as `100 Continue`).
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora_core::protocols::raw_connect::ProxyDigest;
+use pingora_core::protocols::tls::{SslDigest, TlsRef};
+use pingora_core::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
+    TimingDigest, UniqueID, UniqueIDType, ALPN,
+};
+use prometheus::IntCounter;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+/// Where the connection is in its request/response cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Reading a head that must be complete by the deadline. `tail` holds the last two bytes
+    /// read, to find the blank line across reads.
+    Head { deadline: Instant, tail: [u8; 2] },
+    /// The head is read: body and response, no deadline here.
+    Body,
+    /// The response has started; the next byte read begins the next head.
+    Between,
+}
+
+pub struct HeadDeadline {
+    inner: Stream,
+    phase: Phase,
+    limit: Duration,
+    timer: Option<Pin<Box<Sleep>>>,
+    expired: IntCounter,
+    counted: bool,
+}
+
+impl HeadDeadline {
+    /// Wraps a new HTTP/1.1 connection, whose first head is due within `limit` of now.
+    pub fn wrap(inner: Stream, limit: Duration, expired: IntCounter) -> Stream {
+        Box::new(HeadDeadline {
+            inner,
+            phase: Phase::Head {
+                deadline: Instant::now() + limit,
+                tail: [0; 2],
+            },
+            limit,
+            timer: None,
+            expired,
+            counted: false,
+        })
+    }
+
+    /// Whether `stream` speaks HTTP/1.x (HTTP/2 has no request heads to dribble).
+    pub fn applies_to(stream: &Stream) -> bool {
+        !matches!(stream.selected_alpn_proto(), Some(ALPN::H2))
+    }
+
+    fn timed_out(&mut self) -> io::Error {
+        if !self.counted {
+            self.counted = true;
+            self.expired.inc();
+        }
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the request head was not complete within timeouts.header_read",
+        )
+    }
+
+    /// Follows the bytes just read: a head starts, or its blank line ends it.
+    fn observe(&mut self, read: &[u8]) {
+        if read.is_empty() {
+            return;
+        }
+        let (deadline, mut tail) = match self.phase {
+            Phase::Body => return,
+            Phase::Between => (Instant::now() + self.limit, [0; 2]),
+            Phase::Head { deadline, tail } => (deadline, tail),
+        };
+        for &b in read {
+            // `\n\n` or `\n\r\n`: the empty line that ends a head (httparse accepts both).
+            if b == b'\n' && (tail[1] == b'\n' || (tail[1] == b'\r' && tail[0] == b'\n')) {
+                self.phase = Phase::Body;
+                return;
+            }
+            tail = [tail[1], b];
+        }
+        self.phase = Phase::Head { deadline, tail };
+    }
+}
+
+/// An interim response (`100 Continue`, `103 Early Hints`) does not end the request.
+fn is_interim(buf: &[u8]) -> bool {
+    buf.len() >= 10 && buf.starts_with(b"HTTP/1.") && buf[9] == b'1'
+}
+
+impl AsyncRead for HeadDeadline {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        let deadline = match this.phase {
+            Phase::Head { deadline, .. } => Some(deadline),
+            Phase::Body | Phase::Between => None,
+        };
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Poll::Ready(Err(this.timed_out()));
+        }
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                this.observe(&buf.filled()[before..]);
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                let Some(deadline) = deadline else {
+                    return Poll::Pending;
+                };
+                // Be woken at the deadline even if the client sends nothing more.
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if timer.deadline() != deadline {
+                    timer.as_mut().reset(deadline);
+                }
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Err(this.timed_out())),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+}
+
+impl AsyncWrite for HeadDeadline {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.phase == Phase::Body && !is_interim(buf) {
+            self.phase = Phase::Between;
+        }
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let first = bufs.iter().find(|b| !b.is_empty());
+        if self.phase == Phase::Body && !first.is_some_and(|b| is_interim(b)) {
+            self.phase = Phase::Between;
+        }
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[async_trait]
+impl Shutdown for HeadDeadline {
+    async fn shutdown(&mut self) {
+        self.inner.shutdown().await
+    }
+}
+
+impl UniqueID for HeadDeadline {
+    fn id(&self) -> UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl Ssl for HeadDeadline {
+    fn get_ssl(&self) -> Option<&TlsRef> {
+        self.inner.get_ssl()
+    }
+    fn get_ssl_digest(&self) -> Option<Arc<SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+    fn selected_alpn_proto(&self) -> Option<ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
+
+impl GetTimingDigest for HeadDeadline {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+    fn get_read_pending_time(&self) -> Duration {
+        self.inner.get_read_pending_time()
+    }
+    fn get_write_pending_time(&self) -> Duration {
+        self.inner.get_write_pending_time()
+    }
+}
+
+impl GetProxyDigest for HeadDeadline {
+    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+    fn set_proxy_digest(&mut self, digest: ProxyDigest) {
+        self.inner.set_proxy_digest(digest)
+    }
+}
+
+impl GetSocketDigest for HeadDeadline {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+    fn set_socket_digest(&mut self, digest: SocketDigest) {
+        self.inner.set_socket_digest(digest)
+    }
+}
+
+#[async_trait]
+impl Peek for HeadDeadline {
+    async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+        self.inner.try_peek(buf).await
+    }
+}
+
+impl fmt::Debug for HeadDeadline {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HeadDeadline")
+            .field("phase", &self.phase)
+            .field("inner", &self.inner)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn pair(limit_ms: u64) -> (Stream, tokio::io::DuplexStream, IntCounter) {
+        let (server, client) = tokio::io::duplex(4096);
+        let counter = IntCounter::new("t", "t").unwrap();
+        let wrapped = HeadDeadline::wrap(
+            Box::new(server),
+            Duration::from_millis(limit_ms),
+            counter.clone(),
+        );
+        (wrapped, client, counter)
+    }
+
+    #[tokio::test]
+    async fn a_head_dribbled_past_the_deadline_fails_the_read() {
+        let (mut server, mut client, counter) = pair(150);
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 64];
+        assert!(server.read(&mut buf).await.unwrap() > 0);
+        // Nothing more comes: the next read fails at the deadline, not at the next byte.
+        let err = server.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(counter.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn bodies_are_not_timed_and_the_next_head_gets_a_fresh_deadline() {
+        let (mut server, mut client, counter) = pair(150);
+        let mut buf = [0u8; 256];
+        client
+            .write_all(b"POST / HTTP/1.1\r\nContent-Length: 4\r\n\r\nab")
+            .await
+            .unwrap();
+        let _ = server.read(&mut buf).await.unwrap();
+        // The rest of the body comes after the head's deadline: fine.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        client.write_all(b"cd").await.unwrap();
+        assert_eq!(server.read(&mut buf).await.unwrap(), 2);
+        server.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await.unwrap();
+        // The client waits (idle), then sends its next head in time.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        client.write_all(b"GET /next HTTP/1.1\r\n").await.unwrap();
+        let _ = server.read(&mut buf).await.unwrap();
+        client.write_all(b"Host: a\r\n\r\n").await.unwrap();
+        assert!(server.read(&mut buf).await.unwrap() > 0);
+        assert_eq!(counter.get(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_100_continue_does_not_start_the_next_head() {
+        let (mut server, mut client, counter) = pair(150);
+        let mut buf = [0u8; 256];
+        client
+            .write_all(b"PUT / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n")
+            .await
+            .unwrap();
+        let _ = server.read(&mut buf).await.unwrap();
+        server
+            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        client.write_all(b"x").await.unwrap();
+        assert_eq!(server.read(&mut buf).await.unwrap(), 1);
+        assert_eq!(counter.get(), 0);
+    }
+
+    #[test]
+    fn interim_responses_are_told_from_final_ones() {
+        assert!(is_interim(b"HTTP/1.1 100 Continue\r\n\r\n"));
+        assert!(is_interim(b"HTTP/1.1 103 Early Hints\r\n"));
+        assert!(!is_interim(b"HTTP/1.1 200 OK\r\n"));
+        assert!(!is_interim(b"HTTP/1.1 413 Payload Too Large\r\n"));
+        assert!(!is_interim(b"1"));
+    }
+}

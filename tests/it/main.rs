@@ -4,6 +4,7 @@
 mod admin;
 mod auth;
 mod config_errors;
+mod deploy;
 mod forwarding;
 mod guards;
 mod harness;

@@ -86,7 +86,9 @@ impl ProxyHttp for Gateway {
         // 1. Early: who is asking, which request this is, where it goes; and whether its head
         // is of a sane size, whatever route it would take.
         identify(session, ctx, &rt);
-        if let Some(refusal) = hygiene_refusal(session.req_header(), ctx, &rt) {
+        if let Some(refusal) =
+            smuggling_refusal(session).or_else(|| hygiene_refusal(session.req_header(), ctx, &rt))
+        {
             self.count_rejected(crate::metrics::NO_ROUTE, refusal.reason());
             refusal.send(session, ctx).await?;
             return Ok(true);
@@ -916,6 +918,22 @@ impl Gateway {
             }
         }
     }
+}
+
+/// A request with both `Content-Length` and `Transfer-Encoding`: Pingora would frame it by the
+/// latter and close the connection afterwards; it is refused outright instead, since a
+/// request written that way is an attempt to make two servers disagree on where it ends.
+fn smuggling_refusal(session: &Session) -> Option<GatewayResponse> {
+    let req = session.req_header();
+    if !req.headers.contains_key(http::header::TRANSFER_ENCODING) {
+        return None;
+    }
+    let both = req.headers.contains_key(http::header::CONTENT_LENGTH)
+        || session
+            .as_downstream()
+            .as_http1()
+            .is_some_and(|h1| hygiene::raw_head_has_content_length(&h1.get_headers_raw_bytes()));
+    both.then(GatewayResponse::smuggling)
 }
 
 /// Hygiene before routing: the size of the request head, and the path normalised (kept in

@@ -218,6 +218,17 @@ impl GatewayResponse {
         r
     }
 
+    /// 400 for a request that declares both `Content-Length` and `Transfer-Encoding`.
+    pub fn smuggling() -> Self {
+        let mut r = Self::new(
+            StatusCode::BAD_REQUEST,
+            "a request may not have both Content-Length and Transfer-Encoding",
+            "smuggling",
+        );
+        r.keepalive = false;
+        r
+    }
+
     /// 400 for a path that different servers would read differently.
     pub fn bad_path(reason: &'static str) -> Self {
         let mut r = Self::new(StatusCode::BAD_REQUEST, reason, "bad_path");

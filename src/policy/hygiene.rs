@@ -45,6 +45,16 @@ impl HeadLimits {
 /// §6.2.2.2: `/%61dmin` is `/admin`), doubled slashes collapse, `.` and `..` segments are
 /// resolved (never above the root). An encoded slash (`%2F`), a backslash, an encoded NUL or a
 /// broken percent-escape is refused: each means different paths to different servers.
+/// Whether a raw HTTP/1 request head has a `Content-Length` field. Pingora drops it from the
+/// parsed header when `Transfer-Encoding` is there too, so only the raw bytes still show a
+/// request that declared both framings, the shape request smuggling takes (RFC 9112 §6.1).
+pub fn raw_head_has_content_length(raw: &[u8]) -> bool {
+    const NAME: &[u8] = b"content-length:";
+    raw.split(|b| *b == b'\n')
+        .skip(1)
+        .any(|line| line.len() >= NAME.len() && line[..NAME.len()].eq_ignore_ascii_case(NAME))
+}
+
 pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, &'static str> {
     let clean = !path.contains(['%', '\\', ';']) && !path.contains("//") && !path.contains("/.");
     if clean {
@@ -138,6 +148,14 @@ mod tests {
             many.append_header(format!("x-{i}"), "v").unwrap();
         }
         assert_eq!(limits().check(&many), Err(TooLarge::Headers));
+    }
+
+    #[test]
+    fn a_content_length_is_found_in_the_raw_head() {
+        let both = b"POST / HTTP/1.1\r\nHost: a\r\nContent-LENGTH: 4\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert!(raw_head_has_content_length(both));
+        let te = b"POST /content-length: HTTP/1.1\r\nHost: a\r\nX-Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert!(!raw_head_has_content_length(te));
     }
 
     #[test]

@@ -34,3 +34,10 @@ check-config:
 
 clean:
 	$(CARGO) clean
+
+## bench: Palisade (full policy and passthrough) against nginx on loopback: wrk, h2load, TLS
+## handshakes, memory with 10,000 idle connections; prints and writes target/bench/results.md.
+## Quick smoke run: make bench BENCH_SECONDS=2 BENCH_ROUNDS=1 BENCH_WARMUP=1 BENCH_IDLE_CONNS=1000
+.PHONY: bench
+bench: deps-build
+	bench/run.sh

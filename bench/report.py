@@ -1,0 +1,227 @@
+#!/usr/bin/env python3
+"""The numbers side of bench/run.sh.
+
+  report.py h2pct LOGFILE             p50 and p99 (ms) and the non-2xx count of an h2load
+                                      --log-file (start_us, status, duration_us per line)
+  report.py render RUN_TSV MEM_TSV META OUT_MD
+                                      the results tables, written to OUT_MD and printed
+
+RUN_TSV columns: test gateway round rps p50_ms p99_ms requests cpu_s errors log_lines
+                 upstream_cpu_s machine_busy_pct tcp_connections_opened (machine-wide, so
+                 other work on the box shows in it too: kept in the raw file only)
+                 (for the handshake test: rps = handshakes/s, p50_ms = the mean handshake time,
+                 requests = handshakes)
+MEM_TSV columns: gateway phase rss_kb pss_kb conns
+META: KEY<TAB>VALUE lines (machine, tools, settings, load average).
+"""
+import statistics
+import sys
+
+GATEWAYS = [("full", "Palisade, full policy"), ("nginx", "nginx, same policy"),
+            ("pass", "Palisade, passthrough")]
+
+
+def percentile(sorted_values, p):
+    if not sorted_values:
+        return float("nan")
+    k = max(0, min(len(sorted_values) - 1, round(p / 100 * len(sorted_values) + 0.5) - 1))
+    return sorted_values[k]
+
+
+def h2pct(path):
+    durations, bad = [], 0
+    with open(path) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) < 3:
+                continue
+            status, dur = int(parts[1]), int(parts[2])
+            if not 200 <= status < 300:
+                bad += 1
+            durations.append(dur / 1000.0)
+    durations.sort()
+    print(f"{percentile(durations, 50):.3f} {percentile(durations, 99):.3f} {bad}")
+
+
+def read_tsv(path):
+    with open(path) as f:
+        return [line.rstrip("\n").split("\t") for line in f if line.strip()]
+
+
+def fmt(x, digits=0):
+    if x != x:  # NaN
+        return "n/a"
+    return f"{x:,.{digits}f}"
+
+
+def ratio(a, b):
+    if not b or a != a or b != b:
+        return "n/a"
+    return f"{a / b:.2f}x"
+
+
+TESTS = {
+    "h1": ("HTTP/1.1 keep-alive, plain", "req/s"),
+    "h2": ("HTTP/2 over TLS", "req/s"),
+    "tls": ("TLS handshakes: a full handshake per connection (no resumption, no request)",
+            "handshakes/s"),
+}
+
+
+def render(run_tsv, mem_tsv, meta_path, out_md):
+    meta = dict(row[:2] for row in read_tsv(meta_path) if len(row) >= 2)
+    rows = read_tsv(run_tsv)
+    mem = read_tsv(mem_tsv)
+    out = []
+    w = out.append
+    w("# Palisade against nginx: `make bench`")
+    w("")
+    w(f"Run {meta.get('date', '?')}, git {meta.get('git', '?')}; everything on one machine, over loopback "
+      "(the load tools, the upstream and the gateways share its cores).")
+    w("")
+    w("| machine | |")
+    w("| --- | --- |")
+    for key in ("cpu", "nproc", "kernel", "memory", "load_start", "load_end", "tools", "palisade",
+                "settings", "api_keys"):
+        if key in meta:
+            w(f"| {key.replace('_', ' ')} | {meta[key]} |")
+    w("")
+    if meta.get("commands"):
+        w(meta["commands"])
+        w("")
+
+    summary = {}
+    for test, (title, unit) in TESTS.items():
+        test_rows = [r for r in rows if r[0] == test]
+        if not test_rows:
+            continue
+        w(f"## {title}")
+        w("")
+        if meta.get(f"cmd_{test}"):
+            w(f"`{meta[f'cmd_{test}']}`, {meta.get('rounds', '?')} rounds, gateways alternating.")
+            w("")
+        tls = test == "tls"
+        latency = "mean handshake ms | " if tls else "p50 ms | p99 ms | "
+        per = "handshakes" if tls else "requests"
+        w(f"| gateway | {unit} (median) | min–max | {latency}CPU s / 100k {per} | errors "
+          f"| {'' if tls else 'access log lines / request | '}machine busy |")
+        w("| --- | ---: | ---: | " + ("---: | " * (4 if tls else 6)).rstrip())
+        for gw, label in GATEWAYS:
+            g = [r for r in test_rows if r[1] == gw]
+            if not g:
+                continue
+            rps = [float(r[3]) for r in g]
+            p50 = [float(r[4]) for r in g]
+            p99 = [float(r[5]) for r in g]
+            reqs = sum(int(r[6]) for r in g)
+            cpu = sum(float(r[7]) for r in g)
+            errors = sum(int(r[8]) for r in g)
+            lines = sum(int(r[9]) for r in g)
+            busy = statistics.median(float(r[11]) for r in g)
+            cpu100k = cpu / reqs * 100000 if reqs else float("nan")
+            per_req_lines = f"{lines / reqs:.2f} | " if reqs else "n/a | "
+            s = dict(rps=statistics.median(rps), p50=statistics.median(p50),
+                     p99=statistics.median(p99), cpu=cpu100k)
+            summary[(test, gw)] = s
+            lat = f"{s['p50']:.2f}" if tls else f"{s['p50']:.2f} | {s['p99']:.2f}"
+            w(f"| {label} | {fmt(s['rps'])} | {fmt(min(rps))}–{fmt(max(rps))} | {lat} "
+              f"| {cpu100k:.2f} | {errors} | {'' if tls else per_req_lines}"
+              f"{busy:.0f}% |")
+        w("")
+        full, ngx, pas = (summary.get((test, g)) for g in ("full", "nginx", "pass"))
+        if full and ngx:
+            p99 = "" if tls else f"p99 **{ratio(full['p99'], ngx['p99'])}** (target ≤ 1.00x), "
+            w(f"- Palisade full / nginx: {unit} **{ratio(full['rps'], ngx['rps'])}** "
+              f"(target ≥ 1.00x), {p99}CPU per {per[:-1]} {ratio(full['cpu'], ngx['cpu'])}")
+        if full and pas:
+            target = "" if tls else " (target ≥ 0.95x)"
+            w(f"- Palisade full / passthrough: {unit} **{ratio(full['rps'], pas['rps'])}**"
+              f"{target}, CPU per {per[:-1]} {ratio(full['cpu'], pas['cpu'])}")
+        w("")
+
+    if mem:
+        w("## Memory")
+        w("")
+        conns = meta.get("idle_conns", "?")
+        w(f"RSS from /proc/PID/status (VmRSS; nginx: master and workers summed, which counts "
+          f"their shared pages once per process), PSS from /proc/PID/smaps_rollup (shared pages "
+          f"split between the processes). Idle connections: {conns} HTTP/1.1 keep-alive "
+          f"connections to the plain listener, each having served one request, then held idle.")
+        w("")
+        w(f"| gateway | RSS at start | RSS idle after the load | RSS with {conns} idle conns "
+          f"| PSS with {conns} idle conns | conns held | per idle conn |")
+        w("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for gw, label in GATEWAYS:
+            m = {r[1]: r for r in mem if r[0] == gw}
+            if not m:
+                continue
+
+            def mb(phase, col=2):
+                r = m.get(phase)
+                return int(r[col]) / 1024 if r else float("nan")
+
+            held = int(m["idle"][4]) if "idle" in m else 0
+            per = ((mb("idle") - mb("after_load")) * 1024 / held) if held else float("nan")
+            summary[("mem", gw)] = dict(start=mb("start"), idle=mb("idle"))
+            def unit(x, u):
+                return "n/a" if x != x else f"{x:,.1f} {u}"
+
+            w(f"| {label} | {unit(mb('start'), 'MB')} | {unit(mb('after_load'), 'MB')} "
+              f"| {unit(mb('idle'), 'MB')} | {unit(mb('idle', 3), 'MB')} | {held} "
+              f"| {unit(per, 'KB')} |")
+        w("")
+
+    w("## Targets (issue 8)")
+    w("")
+    w("| target | measured | met |")
+    w("| --- | --- | --- |")
+
+    def target(name, value, ok):
+        w(f"| {name} | {value} | {'yes' if ok else 'no'} |")
+
+    for test, label in (("h1", "HTTP/1.1"), ("h2", "HTTP/2")):
+        f, n, p = (summary.get((test, g)) for g in ("full", "nginx", "pass"))
+        if f and n:
+            target(f"{label}: full-policy req/s ≥ 1.0x nginx", ratio(f["rps"], n["rps"]),
+                   f["rps"] >= n["rps"])
+            target(f"{label}: p99 ≤ nginx's", f"{f['p99']:.2f} ms vs {n['p99']:.2f} ms",
+                   f["p99"] <= n["p99"])
+        if f and p:
+            target(f"{label}: policy overhead ≤ 5% of passthrough", ratio(f["rps"], p["rps"]),
+                   f["rps"] >= 0.95 * p["rps"])
+    f, n = summary.get(("tls", "full")), summary.get(("tls", "nginx"))
+    if f and n:
+        target("TLS handshakes/s ≥ nginx's", ratio(f["rps"], n["rps"]), f["rps"] >= n["rps"])
+    m = summary.get(("mem", "full"))
+    if m:
+        target("RSS idle < 30 MB", f"{m['start']:.1f} MB", m["start"] < 30)
+        target(f"RSS with {meta.get('idle_conns', '?')} idle conns < 150 MB",
+               f"{m['idle']:.1f} MB", m["idle"] < 150)
+    w("")
+    if meta.get("notes"):
+        w("## Notes")
+        w("")
+        for note in meta["notes"].split(" || "):
+            w(f"- {note}")
+        w("")
+
+    text = "\n".join(out)
+    with open(out_md, "w") as f:
+        f.write(text)
+    print(text)
+
+
+def main():
+    args = sys.argv[1:]
+    if args[:1] == ["h2pct"] and len(args) == 2:
+        h2pct(args[1])
+    elif args[:1] == ["render"] and len(args) == 5:
+        render(*args[1:])
+    else:
+        print(__doc__, file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

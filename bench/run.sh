@@ -1,0 +1,465 @@
+#!/usr/bin/env bash
+# make bench: Palisade (full policy, and passthrough) against nginx with the same policy, side
+# by side on loopback, in front of one fast upstream (nginx answering a fixed 200).
+#
+#   HTTP/1.1 keep-alive   wrk    -t2 -c32 --latency, plain HTTP
+#   HTTP/2 over TLS       h2load -t2 -c32 -m10 (percentiles from its per-request log)
+#   TLS handshakes        BENCH_CONNECTIONS parallel `openssl s_time -new`: each connection a
+#                         full handshake (no session resumption), then closed. Not wrk or h2load
+#                         with `Connection: close`: both resume the TLS session on reconnect
+#                         (seen in nginx's $ssl_session_reused), so they would time resumptions.
+#   memory                RSS at start, idle after the load, and with 10,000 idle keep-alive
+#                         connections (bench/idle_conns.py)
+#   CPU                   the gateway's utime+stime (/proc/PID/stat; nginx: master + workers)
+#                         around each run, per 100k requests
+#
+# The gateways run alternating (full, nginx, passthrough, full, ...) for BENCH_ROUNDS rounds so
+# drift hits each alike. Results: target/bench/results.md (and raw numbers beside it).
+#
+# Settings (environment):
+#   BENCH_SECONDS=10        length of each measured run
+#   BENCH_ROUNDS=3          rounds of every test
+#   BENCH_WARMUP=2          seconds of warm-up per gateway and protocol before the rounds
+#   BENCH_CONNECTIONS=32    load connections
+#   BENCH_H2_STREAMS=10     concurrent streams per HTTP/2 connection
+#   BENCH_LOAD_THREADS=2    wrk and h2load threads
+#   BENCH_THREADS=2         Palisade threads = nginx worker_processes
+#   BENCH_UPSTREAM_WORKERS=1  worker processes of the upstream nginx
+#   BENCH_IDLE_CONNS=10000  idle keep-alive connections for the memory figure (0: skip)
+#   BENCH_API_KEYS=auto     auto | on | off: the API key check in both gateways; auto turns it
+#                           on when `palisade check` accepts [api_keys] and off otherwise
+#   BENCH_TESTS="h1 h2 tls" which load tests to run
+#   BENCH_BIN=              a palisade binary to measure instead of building this tree (e.g. one
+#                           built from a clean checkout while the work tree is mid-edit)
+# A smoke run: BENCH_SECONDS=2 BENCH_ROUNDS=1 BENCH_WARMUP=1 BENCH_IDLE_CONNS=1000 bench/run.sh
+set -euo pipefail
+
+SECS=${BENCH_SECONDS:-10}
+ROUNDS=${BENCH_ROUNDS:-3}
+WARMUP=${BENCH_WARMUP:-2}
+CONNS=${BENCH_CONNECTIONS:-32}
+H2_STREAMS=${BENCH_H2_STREAMS:-10}
+LOAD_THREADS=${BENCH_LOAD_THREADS:-2}
+THREADS=${BENCH_THREADS:-2}
+UPSTREAM_WORKERS=${BENCH_UPSTREAM_WORKERS:-1}
+IDLE_CONNS=${BENCH_IDLE_CONNS:-10000}
+API_KEYS_MODE=${BENCH_API_KEYS:-auto}
+TESTS=${BENCH_TESTS:-h1 h2 tls}
+ORIGIN="https://app.example.com"
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$BENCH_DIR/.." && pwd)
+cd "$REPO"
+TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
+OUT=$TARGET_DIR/bench
+PATH=$PATH:/usr/sbin:/sbin
+export PATH
+
+say() { printf 'bench: %s\n' "$*" >&2; }
+die() { say "$*"; exit 1; }
+
+# --- what the run needs -------------------------------------------------------------------
+
+install_missing() {
+  local need=()
+  command -v wrk >/dev/null 2>&1 || need+=(wrk)
+  command -v nginx >/dev/null 2>&1 || need+=(nginx)
+  command -v h2load >/dev/null 2>&1 || need+=(nghttp2-client)
+  command -v python3 >/dev/null 2>&1 || need+=(python3)
+  command -v curl >/dev/null 2>&1 || need+=(curl)
+  command -v openssl >/dev/null 2>&1 || need+=(openssl)
+  [ ${#need[@]} -eq 0 ] && return 0
+  say "installing ${need[*]}"
+  command -v apt-get >/dev/null 2>&1 || die "please install ${need[*]} (Debian: wrk nginx nghttp2-client)"
+  local sudo=""
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null 2>&1 || die "run as root or install ${need[*]} yourself"
+    sudo=sudo
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+}
+
+install_missing
+if [ -n "${BENCH_BIN:-}" ]; then
+  BIN=$BENCH_BIN
+else
+  say "building the release binary"
+  cargo build --release --bin palisade
+  BIN=$TARGET_DIR/release/palisade
+fi
+[ -x "$BIN" ] || die "no binary at $BIN"
+
+mkdir -p "$OUT"
+RUN=$(mktemp -d "${TMPDIR:-/tmp}/palisade-bench.XXXXXX")
+mkdir -p "$RUN/tmp"
+PIDS=()
+
+stop_all() {
+  local pid _
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for _ in $(seq 50); do
+    local alive=0
+    for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && break
+    sleep 0.1
+  done
+  for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  PIDS=()
+}
+
+cleanup() {
+  local status=$?
+  set +e
+  stop_all
+  # Keep the logs that explain a failure; never the key (it lives in $RUN only).
+  mkdir -p "$OUT/logs"
+  cp "$RUN"/*.err "$RUN"/*.error.log "$OUT/logs/" 2>/dev/null
+  rm -rf "$RUN"
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# The 10,000 idle connections need file descriptors in the load script and in the gateways.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+FD_LIMIT=$(ulimit -n)
+if [ "$FD_LIMIT" != unlimited ] && [ "$IDLE_CONNS" -gt $((FD_LIMIT - 500)) ]; then
+  say "the file descriptor limit is $FD_LIMIT: holding $((FD_LIMIT - 500)) idle connections, not $IDLE_CONNS"
+  IDLE_CONNS=$((FD_LIMIT - 500))
+fi
+
+# --- ports, certificate, key, configs -----------------------------------------------------
+
+read -r UP_PORT FULL_HTTP FULL_HTTPS FULL_ADMIN PASS_HTTP PASS_HTTPS PASS_ADMIN NGX_HTTP NGX_HTTPS < <(
+  python3 -c 'import socket
+ss = [socket.socket() for _ in range(9)]
+for s in ss: s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in ss))')
+
+"$BIN" cert dev --out "$RUN/cert" >/dev/null
+CERT=$RUN/cert/dev.pem
+KEY=$RUN/cert/dev-key.pem
+API_KEY="bench-$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')"
+export BENCH_API_KEYS=$API_KEY
+
+# render TEMPLATE OUT APIKEYS(on|off) HTTP HTTPS ADMIN
+render() {
+  local keep=/^#APIKEYS/d
+  [ "$3" = on ] && keep='s/^#APIKEYS //'
+  sed -e "$keep" \
+    -e "s|@RUN@|$RUN|g" -e "s|@CERT@|$CERT|g" -e "s|@KEY@|$KEY|g" -e "s|@API_KEY@|$API_KEY|g" \
+    -e "s|@THREADS@|$THREADS|g" -e "s|@UPSTREAM_WORKERS@|$UPSTREAM_WORKERS|g" \
+    -e "s|@UPSTREAM_PORT@|$UP_PORT|g" -e "s|@HTTP_PORT@|$4|g" -e "s|@HTTPS_PORT@|$5|g" \
+    -e "s|@ADMIN_PORT@|$6|g" "$BENCH_DIR/$1" >"$RUN/$2"
+}
+
+case "$API_KEYS_MODE" in
+  on | off) API_KEYS=$API_KEYS_MODE ;;
+  auto)
+    render palisade-full.toml palisade-full.toml on "$FULL_HTTP" "$FULL_HTTPS" "$FULL_ADMIN"
+    if "$BIN" check "$RUN/palisade-full.toml" >"$RUN/apikeys-check.out" 2>&1; then
+      API_KEYS=on
+    else
+      API_KEYS=off
+      say "palisade check refuses [api_keys] in this build: running without the API key check"
+      sed 's/^/bench:   /' "$RUN/apikeys-check.out" | head -5 >&2
+    fi
+    ;;
+  *) die "BENCH_API_KEYS must be auto, on or off" ;;
+esac
+
+render upstream.nginx.conf upstream.conf off 0 0 0
+render palisade-full.toml palisade-full.toml "$API_KEYS" "$FULL_HTTP" "$FULL_HTTPS" "$FULL_ADMIN"
+render palisade-passthrough.toml palisade-pass.toml off "$PASS_HTTP" "$PASS_HTTPS" "$PASS_ADMIN"
+render nginx-gateway.conf nginx-gateway.conf "$API_KEYS" "$NGX_HTTP" "$NGX_HTTPS" 0
+render nginx-gateway.headers.conf nginx-gateway.headers.conf "$API_KEYS" 0 0 0
+render nginx-gateway.location.conf nginx-gateway.location.conf "$API_KEYS" 0 0 0
+for cfg in palisade-full palisade-pass; do
+  "$BIN" check "$RUN/$cfg.toml" >"$RUN/$cfg.check" 2>&1 || { cat "$RUN/$cfg.check" >&2; die "$cfg.toml is invalid"; }
+done
+for cfg in upstream nginx-gateway; do
+  nginx -e "$RUN/$cfg.error.log" -p "$RUN" -c "$RUN/$cfg.conf" -t >"$RUN/$cfg.check" 2>&1 ||
+    { cat "$RUN/$cfg.check" >&2; die "$cfg.conf is invalid"; }
+done
+
+# --- start everything ---------------------------------------------------------------------
+
+nginx -e "$RUN/upstream.error.log" -p "$RUN" -c "$RUN/upstream.conf" >"$RUN/upstream.err" 2>&1 &
+PIDS+=($!)
+UP_PID=$!
+"$BIN" run --config "$RUN/palisade-full.toml" >>"$RUN/full.access.log" 2>"$RUN/full.err" &
+PIDS+=($!)
+FULL_PID=$!
+"$BIN" run --config "$RUN/palisade-pass.toml" >>"$RUN/pass.access.log" 2>"$RUN/pass.err" &
+PIDS+=($!)
+PASS_PID=$!
+nginx -e "$RUN/nginx-gateway.error.log" -p "$RUN" -c "$RUN/nginx-gateway.conf" >"$RUN/nginx.err" 2>&1 &
+PIDS+=($!)
+NGX_PID=$!
+
+wait_port() {
+  local _
+  for _ in $(seq 100); do
+    curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$1/" && return 0
+    sleep 0.2
+  done
+  die "nothing answers on 127.0.0.1:$1 ($2); see $OUT/logs"
+}
+wait_port "$UP_PORT" upstream
+wait_port "$FULL_HTTP" "palisade full"
+wait_port "$PASS_HTTP" "palisade passthrough"
+wait_port "$NGX_HTTP" "nginx"
+
+# Every process of a gateway: Palisade is one process; nginx is its master and workers.
+gw_pids() {
+  case "$1" in
+    full) echo "$FULL_PID" ;;
+    pass) echo "$PASS_PID" ;;
+    nginx) echo "$NGX_PID $(pgrep -P "$NGX_PID" | tr '\n' ' ')" ;;
+    upstream) echo "$UP_PID $(pgrep -P "$UP_PID" | tr '\n' ' ')" ;;
+  esac
+}
+gw_http() { case "$1" in full) echo "$FULL_HTTP" ;; pass) echo "$PASS_HTTP" ;; nginx) echo "$NGX_HTTP" ;; esac; }
+gw_https() { case "$1" in full) echo "$FULL_HTTPS" ;; pass) echo "$PASS_HTTPS" ;; nginx) echo "$NGX_HTTPS" ;; esac; }
+gw_log() { case "$1" in full) echo "$RUN/full.access.log" ;; pass) echo "$RUN/pass.access.log" ;; nginx) echo "$RUN/nginx-gateway.access.log" ;; esac; }
+
+CLK_TCK=$(getconf CLK_TCK)
+# CPU seconds (user + system) used so far by the given processes.
+cpu_seconds() {
+  local pid total=0 t
+  for pid in "$@"; do
+    # Fields after the command name: state is $1, utime $12, stime $13.
+    t=$(sed 's/.*) //' "/proc/$pid/stat" | awk '{print $12 + $13}')
+    total=$((total + t))
+  done
+  awk -v t="$total" -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", t / hz }'
+}
+# TCP connections this machine opened so far (a handshake test must open one per handshake).
+tcp_active_opens() { awk '/^Tcp:/ { if (h) { print $6; exit } h = 1 }' /proc/net/snmp; }
+# Machine-wide busy and total jiffies from /proc/stat.
+machine_jiffies() { awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t }' /proc/stat; }
+# kB: "RSS PSS" summed over the processes.
+memory_kb() {
+  local pid rss=0 pss=0 r p
+  for pid in "$@"; do
+    r=$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status")
+    p=$(awk '/^Pss:/ { print $2 }' "/proc/$pid/smaps_rollup" 2>/dev/null || echo 0)
+    rss=$((rss + r))
+    pss=$((pss + ${p:-0}))
+  done
+  echo "$rss $pss"
+}
+
+# --- the machine, and memory before the first request -------------------------------------
+
+sleep 1
+RAW=$OUT/raw.tsv
+MEM=$OUT/memory.tsv
+META=$OUT/meta.tsv
+: >"$RAW"
+: >"$MEM"
+: >"$META"
+meta() { printf '%s\t%s\n' "$1" "$2" >>"$META"; }
+meta date "$(date -u '+%Y-%m-%d %H:%M UTC')"
+meta git "$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+meta cpu "$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
+meta nproc "$(nproc) (load tools, upstream and gateways all share them)"
+meta kernel "$(uname -srm)"
+meta memory "$(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
+meta load_start "$(uptime | sed 's/.*load average/load average/')"
+meta tools "$(wrk -v 2>&1 | head -1 | awk '{print $1, $2}'), $(h2load --version 2>&1 | head -1), $(nginx -v 2>&1 | sed 's/.*: //') ($(openssl version 2>/dev/null | awk '{print "OpenSSL", $2}'))"
+meta palisade "$("$BIN" version), $THREADS threads; nginx: $THREADS worker processes; upstream: nginx, $UPSTREAM_WORKERS worker(s)"
+meta settings "$SECS s per run, $ROUNDS rounds, warm-up $WARMUP s, $CONNS connections, $LOAD_THREADS load threads, $H2_STREAMS streams per HTTP/2 connection"
+if [ "$API_KEYS" = on ]; then
+  meta api_keys "on: Palisade [api_keys.bench] (X-API-Key), nginx map \$http_x_api_key -> 401"
+else
+  meta api_keys "OFF in both gateways (this build's palisade check refuses [api_keys]; BENCH_API_KEYS=$API_KEYS_MODE)"
+fi
+meta idle_conns "$IDLE_CONNS"
+meta rounds "$ROUNDS"
+meta cmd_h1 "wrk -t$LOAD_THREADS -c$CONNS -d${SECS}s --latency -H 'X-API-Key: ...' -H 'Origin: $ORIGIN' http://127.0.0.1:PORT/"
+meta cmd_h2 "h2load -t$LOAD_THREADS -c$CONNS -m$H2_STREAMS -D $SECS -H 'x-api-key: ...' -H 'origin: $ORIGIN' https://127.0.0.1:PORT/"
+meta cmd_tls "$CONNS x openssl s_time -connect 127.0.0.1:PORT -new -time $SECS (in parallel)"
+
+# memory_row GATEWAY PHASE CONNS: one line of $MEM
+memory_row() {
+  local pids rss pss
+  read -ra pids < <(gw_pids "$1")
+  read -r rss pss < <(memory_kb "${pids[@]}")
+  printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$rss" "$pss" "$3" >>"$MEM"
+}
+for gw in full nginx pass; do memory_row "$gw" start 0; done
+
+# --- sanity: every gateway answers 200 on both protocols, and 401 without the key ----------
+
+NOTES=()
+for gw in full nginx pass; do
+  http=$(gw_http "$gw")
+  https=$(gw_https "$gw")
+  code=$(curl -s -o /dev/null -w '%{http_code}' -H "X-API-Key: $API_KEY" -H "Origin: $ORIGIN" "http://127.0.0.1:$http/")
+  [ "$code" = 200 ] || die "$gw answers $code on HTTP/1.1"
+  got=$(curl -sk -o /dev/null -w '%{http_code} %{http_version}' --http2 -H "X-API-Key: $API_KEY" -H "Origin: $ORIGIN" "https://127.0.0.1:$https/")
+  [ "$got" = "200 2" ] || die "$gw answers '$got' on HTTPS (want '200 2')"
+  curl -sk -D - -o /dev/null --http2 -H "X-API-Key: $API_KEY" -H "Origin: $ORIGIN" \
+    "https://127.0.0.1:$https/" | tr -d '\r' | grep -v '^$' >"$OUT/headers-$gw.txt"
+  if [ "$API_KEYS" = on ] && [ "$gw" != pass ]; then
+    code=$(curl -s -o /dev/null -w '%{http_code}' -H "Origin: $ORIGIN" "http://127.0.0.1:$http/")
+    [ "$code" = 401 ] || die "$gw answers $code without an API key (want 401)"
+  fi
+  tls=$(openssl s_client -connect "127.0.0.1:$https" -alpn h2 </dev/null 2>/dev/null |
+    awk -F': *' '/^New,/ { split($0, a, ", Cipher is "); c = a[2] } /Server Temp Key/ { k = $2 } END { print c, "/", k }')
+  NOTES+=("$gw: TLS $tls; response headers in target/bench/headers-$gw.txt ($(wc -l <"$OUT/headers-$gw.txt") lines, $(wc -c <"$OUT/headers-$gw.txt") bytes)")
+done
+for gw in full nginx pass; do : >"$(gw_log "$gw")"; done
+
+# --- load ---------------------------------------------------------------------------------
+
+# wrk's summary -> "rps p50_ms p99_ms requests errors"
+parse_wrk() {
+  awk '
+    function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
+    /^ +50%/ { p50 = ms($2) }
+    /^ +99%/ { p99 = ms($2) }
+    / requests in / { reqs = $1 }
+    /Socket errors:/ { gsub(/,/, ""); err += $4 + $6 + $8 + $10 }
+    /Non-2xx or 3xx responses:/ { err += $5 }
+    /^Requests\/sec:/ { rps = $2 }
+    END { printf "%s %s %s %s %d\n", rps + 0, p50 + 0, p99 + 0, reqs + 0, err }' "$1"
+}
+
+# h2load's summary and per-request log -> "rps p50_ms p99_ms requests errors"
+parse_h2load() {
+  local rps reqs err p50 p99 bad
+  rps=$(awk '/^finished in/ { gsub(/,/, ""); print $4 }' "$1")
+  reqs=$(awk '/^requests:/ { print $8 }' "$1")
+  err=$(awk '/^requests:/ { print $10 + $12 + $14 }' "$1")
+  read -r p50 p99 bad < <(python3 "$BENCH_DIR/report.py" h2pct "$2")
+  echo "${rps:-0} $p50 $p99 ${reqs:-0} $((${err:-0} + bad))"
+}
+
+# load TEST GATEWAY SECONDS -> the tool's output in $RUN/load.out, numbers on stdout
+load() {
+  local test=$1 gw=$2 secs=$3
+  local deadline=$((secs + 30))
+  case "$test" in
+    h1)
+      timeout "$deadline" wrk -t"$LOAD_THREADS" -c"$CONNS" -d"${secs}s" --latency \
+        -H "X-API-Key: $API_KEY" -H "Origin: $ORIGIN" "http://127.0.0.1:$(gw_http "$gw")/" >"$RUN/load.out" 2>&1 || true
+      parse_wrk "$RUN/load.out"
+      ;;
+    h2)
+      rm -f "$RUN/h2.log"
+      timeout "$deadline" h2load -t"$LOAD_THREADS" -c"$CONNS" -m"$H2_STREAMS" -D "$secs" --log-file="$RUN/h2.log" \
+        -H "x-api-key: $API_KEY" -H "origin: $ORIGIN" "https://127.0.0.1:$(gw_https "$gw")/" >"$RUN/load.out" 2>&1 || true
+      grep -q '^Application protocol: h2' "$RUN/load.out" || die "h2load did not speak h2 to $gw: $(tail -3 "$RUN/load.out")"
+      parse_h2load "$RUN/load.out" "$RUN/h2.log"
+      ;;
+    tls)
+      # CONNS sequential clients in parallel, each a new full handshake per connection; the rate
+      # is over the wall time the clients ran, the mean handshake time is CONNS x wall / count.
+      local i start end clients=()
+      start=$(date +%s.%N)
+      for i in $(seq "$CONNS"); do
+        timeout "$deadline" openssl s_time -connect "127.0.0.1:$(gw_https "$gw")" -new -time "$secs" \
+          >"$RUN/stime.$i" 2>&1 &
+        clients+=($!)
+      done
+      wait "${clients[@]}" || true
+      end=$(date +%s.%N)
+      cat "$RUN"/stime.* >"$RUN/load.out"
+      awk -v c="$CONNS" -v s="$start" -v e="$end" '
+        /connections in .* real seconds/ { n += $1; ok++ }
+        END { w = e - s; printf "%.2f %.3f 0 %d %d\n", n / w, n ? c * w / n * 1000 : 0, n, c - ok }' "$RUN"/stime.*
+      rm -f "$RUN"/stime.*
+      ;;
+  esac
+}
+
+label() { case "$1" in full) echo "palisade full" ;; pass) echo "palisade passthrough" ;; *) echo "$1" ;; esac; }
+
+if [ "$WARMUP" -gt 0 ]; then
+  say "warming up ($WARMUP s per gateway and protocol)"
+  for test in $TESTS; do
+    [ "$test" = tls ] && continue
+    for gw in full nginx pass; do load "$test" "$gw" "$WARMUP" >/dev/null; done
+  done
+  for gw in full nginx pass; do : >"$(gw_log "$gw")"; done
+fi
+
+for round in $(seq "$ROUNDS"); do
+  for test in $TESTS; do
+    for gw in full nginx pass; do
+      read -ra pids < <(gw_pids "$gw")
+      read -ra upids < <(gw_pids upstream)
+      c0=$(cpu_seconds "${pids[@]}")
+      u0=$(cpu_seconds "${upids[@]}")
+      read -r b0 t0 < <(machine_jiffies)
+      o0=$(tcp_active_opens)
+      read -r rps p50 p99 reqs errors < <(load "$test" "$gw" "$SECS")
+      o1=$(tcp_active_opens)
+      read -r b1 t1 < <(machine_jiffies)
+      u1=$(cpu_seconds "${upids[@]}")
+      c1=$(cpu_seconds "${pids[@]}")
+      log=$(gw_log "$gw")
+      lines=$(wc -l <"$log")
+      : >"$log"
+      cpu=$(awk -v a="$c0" -v b="$c1" 'BEGIN { printf "%.2f", b - a }')
+      ucpu=$(awk -v a="$u0" -v b="$u1" 'BEGIN { printf "%.2f", b - a }')
+      busy=$(awk -v b="$((b1 - b0))" -v t="$((t1 - t0))" 'BEGIN { printf "%.0f", t ? 100 * b / t : 0 }')
+      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$test" "$gw" "$round" \
+        "$rps" "$p50" "$p99" "$reqs" "$cpu" "$errors" "$lines" "$ucpu" "$busy" "$((o1 - o0))" >>"$RAW"
+      say "$(printf 'round %s %-3s %-20s %10.0f/s  p50 %6.2f ms  p99 %6.2f ms  cpu %5.2f s  errors %s' \
+        "$round" "$test" "$(label "$gw")" "$rps" "$p50" "$p99" "$cpu" "$errors")"
+      if [ "$reqs" = 0 ]; then
+        tail -5 "$RUN/load.out" >&2
+        die "$test against $gw served no request"
+      fi
+    done
+  done
+done
+
+# --- memory: idle after the load, then with many idle keep-alive connections --------------
+
+sleep 2
+for gw in full nginx pass; do memory_row "$gw" after_load 0; done
+
+if [ "$IDLE_CONNS" -gt 0 ]; then
+  for gw in full nginx pass; do
+    say "holding $IDLE_CONNS idle keep-alive connections to $(label "$gw")"
+    port=$(gw_http "$gw")
+    : >"$RUN/idle.out"
+    timeout 300 python3 "$BENCH_DIR/idle_conns.py" 127.0.0.1 "$port" "$IDLE_CONNS" --hold 240 \
+      --header "X-API-Key: $API_KEY" --header "Origin: $ORIGIN" >"$RUN/idle.out" 2>&1 &
+    holder=$!
+    PIDS+=("$holder")
+    ready=""
+    for _ in $(seq 1200); do
+      ready=$(grep '^READY' "$RUN/idle.out" || true)
+      [ -n "$ready" ] && break
+      kill -0 "$holder" 2>/dev/null || break
+      sleep 0.1
+    done
+    [ -n "$ready" ] || die "the idle connections to $gw never settled: $(tail -3 "$RUN/idle.out")"
+    sleep 2
+    established=$(ss -Htn state established "( sport = :$port )" | wc -l)
+    memory_row "$gw" idle "$established"
+    kill -TERM "$holder" 2>/dev/null || true
+    wait "$holder" 2>/dev/null || true
+    say "$(label "$gw"): $ready; $established established at the gateway; $(grep '^DONE' "$RUN/idle.out" || echo 'DONE ?') still open at the end"
+    NOTES+=("idle connections to $(label "$gw"): $(echo "$ready" | awk '{print $2 " opened, " $3 " failed"}'), $established established at the gateway while measured")
+    : >"$(gw_log "$gw")"
+    sleep 1
+  done
+fi
+
+meta load_end "$(uptime | sed 's/.*load average/load average/')"
+NOTES+=("nginx cannot send Palisade's per-request RateLimit header (remaining/reset); it sends the static RateLimit-Policy only. nginx still sends \`Server: nginx\` (server_tokens off); Palisade sends no Server header.")
+NOTES+=("Palisade's access log is written by its own thread to stdout (a file here); nginx's with \`buffer=64k\`. Both logs were truncated after every run; 'access log lines / req' checks that every request was logged.")
+NOTES+=("CPU s / 100k: the gateway's own CPU (utime+stime) per 100,000 requests (or handshakes); the upstream and the load tools run on the same cores and are not counted. 'machine busy' is the whole machine's non-idle share during the run: near 100% means the numbers are CPU-bound for everyone on the box.")
+meta notes "$(printf '%s || ' "${NOTES[@]}" | sed 's/ || $//')"
+
+python3 "$BENCH_DIR/report.py" render "$RAW" "$MEM" "$META" "$OUT/results.md"
+say "results: $OUT/results.md (raw: $RAW, $MEM)"

@@ -54,6 +54,7 @@ TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
 OUT=$TARGET_DIR/bench
 PATH=$PATH:/usr/sbin:/sbin
 export PATH
+export PYTHONDONTWRITEBYTECODE=1   # no __pycache__ in bench/
 
 say() { printf 'bench: %s\n' "$*" >&2; }
 die() { say "$*"; exit 1; }

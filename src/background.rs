@@ -1,5 +1,6 @@
 //! Work that runs beside the requests: active upstream health checks, the connection gauge,
-//! and the drain that ends the process as soon as in-flight requests finish after SIGTERM.
+//! and the drain that ends the process as soon as in-flight requests finish after SIGTERM (or
+//! after SIGQUIT, once the listening sockets were handed to the new process of an upgrade).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -173,16 +174,36 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for CountConnections<A> {
         reused
     }
 
+    /// Pingora calls this once the listeners stopped accepting (SIGTERM, or SIGQUIT after the
+    /// handover). The proxy's own cleanup closes at once every keep-alive connection that waits
+    /// for its next request, and a client that sent one at that moment sees it fail. So the
+    /// connections linger first: a request that arrives now is answered with `Connection: close`
+    /// (Pingora turns keep-alive off once shutting down), and its client moves to a new
+    /// connection, to the new process after an upgrade. Only connections still idle after
+    /// [`KEEPALIVE_LINGER`] (or `shutdown_grace` when shorter) are closed.
     async fn cleanup(&self) {
+        let linger = KEEPALIVE_LINGER.min(self.shared.runtime.load().shutdown_grace);
+        let deadline = tokio::time::Instant::now() + linger;
+        while self.gauge.get() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         self.inner.cleanup().await;
     }
 }
 
-/// After SIGTERM, Pingora stops accepting and then sleeps out the whole grace period. This ends
-/// the process as soon as no request is in flight, or when the grace period is over.
+/// How long keep-alive connections may stay open once the gateway stops accepting, for their
+/// clients' next requests to be answered with `Connection: close` instead of a closed socket.
+pub const KEEPALIVE_LINGER: Duration = Duration::from_secs(5);
+
+/// After SIGTERM (or SIGQUIT, once the sockets are handed over), Pingora stops accepting and
+/// then sleeps out the whole grace period. This ends the process as soon as no request is in
+/// flight and no client connection is open (see [`CountConnections::cleanup`]), or when the
+/// grace period is over.
 pub struct Drain {
     pub shared: Arc<Shared>,
     pub grace: Duration,
+    /// The client connections open (the gauge [`CountConnections`] keeps).
+    pub connections: IntGauge,
 }
 
 #[async_trait]
@@ -201,12 +222,19 @@ impl BackgroundService for Drain {
             self.shared.metrics.requests_in_flight.get()
         );
         let deadline = tokio::time::Instant::now() + self.grace;
+        let idle = || {
+            self.shared.metrics.requests_in_flight.get() <= 0 && self.connections.get() <= 0
+        };
         while tokio::time::Instant::now() < deadline {
-            if self.shared.metrics.requests_in_flight.get() <= 0 {
-                // Let the last responses leave the socket buffers and the log writer.
+            if idle() {
+                // Let the last responses leave the socket buffers and the log writer; and a
+                // connection accepted just before the listener stopped (still in its TLS
+                // handshake, so not counted yet) gets its request served.
                 tokio::time::sleep(Duration::from_millis(200)).await;
-                log::info!("drained; exiting");
-                std::process::exit(0);
+                if idle() {
+                    log::info!("drained; exiting");
+                    std::process::exit(0);
+                }
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

@@ -8,8 +8,11 @@ use palisade::{server, state, tls, version};
 
 const USAGE: &str = "\
 usage:
-  palisade run [--config FILE] [--pid-file F] [--upgrade]
-                                             start the gateway (default config: gateway.toml)
+  palisade run [--config FILE] [--pid-file F] [--upgrade] [--upgrade-sock S]
+                                             start the gateway (default config: gateway.toml);
+                                             --upgrade takes the listening sockets of the
+                                             running one over S (default: beside F, see
+                                             docs/OPERATIONS.md)
   palisade reload --pid-file F               reload the config of the gateway in F (SIGHUP)
   palisade check [FILE]                      validate a config without binding anything
   palisade audit [FILE] [--format json]      grade a config against the production checklists
@@ -69,6 +72,7 @@ fn run(args: &[&str]) -> i32 {
     let mut file = PathBuf::from("gateway.toml");
     let mut upgrade = false;
     let mut pid_file = None;
+    let mut upgrade_sock = None;
     let mut rest = args.iter();
     while let Some(arg) = rest.next() {
         match *arg {
@@ -81,10 +85,15 @@ fn run(args: &[&str]) -> i32 {
                 None => return usage_error("--pid-file needs a file"),
             },
             "--upgrade" => upgrade = true,
+            "--upgrade-sock" => match rest.next() {
+                Some(f) => upgrade_sock = Some(PathBuf::from(f)),
+                None => return usage_error("--upgrade-sock needs a path"),
+            },
             other => return usage_error(&format!("unexpected argument `{other}`")),
         }
     }
-    server::run(&file, upgrade, pid_file.as_deref())
+    let upgrade_sock = server::upgrade_sock_path(upgrade_sock, pid_file.as_deref());
+    server::run(&file, upgrade, pid_file.as_deref(), &upgrade_sock)
 }
 
 /// `palisade audit [FILE] [--format json]`: PASS / WARN / FAIL per check; exit 1 on a FAIL.

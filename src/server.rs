@@ -1,15 +1,16 @@
 //! Loading a config into a runtime, and starting Pingora with it: the gateway listeners, the
 //! admin listener and the background work.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
+use async_trait::async_trait;
 use pingora_core::apps::HttpServerOptions;
 use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::server::configuration::{Opt, ServerConf};
-use pingora_core::server::Server;
+use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
 use pingora_proxy::HttpProxy;
@@ -64,8 +65,22 @@ pub fn load_runtime(file: &Path, state: &State) -> Result<Checked, Vec<String>> 
     }
 }
 
+/// Where the running gateway hands its listening sockets to a new process started with
+/// `--upgrade`: the path given, else beside the pid file (`palisade.pid` gives
+/// `palisade.upgrade.sock`), else in the temporary directory.
+pub fn upgrade_sock_path(explicit: Option<PathBuf>, pid_file: Option<&Path>) -> PathBuf {
+    match (explicit, pid_file) {
+        (Some(path), _) => path,
+        (None, Some(pid_file)) => pid_file.with_extension("upgrade.sock"),
+        (None, None) => std::env::temp_dir().join("palisade.upgrade.sock"),
+    }
+}
+
 /// Starts the gateway and never returns (the process exits on shutdown).
-pub fn run(file: &Path, upgrade: bool, pid_file: Option<&Path>) -> i32 {
+///
+/// With `upgrade`, the listening sockets are taken from the running gateway over `upgrade_sock`
+/// (it sends them on SIGQUIT, then drains and exits); the pid file is written once they are ours.
+pub fn run(file: &Path, upgrade: bool, pid_file: Option<&Path>, upgrade_sock: &Path) -> i32 {
     let state = Arc::new(State::default());
     let checked = match load_runtime(file, &state) {
         Ok(checked) => {
@@ -88,8 +103,23 @@ pub fn run(file: &Path, upgrade: bool, pid_file: Option<&Path>) -> i32 {
         eprintln!("palisade: {e}");
         return 1;
     }
+    if let Err(e) = check_upgrade_sock(upgrade_sock, upgrade) {
+        eprintln!("palisade: {e}");
+        return 1;
+    }
     if let Some(pid_file) = pid_file {
-        if let Err(e) = std::fs::write(pid_file, format!("{}\n", std::process::id())) {
+        // Until an upgrade holds the sockets, the pid file keeps naming the running gateway.
+        let written = if upgrade && pid_file.exists() {
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(pid_file)
+                .map(drop)
+        } else if upgrade {
+            Ok(())
+        } else {
+            write_pid_file(pid_file)
+        };
+        if let Err(e) = written {
             eprintln!("palisade: cannot write {}: {e}", pid_file.display());
             return 1;
         }
@@ -106,6 +136,7 @@ pub fn run(file: &Path, upgrade: bool, pid_file: Option<&Path>) -> i32 {
         }
     };
     let connections = metrics.active_connections.clone();
+    let drain_connections = connections.clone();
     metrics.config_last_reload_success.set(reload::unix_now());
     let idle = runtime.timeouts.idle;
     let max_requests = runtime.max_requests_per_connection;
@@ -128,6 +159,7 @@ pub fn run(file: &Path, upgrade: bool, pid_file: Option<&Path>) -> i32 {
         threads,
         grace_period_seconds: Some(grace.as_secs().max(1)),
         graceful_shutdown_timeout_seconds: Some(1),
+        upgrade_sock: upgrade_sock.to_string_lossy().into_owned(),
         ..ServerConf::default()
     };
     let opt = Opt {
@@ -135,7 +167,22 @@ pub fn run(file: &Path, upgrade: bool, pid_file: Option<&Path>) -> i32 {
         ..Opt::default()
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
+    if upgrade {
+        log::info!(
+            "waiting for the running gateway's sockets on {}: send it SIGQUIT now",
+            upgrade_sock.display()
+        );
+    }
+    // With --upgrade, this waits (about 6 s at most) for the old process to send its listening
+    // sockets, or exits with status 1.
     server.bootstrap();
+    if let (true, Some(pid_file)) = (upgrade, pid_file) {
+        match write_pid_file(pid_file) {
+            Ok(()) => log::info!("took over the listening sockets"),
+            // The sockets are ours and the old process is draining: keep serving.
+            Err(e) => log::error!("cannot write {}: {e}", pid_file.display()),
+        }
+    }
 
     let mut proxy = HttpProxy::new(
         Gateway {
@@ -202,7 +249,14 @@ pub fn run(file: &Path, upgrade: bool, pid_file: Option<&Path>) -> i32 {
             resolver,
         },
     ));
-    server.add_service(background_service("drain", Drain { shared, grace }));
+    server.add_service(background_service(
+        "drain",
+        Drain {
+            shared,
+            grace,
+            connections: drain_connections,
+        },
+    ));
 
     log::info!(
         "palisade {} ({}) serving {summary}: http {:?}, https {:?}, admin {admin_addr}",
@@ -211,7 +265,80 @@ pub fn run(file: &Path, upgrade: bool, pid_file: Option<&Path>) -> i32 {
         plain,
         tls_addrs
     );
-    server.run_forever()
+    server.run(RunArgs {
+        shutdown_signal: Box::new(Signals {
+            upgrade_sock: upgrade_sock.to_path_buf(),
+        }),
+    });
+    std::process::exit(0)
+}
+
+fn write_pid_file(pid_file: &Path) -> std::io::Result<()> {
+    std::fs::write(pid_file, format!("{}\n", std::process::id()))
+}
+
+/// A unix socket path holds at most 107 bytes; Pingora would only find out mid-upgrade.
+fn check_upgrade_sock(path: &Path, upgrade: bool) -> Result<(), String> {
+    if path.as_os_str().len() > 107 {
+        return Err(format!(
+            "the upgrade socket path {} is over 107 bytes; choose a shorter one with --upgrade-sock",
+            path.display()
+        ));
+    }
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    if upgrade && !dir.is_dir() {
+        return Err(format!(
+            "cannot wait for the sockets on {}: {} is not a directory",
+            path.display(),
+            dir.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Pingora's signals (SIGTERM: drain and exit; SIGINT: exit now; SIGQUIT: hand the listening
+/// sockets to a new process, then drain and exit), with one guard: SIGQUIT while no new process
+/// waits on the upgrade socket is ignored. Pingora would retry for 5 s, then drain and exit
+/// anyway, and take the service down.
+struct Signals {
+    upgrade_sock: PathBuf,
+}
+
+#[async_trait]
+impl ShutdownSignalWatch for Signals {
+    async fn recv(&self) -> ShutdownSignal {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut quit), Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::quit()),
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            log::error!("cannot listen for signals; exiting");
+            return ShutdownSignal::FastShutdown;
+        };
+        loop {
+            tokio::select! {
+                _ = quit.recv() => {
+                    if self.upgrade_sock.exists() {
+                        log::info!(
+                            "SIGQUIT: handing the listening sockets over {}, then draining",
+                            self.upgrade_sock.display()
+                        );
+                        return ShutdownSignal::GracefulUpgrade;
+                    }
+                    log::error!(
+                        "SIGQUIT ignored: no new process waits on {}; start `palisade run --upgrade` first",
+                        self.upgrade_sock.display()
+                    );
+                }
+                _ = term.recv() => return ShutdownSignal::GracefulTerminate,
+                _ = int.recv() => return ShutdownSignal::FastShutdown,
+            }
+        }
+    }
 }
 
 /// A clear error for a port in use, before Pingora would panic on it. An upgrade takes the old

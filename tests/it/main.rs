@@ -13,4 +13,5 @@ mod rate_limits;
 mod reload;
 mod routing;
 mod tls;
+mod upgrade;
 mod upstreams;

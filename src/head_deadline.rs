@@ -332,6 +332,45 @@ mod tests {
         assert_eq!(counter.get(), 0);
     }
 
+    proptest::proptest! {
+        /// However a head is cut into reads, it ends exactly at its blank line, with CRLF or
+        /// bare LF line ends.
+        #[test]
+        fn the_end_of_a_head_is_found_across_any_split(
+            fields in proptest::collection::vec("[A-Za-z-]{1,10}: [a-z0-9 ]{0,10}", 0..6),
+            cuts in proptest::collection::vec(0usize..200, 0..8),
+            lf_only: bool,
+        ) {
+            let eol = if lf_only { "\n" } else { "\r\n" };
+            let mut head = format!("GET / HTTP/1.1{eol}");
+            for f in &fields {
+                head.push_str(f);
+                head.push_str(eol);
+            }
+            head.push_str(eol);
+            let bytes = head.as_bytes();
+            let (server, _client) = tokio::io::duplex(64);
+            let mut hd = HeadDeadline {
+                inner: Box::new(server),
+                phase: Phase::Head { deadline: Instant::now() + Duration::from_secs(60), tail: [0; 2] },
+                limit: Duration::from_secs(60),
+                timer: None,
+                expired: IntCounter::new("t", "t").unwrap(),
+                counted: false,
+            };
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % bytes.len()).collect();
+            cuts.push(bytes.len());
+            cuts.sort_unstable();
+            let mut from = 0;
+            for cut in cuts {
+                proptest::prop_assert!(matches!(hd.phase, Phase::Head { .. }), "ended early at {from}");
+                hd.observe(&bytes[from..cut]);
+                from = cut;
+            }
+            proptest::prop_assert_eq!(hd.phase, Phase::Body);
+        }
+    }
+
     #[test]
     fn interim_responses_are_told_from_final_ones() {
         assert!(is_interim(b"HTTP/1.1 100 Continue\r\n\r\n"));

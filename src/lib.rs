@@ -20,4 +20,5 @@ pub mod server;
 pub mod state;
 pub mod tls;
 pub mod upstream;
+pub mod verify;
 pub mod version;

@@ -17,6 +17,12 @@ usage:
   palisade check [FILE]                      validate a config without binding anything
   palisade audit [FILE] [--format json]      grade a config against the production checklists
                                              (exit 1 when any check fails)
+  palisade verify URL [--allow-load N] [--format json] [--ca FILE] [--insecure]
+                  [--http-port N | --http-url URL] [--body-limit SIZE]
+                  [--timeout 10s] [--deadline 60s]
+                                             probe a live HTTPS deployment from outside: TLS,
+                                             redirect, headers, leaks, 413, CORS, and with
+                                             --allow-load a burst meeting 429 (exit 1 on a FAIL)
   palisade keys new [--prefix PFX]           print a fresh API key and its sha256: digest
   palisade keys hash                         print the sha256: digest of each key read from stdin
   palisade version                           print version, git sha and build id
@@ -51,6 +57,10 @@ fn main() -> ExitCode {
         ["cert", "dev", rest @ ..] => cert_dev(rest),
         ["reload", rest @ ..] => reload(rest),
         ["audit", rest @ ..] => audit(rest),
+        ["verify", rest @ ..] => match palisade::verify::Options::parse(rest) {
+            Ok(options) => palisade::verify::run(&options),
+            Err(e) => usage_error(&e),
+        },
         ["keys", "new"] => keys_new(""),
         ["keys", "new", "--prefix", prefix] => keys_new(prefix),
         ["keys", "hash"] => keys_hash(),

@@ -15,3 +15,4 @@ mod routing;
 mod tls;
 mod upgrade;
 mod upstreams;
+mod verify;

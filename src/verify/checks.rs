@@ -3,7 +3,7 @@
 
 use http::HeaderMap;
 
-use super::{Finding, Grade};
+use super::Finding;
 use crate::policy::headers::presets::{FINGERPRINTS, FINGERPRINT_PREFIXES};
 
 /// Six months: the HSTS floor of the checklists (and of `palisade audit`).
@@ -572,20 +572,10 @@ pub fn clip(text: &str, max: usize) -> String {
     }
 }
 
-impl Grade {
-    pub fn label(self) -> &'static str {
-        match self {
-            Grade::Pass => "PASS",
-            Grade::Skip => "SKIP",
-            Grade::Warn => "WARN",
-            Grade::Fail => "FAIL",
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::verify::Grade;
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

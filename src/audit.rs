@@ -196,6 +196,31 @@ pub fn audit(config: &Config, runtime: &Runtime) -> Vec<Finding> {
             "add [rate_limits.global] key = \"global\" to [defaults]",
         );
     }
+    let instances = config.server.instances;
+    let local: Vec<&str> = runtime
+        .rate_limits
+        .values()
+        .filter(|p| p.is_local())
+        .map(|p| p.name.as_str())
+        .collect();
+    if instances > 1 && !local.is_empty() {
+        add(
+            Grade::Fail,
+            "shared_limits",
+            format!(
+                "[server] instances = {instances}, but rate limits {} are kept per instance: together they allow {instances} times the limit",
+                local.join(", ")
+            ),
+            "set store = \"redis\" on them and add [redis]",
+        );
+    } else if instances > 1 {
+        add(
+            Grade::Pass,
+            "shared_limits",
+            format!("{instances} instances share every rate limit through Redis"),
+            "",
+        );
+    }
     let largest = runtime.router.iter().map(|r| r.max_body).max().unwrap_or(0);
     if largest > 16 * 1024 * 1024 {
         add(

@@ -199,6 +199,9 @@ impl Runtime {
                 "must be at least 1",
             );
         }
+        if server.instances == 0 {
+            diags.error(server_path.key("instances"), "must be at least 1");
+        }
         if server.threads == Some(0) {
             diags.error(server_path.key("threads"), "must be at least 1");
         }

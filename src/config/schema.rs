@@ -53,6 +53,10 @@ pub struct ServerConfig {
     pub max_uri_bytes: ByteSize,
     /// Worker threads. Default: the number of cores.
     pub threads: Option<usize>,
+    /// How many Palisade instances share the traffic. Only `palisade audit` reads it: local
+    /// rate limits on several instances allow that many times their limit. Default 1.
+    #[serde(default = "default_instances")]
+    pub instances: u32,
     /// How long SIGTERM waits for in-flight requests to finish. Default `"30s"`.
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace: HumanDuration,
@@ -252,6 +256,7 @@ impl Default for ServerConfig {
             max_uri_bytes: default_max_uri_bytes(),
             threads: None,
             shutdown_grace: default_shutdown_grace(),
+            instances: default_instances(),
         }
     }
 }
@@ -306,6 +311,9 @@ fn default_listen() -> Vec<String> {
 }
 fn default_shutdown_grace() -> HumanDuration {
     HumanDuration::secs(30)
+}
+fn default_instances() -> u32 {
+    1
 }
 fn default_header_read() -> HumanDuration {
     HumanDuration::secs(10)

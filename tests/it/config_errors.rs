@@ -298,7 +298,7 @@ fn run_with_an_invalid_config_exits_78_and_binds_nothing() {
 #[test]
 fn audit_grades_a_weak_config_and_fails_it() {
     let work = Workdir::new();
-    let text = "[server]\nlisten = [\"0.0.0.0:8080\"]\n\n[admin]\nlisten = \"0.0.0.0:9901\"\n\n[defaults]\nheaders = \"baseline\"\n\n[headers.loose]\npreset = \"baseline\"\nhsts = \"max-age=600\"\nmask_errors = false\n\n[cors.any]\nallow_origins = [\"*\"]\n\n[upstreams.app]\nservers = [\"127.0.0.1:9\"]\n\n[[routes]]\nname = \"login\"\npath = \"/api/login\"\nheaders = \"loose\"\nupstream = \"app\"\n\n[api_keys.partners]\ncurrent = \"pk_inline_0123456789abcdef\"\n\n[[routes]]\nname = \"partners\"\npath = \"/v1\"\nheaders = \"loose\"\nupstream = \"app\"\nauth = { api_keys = \"partners\" }\n";
+    let text = "[server]\nlisten = [\"0.0.0.0:8080\"]\ninstances = 3\n\n[rate_limits.per_ip]\nkey = \"client_ip\"\nlimit = 10\nper = \"1m\"\n\n[admin]\nlisten = \"0.0.0.0:9901\"\n\n[defaults]\nheaders = \"baseline\"\n\n[headers.loose]\npreset = \"baseline\"\nhsts = \"max-age=600\"\nmask_errors = false\n\n[cors.any]\nallow_origins = [\"*\"]\n\n[upstreams.app]\nservers = [\"127.0.0.1:9\"]\n\n[[routes]]\nname = \"login\"\npath = \"/api/login\"\nheaders = \"loose\"\nupstream = \"app\"\n\n[api_keys.partners]\ncurrent = \"pk_inline_0123456789abcdef\"\n\n[[routes]]\nname = \"partners\"\npath = \"/v1\"\nheaders = \"loose\"\nupstream = \"app\"\nauth = { api_keys = \"partners\" }\n";
     let path = work.write("weak.toml", text);
     let out = Command::new(BIN).arg("audit").arg(&path).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "a FAIL exits 1");
@@ -314,6 +314,7 @@ fn audit_grades_a_weak_config_and_fails_it() {
         "WARN  global_limit ",
         "WARN  cors            [cors.any] allows any origin",
         "FAIL  login_limits    route `partners` checks API keys and has no rate limit",
+        "FAIL  shared_limits   [server] instances = 3, but rate limits per_ip are kept per instance",
         "FAIL  secrets         a secret (TLS key, Redis URL, API keys or webhook secret) is written inline",
     ] {
         assert!(report.contains(line), "missing `{line}` in:\n{report}");

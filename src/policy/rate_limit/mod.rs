@@ -381,6 +381,11 @@ impl RateLimitPolicy {
         self.key.contains(&KeyPart::ApiKey)
     }
 
+    /// Kept in this process only (`store = "local"`).
+    pub fn is_local(&self) -> bool {
+        self.redis.is_none()
+    }
+
     /// Keyed on `global` alone: a cap on the total load.
     pub fn is_global(&self) -> bool {
         self.key == [KeyPart::Global] && !self.per_route

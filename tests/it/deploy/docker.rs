@@ -296,20 +296,39 @@ fn dockerignore_keeps_history_env_files_and_keys_out_of_the_build_context() {
         "Cargo.lock".into(),
         "build.rs".into(),
     ];
-    for top in ["src", "benches", "examples", "deploy/docker"] {
-        let mut dirs = vec![repo().join(top)];
-        while let Some(dir) = dirs.pop() {
-            for entry in std::fs::read_dir(&dir).expect("folder").flatten() {
-                let path = entry.path();
-                if path.is_dir() {
-                    dirs.push(path);
-                } else {
-                    let rel = path.strip_prefix(repo()).expect("in repo");
-                    needed.push(rel.to_string_lossy().into_owned());
+    // The sources the build reads: the Rust files git tracks in the copied folders (a local,
+    // untracked key file is no build input; example configs and their certs/ need not go in),
+    // or every file there when there is no git; and the healthcheck script.
+    let tops = ["src", "benches", "examples"];
+    needed.push("deploy/docker/healthcheck".into());
+    match Command::new("git")
+        .args(["ls-files", "-z", "--"])
+        .args(tops)
+        .current_dir(repo())
+        .output()
+    {
+        Ok(out) if out.status.success() => needed.extend(
+            String::from_utf8_lossy(&out.stdout)
+                .split('\0')
+                .filter(|f| f.ends_with(".rs"))
+                .map(String::from),
+        ),
+        _ => {
+            let mut dirs: Vec<PathBuf> = tops.iter().map(|t| repo().join(t)).collect();
+            while let Some(dir) = dirs.pop() {
+                for entry in std::fs::read_dir(&dir).expect("folder").flatten() {
+                    let path = entry.path();
+                    if path.is_dir() {
+                        dirs.push(path);
+                    } else if path.extension().is_some_and(|e| e == "rs") {
+                        let rel = path.strip_prefix(repo()).expect("in repo");
+                        needed.push(rel.to_string_lossy().into_owned());
+                    }
                 }
             }
         }
     }
+    assert!(needed.iter().any(|f| f == "src/main.rs"), "{needed:?}");
     for stage in dockerfile_stages() {
         for args in stage.args_of("COPY") {
             if !args.contains("--from=") {

@@ -296,6 +296,12 @@ fn kubernetes_replicas_share_limits_drain_and_survive_disruptions() {
         .as_u64()
         .expect("replicas");
     assert!(replicas >= 2);
+    // So that `palisade audit` (run on this config by the configs tests) fails a local limit.
+    let instances = kit.config["server"]["instances"].as_integer();
+    assert!(
+        instances.is_some_and(|n| n >= 2),
+        "[server] instances must say several replicas share the traffic: {instances:?}"
+    );
     let hpa = object(&kit.objects, "HorizontalPodAutoscaler");
     assert_eq!(hpa["spec"]["scaleTargetRef"]["kind"], "Deployment");
     assert_eq!(

@@ -116,7 +116,13 @@ pub fn run(options: &Options) -> i32 {
     let (findings, requests, handshakes) = runtime.block_on(async {
         let mut probe = match probe::Probe::new(options, roots, &ca) {
             Ok(probe) => probe,
-            Err(e) => return (vec![Finding::fail("connect", e, "")], 0, 0),
+            Err(e) => {
+                return (
+                    vec![Finding::fail("connect", e, "give the URL of a host")],
+                    0,
+                    0,
+                )
+            }
         };
         let findings = probe.all().await;
         (findings, probe.requests, probe.handshakes)

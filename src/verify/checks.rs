@@ -423,6 +423,42 @@ pub fn not_found(path: &str, status: u16, content_type: Option<&str>, body: &str
     }
 }
 
+/// Days left on the leaf certificate, from Unix times: expired or not yet valid fails, under
+/// two weeks warns.
+pub fn cert_expiry(now: i64, not_before: i64, not_after: i64) -> Finding {
+    let days = (not_after - now).div_euclid(86_400);
+    let when = date(not_after);
+    if now < not_before {
+        Finding::fail(
+            "cert_expiry",
+            format!("not valid before {}", date(not_before)),
+            "check the server's clock, or reissue the certificate",
+        )
+    } else if now >= not_after {
+        Finding::fail(
+            "cert_expiry",
+            format!("expired on {when}"),
+            "renew the certificate (and alert on gateway_tls_cert_expiry_timestamp_seconds)",
+        )
+    } else if days < EXPIRY_WARN_DAYS {
+        Finding::warn(
+            "cert_expiry",
+            format!("expires in {days} days ({when})"),
+            "renew the certificate now",
+        )
+    } else {
+        Finding::pass("cert_expiry", format!("expires in {days} days ({when})"))
+    }
+}
+
+/// `2026-11-23` for a Unix time.
+fn date(unix: i64) -> String {
+    match time::OffsetDateTime::from_unix_timestamp(unix) {
+        Ok(t) => format!("{}-{:02}-{:02}", t.year(), u8::from(t.month()), t.day()),
+        Err(_) => unix.to_string(),
+    }
+}
+
 /// What an oversized `POST` met.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BodyAnswer {
@@ -716,6 +752,29 @@ mod tests {
             .grade,
             Grade::Fail
         );
+    }
+
+    #[test]
+    fn certificates_fail_expired_and_warn_two_weeks_ahead() {
+        let day = 86_400;
+        let now = 1_795_432_812; // 2026-11-23
+        let g = |before: i64, after: i64| cert_expiry(now, now + before, now + after);
+        assert_eq!(g(-day, 90 * day).grade, Grade::Pass);
+        let soon = g(-day, 13 * day + 60);
+        assert_eq!(soon.grade, Grade::Warn);
+        assert_eq!(soon.reason, "expires in 13 days (2026-12-06)");
+        assert_eq!(g(-day, 14 * day).grade, Grade::Pass);
+        let expired = g(-90 * day, -day);
+        assert_eq!(expired.grade, Grade::Fail);
+        assert_eq!(expired.reason, "expired on 2026-11-22");
+        assert_eq!(g(-90 * day, 0).grade, Grade::Fail, "expired this second");
+        assert_eq!(g(day, 90 * day).grade, Grade::Fail, "not yet valid");
+    }
+
+    #[test]
+    fn dates_are_iso() {
+        assert_eq!(date(0), "1970-01-01");
+        assert_eq!(date(1_795_432_812), "2026-11-23");
     }
 
     #[test]

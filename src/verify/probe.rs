@@ -12,6 +12,11 @@ use super::checks::{self, clip, header, FOREIGN_ORIGIN};
 use super::transport::{self, Handshake, Legacy, Offer, Target};
 use super::{Finding, Options};
 
+/// The fix of a probe that got no answer at all.
+const NO_ANSWER: &str = "make sure the URL answers from outside, within --timeout";
+/// The fix of a certificate a browser would refuse.
+const CERT_FIX: &str = "serve a certificate for this name from a public CA, with its chain \
+                        (or pass --ca FILE for a private CA)";
 /// Requests of the burst in flight at once.
 const BURST_PARALLEL: usize = 8;
 /// How much of a body is read to look for leaks.
@@ -117,7 +122,7 @@ impl<'a> Probe<'a> {
         let client = match self.client(untrusted) {
             Ok(client) => client,
             Err(e) => {
-                out.push(Finding::fail("connect", e, ""));
+                out.push(Finding::fail("connect", e, "check the --ca file"));
                 return out;
             }
         };
@@ -139,7 +144,7 @@ impl<'a> Probe<'a> {
                     out.push(Finding::fail(
                         check,
                         format!("no answer to GET {}: {e}", self.options.url),
-                        "",
+                        NO_ANSWER,
                     ));
                 }
             }
@@ -161,7 +166,7 @@ impl<'a> Probe<'a> {
         out.push(checks::fingerprints(&answers));
         out.push(match &healthz {
             Ok(seen) => checks::healthz(seen.status, &seen.body),
-            Err(e) => Finding::fail("healthz", format!("GET /healthz: {e}"), ""),
+            Err(e) => Finding::fail("healthz", format!("GET /healthz: {e}"), NO_ANSWER),
         });
         out.push(match &not_found {
             Ok(seen) => checks::not_found(
@@ -170,7 +175,7 @@ impl<'a> Probe<'a> {
                 header(&seen.headers, "content-type"),
                 &seen.body,
             ),
-            Err(e) => Finding::fail("not_found", format!("GET {random}: {e}"), ""),
+            Err(e) => Finding::fail("not_found", format!("GET {random}: {e}"), NO_ANSWER),
         });
 
         out.push(self.body_limit().await);
@@ -247,8 +252,8 @@ impl<'a> Probe<'a> {
         let host = &self.target.host;
         let Some(leaf) = hs.chain.first() else {
             return vec![
-                Finding::fail("certificate", "the server sent no certificate", ""),
-                Finding::fail("cert_expiry", "the server sent no certificate", ""),
+                Finding::fail("certificate", "the server sent no certificate", CERT_FIX),
+                Finding::fail("cert_expiry", "the server sent no certificate", CERT_FIX),
             ];
         };
         let parsed = match x509_parser::parse_x509_certificate(leaf) {
@@ -256,8 +261,8 @@ impl<'a> Probe<'a> {
             Err(e) => {
                 let reason = format!("the certificate cannot be read: {e}");
                 return vec![
-                    Finding::fail("certificate", reason.clone(), ""),
-                    Finding::fail("cert_expiry", reason, ""),
+                    Finding::fail("certificate", reason.clone(), CERT_FIX),
+                    Finding::fail("cert_expiry", reason, CERT_FIX),
                 ];
             }
         };
@@ -278,38 +283,18 @@ impl<'a> Probe<'a> {
                     "not trusted for {host}: {e} (issued by {})",
                     clip(&issuer, 60)
                 ),
-                "serve a certificate for this name from a public CA, with its chain \
-                 (or pass --ca FILE for a private CA)",
+                CERT_FIX,
             ),
         };
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-        let not_before = parsed.validity().not_before.timestamp();
-        let not_after = parsed.validity().not_after.timestamp();
-        let days = (not_after - now).div_euclid(86_400);
-        let when = date(not_after);
-        let expiry = if now < not_before {
-            Finding::fail(
-                "cert_expiry",
-                format!("not valid before {}", date(not_before)),
-                "check the server's clock, or reissue the certificate",
-            )
-        } else if now >= not_after {
-            Finding::fail(
-                "cert_expiry",
-                format!("expired on {when} ({} days ago)", -days),
-                "renew the certificate (and alert on gateway_tls_cert_expiry_timestamp_seconds)",
-            )
-        } else if days < checks::EXPIRY_WARN_DAYS {
-            Finding::warn(
-                "cert_expiry",
-                format!("expires in {days} days ({when})"),
-                "renew the certificate now",
-            )
-        } else {
-            Finding::pass("cert_expiry", format!("expires in {days} days ({when})"))
-        };
+        let validity = parsed.validity();
+        let expiry = checks::cert_expiry(
+            now,
+            validity.not_before.timestamp(),
+            validity.not_after.timestamp(),
+        );
         vec![trust, expiry]
     }
 
@@ -444,7 +429,7 @@ impl<'a> Probe<'a> {
                     "no answer with Origin: {FOREIGN_ORIGIN}: {}",
                     simple.err().unwrap_or_default()
                 ),
-                "",
+                NO_ANSWER,
             );
         }
         checks::cors(&answers)
@@ -558,23 +543,4 @@ fn describe(e: reqwest::Error) -> String {
         source = s.source();
     }
     text
-}
-
-/// `2026-11-23` for a Unix time.
-fn date(unix: i64) -> String {
-    match time::OffsetDateTime::from_unix_timestamp(unix) {
-        Ok(t) => format!("{}-{:02}-{:02}", t.year(), u8::from(t.month()), t.day()),
-        Err(_) => unix.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dates_are_iso() {
-        assert_eq!(date(0), "1970-01-01");
-        assert_eq!(date(1_795_432_812), "2026-11-23");
-    }
 }

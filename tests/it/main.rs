@@ -5,6 +5,7 @@ mod admin;
 mod auth;
 mod config_errors;
 mod deploy;
+mod examples;
 mod forwarding;
 mod guards;
 mod harness;

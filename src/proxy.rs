@@ -233,7 +233,9 @@ impl ProxyHttp for Gateway {
         // within the limit, counted above), then forwarded byte for byte, or the request is
         // aborted: the app never sees a body that failed.
         if ctx.webhook.is_some() || ctx.schema.is_some() {
-            if let Some(chunk) = body.take() {
+            // An empty chunk, not `None`: Pingora reads `None` as the end of the body and
+            // would finish the upstream request without it.
+            if let Some(chunk) = body.replace(Bytes::new()) {
                 ctx.held_body.extend_from_slice(&chunk);
             }
             if !end_of_stream {

@@ -526,6 +526,38 @@ async fn bodies_are_checked_against_the_schema_and_forwarded_unchanged_when_vali
         );
     }
 
+    // A large valid body arriving in many reads is held back whole, then forwarded unchanged
+    // (HTTP/1.1 and HTTP/2).
+    let padded = format!(
+        r#"{{"workflow": "render",{}"callback_url": "https://cb.example/done"}}"#,
+        " ".repeat(150_000)
+    );
+    let expected = crate::harness::hex(&<sha2::Sha256 as sha2::Digest>::digest(padded.as_bytes()));
+    for client in [
+        gw.client(),
+        gw.client_builder().http1_only().build().unwrap(),
+    ] {
+        let chunks: Vec<Result<Bytes, std::io::Error>> = padded
+            .as_bytes()
+            .chunks(8 * 1024)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        let r = client
+            .post(gw.https_url("/jobs"))
+            .header("content-length", padded.len())
+            .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+                chunks,
+            )))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            seen(r).await.body_sha256(),
+            expected,
+            "a large body, forwarded whole"
+        );
+    }
+
     let long = "w".repeat(5000);
     let invalid = format!(r#"{{"workflow":"{long}","callback_url":"ftp://files.example/x"}}"#);
     let r = gw
@@ -585,8 +617,8 @@ async fn bodies_are_checked_against_the_schema_and_forwarded_unchanged_when_vali
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(
         app.complete_bodies(),
-        3,
-        "two valid bodies and the GET; no invalid body arrived whole"
+        5,
+        "four valid bodies and the GET; no invalid body arrived whole"
     );
 }
 

@@ -265,14 +265,16 @@ pub fn audit(config: &Config, runtime: &Runtime) -> Vec<Finding> {
             .chain(k.keys.iter().filter_map(|n| n.key.as_ref()))
             .any(|s| matches!(s, SecretRef::Inline(_)))
     });
-    let inline_webhook = config.routes.iter().filter_map(|r| r.webhook.as_ref()).any(|w| {
-        match &w.secret {
+    let inline_webhook = config
+        .routes
+        .iter()
+        .filter_map(|r| r.webhook.as_ref())
+        .any(|w| match &w.secret {
             crate::policy::webhook::Secrets::One(s) => matches!(s, SecretRef::Inline(_)),
             crate::policy::webhook::Secrets::Many(list) => {
                 list.iter().any(|s| matches!(s, SecretRef::Inline(_)))
             }
-        }
-    });
+        });
     if inline_tls || inline_redis || inline_keys || inline_webhook {
         add(
             Grade::Fail,

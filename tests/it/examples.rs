@@ -694,6 +694,13 @@ fn flask_postgres_example_has_its_per_endpoint_limits_in_redis() {
     let ex = Example::load("flask-postgres");
     // Shared limiter state: Redis from REDIS_URL for every policy.
     assert_eq!(env_name(ex.config["redis"].get("url")), Some("REDIS_URL"));
+    let instances = ex.config["server"]
+        .get("instances")
+        .and_then(Value::as_integer);
+    assert!(
+        instances.unwrap_or(1) > 1,
+        "without [server] instances, audit does not hold the limits to Redis"
+    );
     for (name, limit) in ex.tables("rate_limits") {
         assert_eq!(limit["store"].as_str(), Some("redis"), "rate_limits.{name}");
     }
@@ -1046,14 +1053,10 @@ async fn flask_api_example_answers_as_its_go_no_go_list_says() {
     assert_exact_headers(&r, "the gateway's 429");
 }
 
-/// A job body that arrives in more than one read never reaches the app: to hold a body back for
-/// its schema, `request_body_filter` takes each chunk and leaves `None`, which Pingora 0.9
-/// reads as the end of the body (pingora-proxy proxy_h1.rs: `upstream_end_of_body = end_of_body
-/// || data.is_none()`), so the app gets the head and its Content-Length, then nothing, and the
-/// request hangs; an empty `Some(Bytes::new())` would hold it back. Webhook routes hold bodies
-/// the same way.
+/// A job of up to 200KB arrives in several reads and is held back whole for its schema: each
+/// chunk held must leave an empty chunk, not `None`, which Pingora reads as the end of the body
+/// (the app then got the head and nothing more, and the request hung).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "src/proxy.rs: a held-back body larger than one read hangs (see the doc comment)"]
 async fn flask_api_example_forwards_a_job_of_exactly_200kb() {
     let app = Upstream::start("flask").await;
     let gw = start_flask_api(&app).await;

@@ -15,7 +15,7 @@ use pingora_core::services::background::BackgroundService;
 use pingora_http::RequestHeader;
 use prometheus::IntGauge;
 
-use crate::head_deadline::HeadDeadline;
+use crate::head_deadline::{BadHead, HeadDeadline};
 use crate::policy::forwarded::canonical;
 use crate::policy::in_flight::InFlightTable;
 use crate::proxy::Shared;
@@ -163,7 +163,17 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for CountConnections<A> {
                 .metrics
                 .requests_rejected
                 .with_label_values(&[crate::metrics::NO_ROUTE, "header_timeout"]);
-            HeadDeadline::wrap(session, limit, expired)
+            let shared = self.shared.clone();
+            let https = session.get_ssl_digest().is_some();
+            let bad_head: BadHead = Box::new(move || {
+                shared
+                    .metrics
+                    .requests_rejected
+                    .with_label_values(&[crate::metrics::NO_ROUTE, "bad_request"])
+                    .inc();
+                crate::respond::unparsable_head(shared.runtime.load_full(), https)
+            });
+            HeadDeadline::wrap(session, limit, expired, Some(bad_head))
         } else {
             session
         };

@@ -10,6 +10,12 @@
 //! A head ends at its empty line; what follows is the body, which has no deadline here
 //! (`body_read` times each of its reads). The next head begins after the response starts:
 //! the first write that is not an interim `1xx` (such as `100 Continue`).
+//!
+//! Pingora answers a head it cannot parse or refuses (obs-fold, a bad `Content-Length`, a
+//! space before a colon, ...) with its own bare 400 — written while the head is still being
+//! read, or as the first thing after it, in the fixed shape of Pingora's error responses.
+//! That answer is replaced by the gateway's JSON error with a request id and the security
+//! headers, so every refusal looks the same to a client.
 
 use std::fmt;
 use std::future::Future;
@@ -49,11 +55,26 @@ pub struct HeadDeadline {
     timer: Option<Pin<Box<Sleep>>>,
     expired: IntCounter,
     counted: bool,
+    /// Builds the gateway's answer to a head Pingora refused, and counts it.
+    bad_head: Option<BadHead>,
+    /// That answer, and how much of it is written.
+    replacing: Option<(Vec<u8>, usize)>,
 }
+
+/// How Pingora's own answer to a head it refuses starts (`gen_error_response(400)`).
+const PINGORA_400: &[u8] = b"HTTP/1.1 400 Bad Request\r\nServer: Pingora\r\n";
+
+/// Makes the bytes of the gateway's answer to an unparsable head.
+pub type BadHead = Box<dyn Fn() -> Vec<u8> + Send + Sync>;
 
 impl HeadDeadline {
     /// Wraps a new HTTP/1.1 connection, whose first head is due within `limit` of now.
-    pub fn wrap(inner: Stream, limit: Duration, expired: IntCounter) -> Stream {
+    pub fn wrap(
+        inner: Stream,
+        limit: Duration,
+        expired: IntCounter,
+        bad_head: Option<BadHead>,
+    ) -> Stream {
         Box::new(HeadDeadline {
             inner,
             phase: Phase::Head {
@@ -64,7 +85,43 @@ impl HeadDeadline {
             timer: None,
             expired,
             counted: false,
+            bad_head,
+            replacing: None,
         })
+    }
+
+    /// Writes the replacement for Pingora's bare answer to an unparsable head, and claims
+    /// `claimed` bytes of Pingora's own as written. `None` when there is nothing to replace.
+    fn poll_replace(
+        &mut self,
+        cx: &mut Context<'_>,
+        first: &[u8],
+        claimed: usize,
+    ) -> Option<Poll<io::Result<usize>>> {
+        if self.replacing.is_none() {
+            let refusal = match self.phase {
+                Phase::Head { .. } => true,
+                Phase::Body => first.starts_with(PINGORA_400),
+                Phase::Between => false,
+            };
+            if !refusal {
+                return None;
+            }
+            let make = self.bad_head.as_ref()?;
+            self.replacing = Some((make(), 0));
+        }
+        let (bytes, at) = self.replacing.as_mut()?;
+        while *at < bytes.len() {
+            match Pin::new(&mut self.inner).poll_write(cx, &bytes[*at..]) {
+                Poll::Ready(Ok(0)) => {
+                    return Some(Poll::Ready(Err(io::ErrorKind::WriteZero.into())))
+                }
+                Poll::Ready(Ok(n)) => *at += n,
+                Poll::Ready(Err(e)) => return Some(Poll::Ready(Err(e))),
+                Poll::Pending => return Some(Poll::Pending),
+            }
+        }
+        Some(Poll::Ready(Ok(claimed)))
     }
 
     /// Whether `stream` speaks HTTP/1.x (HTTP/2 has no request heads to dribble).
@@ -157,6 +214,9 @@ impl AsyncWrite for HeadDeadline {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        if let Some(replaced) = self.poll_replace(cx, buf, buf.len()) {
+            return replaced;
+        }
         if self.phase == Phase::Body && !is_interim(buf) {
             self.phase = Phase::Between;
         }
@@ -168,7 +228,11 @@ impl AsyncWrite for HeadDeadline {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        let total = bufs.iter().map(|b| b.len()).sum();
         let first = bufs.iter().find(|b| !b.is_empty());
+        if let Some(replaced) = self.poll_replace(cx, first.map_or(&[][..], |b| &b[..]), total) {
+            return replaced;
+        }
         if self.phase == Phase::Body && !first.is_some_and(|b| is_interim(b)) {
             self.phase = Phase::Between;
         }
@@ -267,10 +331,13 @@ mod tests {
     fn pair(limit_ms: u64) -> (Stream, tokio::io::DuplexStream, IntCounter) {
         let (server, client) = tokio::io::duplex(4096);
         let counter = IntCounter::new("t", "t").unwrap();
+        let bad_head: BadHead =
+            Box::new(|| b"HTTP/1.1 400 Bad Request\r\nX-Replaced: 1\r\n\r\n".to_vec());
         let wrapped = HeadDeadline::wrap(
             Box::new(server),
             Duration::from_millis(limit_ms),
             counter.clone(),
+            Some(bad_head),
         );
         (wrapped, client, counter)
     }
@@ -311,6 +378,30 @@ mod tests {
         client.write_all(b"Host: a\r\n\r\n").await.unwrap();
         assert!(server.read(&mut buf).await.unwrap() > 0);
         assert_eq!(counter.get(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_answer_written_during_a_head_is_replaced_whole() {
+        let (mut server, mut client, _) = pair(5000);
+        client
+            .write_all(b"GET / HTTP/1.1\r\nBad Header\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 64];
+        let _ = server.read(&mut buf).await.unwrap();
+        // Pingora's bare answer, in two writes: both are taken as written, neither is sent.
+        server
+            .write_all(b"HTTP/1.1 400 Bad Request\r\n")
+            .await
+            .unwrap();
+        server
+            .write_all(b"Content-Length: 0\r\n\r\n")
+            .await
+            .unwrap();
+        drop(server);
+        let mut out = Vec::new();
+        client.read_to_end(&mut out).await.unwrap();
+        assert_eq!(out, b"HTTP/1.1 400 Bad Request\r\nX-Replaced: 1\r\n\r\n");
     }
 
     #[tokio::test]
@@ -357,6 +448,8 @@ mod tests {
                 timer: None,
                 expired: IntCounter::new("t", "t").unwrap(),
                 counted: false,
+                bad_head: None,
+                replacing: None,
             };
             let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % bytes.len()).collect();
             cuts.push(bytes.len());

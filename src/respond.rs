@@ -372,6 +372,39 @@ impl GatewayResponse {
     }
 }
 
+/// The gateway's whole HTTP/1.1 answer to a request head Pingora could not parse (written
+/// in place of Pingora's bare 400, see `head_deadline`): the JSON error with a request id and
+/// the `[defaults]` response policies, and `Connection: close`.
+pub fn unparsable_head(runtime: std::sync::Arc<crate::runtime::Runtime>, https: bool) -> Vec<u8> {
+    let mut ctx = RequestCtx::new();
+    ctx.runtime = Some(runtime);
+    ctx.https = https;
+    ctx.request_id = crate::policy::forwarded::new_request_id();
+    let body = error_json("the request head is malformed", &ctx.request_id, None);
+    let mut out = Vec::with_capacity(1024 + body.len());
+    out.extend_from_slice(b"HTTP/1.1 400 Bad Request\r\n");
+    let Ok(mut header) = ResponseHeader::build(StatusCode::BAD_REQUEST, Some(16)) else {
+        return out;
+    };
+    let built = header
+        .insert_header(CONTENT_TYPE, "application/json")
+        .and_then(|_| header.insert_header(CONTENT_LENGTH, body.len()))
+        .and_then(|_| header.insert_header(CACHE_CONTROL, "no-store"))
+        .and_then(|_| header.insert_header(http::header::CONNECTION, "close"))
+        .and_then(|_| finish_response(&mut header, &ctx));
+    if built.is_ok() {
+        for (name, value) in header.headers.iter() {
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&body);
+    out
+}
+
 /// The gateway's JSON error body.
 pub fn error_json(message: &str, request_id: &str, location: Option<&str>) -> Bytes {
     let body = ErrorBody {

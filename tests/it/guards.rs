@@ -765,3 +765,54 @@ async fn a_request_head_must_be_read_whole_within_header_read() {
         "{metrics}"
     );
 }
+
+/// Heads that servers read differently, each sent as raw bytes: every one gets the gateway's
+/// JSON 400 with a request id and the security headers, its connection is closed, and the
+/// app never sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_heads_get_the_gateways_json_400_and_close() {
+    let app = Upstream::start("app").await;
+    let gw = Gateway::start(&config(&app, "")).await;
+    let cases: &[(&str, &str)] = &[
+        (
+            "differing repeated Content-Length",
+            "Content-Length: 4\r\nContent-Length: 5\r\n",
+        ),
+        ("non-numeric Content-Length", "Content-Length: 4x\r\n"),
+        ("signed Content-Length", "Content-Length: +4\r\n"),
+        (
+            "Transfer-Encoding not ending in chunked",
+            "Transfer-Encoding: chunked, identity\r\n",
+        ),
+        ("whitespace before the colon", "Content-Length : 4\r\n"),
+        ("obs-fold", "X-Folded: a\r\n b\r\n"),
+        ("control character in a value", "X-Bad: a\u{1}b\r\n"),
+        ("control character in a name", "X-B\u{1}d: ab\r\n"),
+    ];
+    for (what, fields) in cases {
+        let request = format!(
+            "POST /api/jobs HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n{fields}\r\nabcd"
+        );
+        let answer = raw(gw.ports.http, request.as_bytes());
+        assert!(answer.starts_with("HTTP/1.1 400"), "{what}: {answer}");
+        let lower = answer.to_ascii_lowercase();
+        for needle in [
+            "connection: close",
+            "content-type: application/json",
+            "x-content-type-options: nosniff",
+            "x-request-id: ",
+            "\"request_id\":\"",
+        ] {
+            assert!(lower.contains(needle), "{what}: no `{needle}` in {answer}");
+        }
+    }
+    assert_eq!(app.hits(), 0, "a malformed head reached the app");
+    let metrics = gw.metrics().await;
+    assert!(
+        metrics.contains(&format!(
+            "gateway_requests_rejected_total{{reason=\"bad_request\",route=\"-\"}} {}",
+            cases.len()
+        )),
+        "{metrics}"
+    );
+}

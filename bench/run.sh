@@ -26,8 +26,10 @@
 #   BENCH_THREADS=2         Palisade threads = nginx worker_processes
 #   BENCH_UPSTREAM_WORKERS=1  worker processes of the upstream nginx
 #   BENCH_IDLE_CONNS=10000  idle keep-alive connections for the memory figure (0: skip)
-#   BENCH_API_KEYS=auto     auto | on | off: the API key check in both gateways; auto turns it
-#                           on when `palisade check` accepts [api_keys] and off otherwise
+#   BENCH_API_KEY_CHECK=auto  auto | on | off: the API key check in both gateways; auto turns
+#                           it on when `palisade check` accepts [api_keys] and off otherwise
+#                           (the key itself is made at run time and given to Palisade in
+#                           BENCH_API_KEYS, as its config says)
 #   BENCH_TESTS="h1 h2 tls" which load tests to run
 #   BENCH_BIN=              a palisade binary to measure instead of building this tree (e.g. one
 #                           built from a clean checkout while the work tree is mid-edit)
@@ -43,7 +45,7 @@ LOAD_THREADS=${BENCH_LOAD_THREADS:-2}
 THREADS=${BENCH_THREADS:-2}
 UPSTREAM_WORKERS=${BENCH_UPSTREAM_WORKERS:-1}
 IDLE_CONNS=${BENCH_IDLE_CONNS:-10000}
-API_KEYS_MODE=${BENCH_API_KEYS:-auto}
+API_KEYS_MODE=${BENCH_API_KEY_CHECK:-auto}
 TESTS=${BENCH_TESTS:-h1 h2 tls}
 ORIGIN="https://app.example.com"
 
@@ -169,7 +171,7 @@ case "$API_KEYS_MODE" in
       sed 's/^/bench:   /' "$RUN/apikeys-check.out" | head -5 >&2
     fi
     ;;
-  *) die "BENCH_API_KEYS must be auto, on or off" ;;
+  *) die "BENCH_API_KEY_CHECK must be auto, on or off" ;;
 esac
 
 render upstream.nginx.conf upstream.conf off 0 0 0
@@ -276,8 +278,10 @@ meta palisade "$("$BIN" version), $THREADS threads; nginx: $THREADS worker proce
 meta settings "$SECS s per run, $ROUNDS rounds, warm-up $WARMUP s, $CONNS connections, $LOAD_THREADS load threads, $H2_STREAMS streams per HTTP/2 connection"
 if [ "$API_KEYS" = on ]; then
   meta api_keys "on: Palisade [api_keys.bench] (X-API-Key), nginx map \$http_x_api_key -> 401"
+elif [ "$API_KEYS_MODE" = off ]; then
+  meta api_keys "OFF in both gateways (BENCH_API_KEY_CHECK=off)"
 else
-  meta api_keys "OFF in both gateways (this build's palisade check refuses [api_keys]; BENCH_API_KEYS=$API_KEYS_MODE)"
+  meta api_keys "OFF in both gateways (this build's palisade check refuses [api_keys])"
 fi
 meta idle_conns "$IDLE_CONNS"
 meta rounds "$ROUNDS"

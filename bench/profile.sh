@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# Instructions per request, counted by valgrind's callgrind: a figure that does not move with
+# whatever else the machine is doing, for before/after comparisons of hot-path work.
+#
+# Runs the gateway under callgrind twice (PROFILE_SMALL, then PROFILE_LARGE HTTP/1.1 keep-alive
+# requests through h2load --h1) in front of the bench's upstream, and subtracts the two runs,
+# so start-up and shutdown cancel out. Prints the total per request and the functions that cost
+# the most per request (inclusive), and keeps the callgrind files in target/bench/profile/.
+#
+#   bench/profile.sh [full|pass|nginx]      default: full
+#
+# Settings: PROFILE_SMALL=2000 PROFILE_LARGE=12000, PROFILE_TOP=40, and as in run.sh BENCH_BIN
+# and BENCH_API_KEY_CHECK (auto | on | off).
+set -euo pipefail
+
+WHICH=${1:-full}
+SMALL=${PROFILE_SMALL:-2000}
+LARGE=${PROFILE_LARGE:-12000}
+TOP=${PROFILE_TOP:-40}
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$BENCH_DIR/.." && pwd)
+cd "$REPO"
+TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
+OUT=$TARGET_DIR/bench/profile
+PATH=$PATH:/usr/sbin:/sbin
+export PATH PYTHONDONTWRITEBYTECODE=1
+
+for tool in valgrind callgrind_annotate nginx h2load curl; do
+  command -v "$tool" >/dev/null 2>&1 || { echo "profile: needs $tool (Debian: valgrind nginx nghttp2-client curl)" >&2; exit 1; }
+done
+if [ -n "${BENCH_BIN:-}" ]; then
+  BIN=$BENCH_BIN
+else
+  cargo build --release --bin palisade
+  BIN=$TARGET_DIR/release/palisade
+fi
+
+mkdir -p "$OUT"
+RUN=$(mktemp -d "${TMPDIR:-/tmp}/palisade-profile.XXXXXX")
+mkdir -p "$RUN/tmp"
+PIDS=()
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$RUN"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+read -r UP GW GWS ADMIN < <(python3 -c 'import socket
+ss = [socket.socket() for _ in range(4)]
+for s in ss: s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in ss))')
+"$BIN" cert dev --out "$RUN/cert" >/dev/null
+API_KEY="bench-$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')"
+export BENCH_API_KEYS=$API_KEY
+
+render() { # TEMPLATE OUT APIKEYS(on|off) THREADS
+  local keep=/^#APIKEYS/d
+  [ "$3" = on ] && keep='s/^#APIKEYS //'
+  sed -e "$keep" -e "s|@RUN@|$RUN|g" -e "s|@CERT@|$RUN/cert/dev.pem|g" -e "s|@KEY@|$RUN/cert/dev-key.pem|g" \
+    -e "s|@API_KEY@|$API_KEY|g" -e "s|@THREADS@|$4|g" -e "s|@UPSTREAM_WORKERS@|1|g" \
+    -e "s|@UPSTREAM_PORT@|$UP|g" -e "s|@HTTP_PORT@|$GW|g" -e "s|@HTTPS_PORT@|$GWS|g" \
+    -e "s|@ADMIN_PORT@|$ADMIN|g" "$BENCH_DIR/$1" >"$RUN/$2"
+}
+
+case "${BENCH_API_KEY_CHECK:-auto}" in
+  on | off) KEYS=$BENCH_API_KEY_CHECK ;;
+  *)
+    render palisade-full.toml probe.toml on 2
+    if "$BIN" check "$RUN/probe.toml" >/dev/null 2>&1; then KEYS=on; else KEYS=off; fi
+    ;;
+esac
+
+render upstream.nginx.conf upstream.conf off 1
+nginx -e "$RUN/upstream.error.log" -p "$RUN" -c "$RUN/upstream.conf" >/dev/null 2>&1 &
+PIDS+=($!)
+
+case "$WHICH" in
+  full) render palisade-full.toml gw.conf "$KEYS" 2 ;;
+  pass) render palisade-passthrough.toml gw.conf off 2 ;;
+  nginx)
+    render nginx-gateway.conf gw.conf "$KEYS" 1
+    render nginx-gateway.headers.conf nginx-gateway.headers.conf "$KEYS" 1
+    render nginx-gateway.location.conf nginx-gateway.location.conf "$KEYS" 1
+    # One process: the worker's work is what callgrind sees.
+    sed -i 's/^master_process on;/master_process off;/' "$RUN/gw.conf"
+    ;;
+  *) echo "usage: bench/profile.sh [full|pass|nginx]" >&2; exit 2 ;;
+esac
+
+# profile_run REQUESTS: the gateway under callgrind serving REQUESTS requests; prints its file
+profile_run() {
+  local n=$1 out=$OUT/callgrind.$WHICH.$1 pid _
+  if [ "$WHICH" = nginx ]; then
+    valgrind --tool=callgrind --callgrind-out-file="$out" \
+      nginx -e "$RUN/gw.error.log" -p "$RUN" -c "$RUN/gw.conf" >"$RUN/vg.log" 2>&1 &
+  else
+    valgrind --tool=callgrind --callgrind-out-file="$out" \
+      "$BIN" run --config "$RUN/gw.conf" >/dev/null 2>"$RUN/vg.log" &
+  fi
+  pid=$!
+  PIDS+=("$pid")
+  for _ in $(seq 120); do
+    curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$GW/" && break
+    sleep 0.5
+  done
+  timeout 600 h2load --h1 -t1 -c4 -n "$n" -H "X-API-Key: $API_KEY" -H "Origin: https://app.example.com" \
+    "http://127.0.0.1:$GW/" >"$RUN/h2load.out" 2>&1 || true
+  grep -q "status codes: $n 2xx" "$RUN/h2load.out" || { cat "$RUN/h2load.out" >&2; echo "profile: not every request got a 2xx" >&2; exit 1; }
+  if [ "$WHICH" = nginx ]; then kill -QUIT "$pid"; else kill -INT "$pid"; fi
+  wait "$pid" || true
+  echo "$out"
+}
+
+# totals FILE: "function<TAB>inclusive instructions", one line per function
+totals() {
+  callgrind_annotate --inclusive=yes --threshold=100 "$1" 2>/dev/null |
+    grep -E '^ *[0-9,]+ \( *[0-9.]+%\)  ' |
+    sed -E 's/^ *([0-9,]+) \( *[0-9.]+%\)  (.*) \[.*$/\1\t\2/; s/,//g' |
+    awk -F'\t' '{ s[$2] += $1 } END { for (k in s) print k "\t" s[k] }' | sort -t"$(printf '\t')" -k1,1
+}
+
+small=$(profile_run "$SMALL")
+large=$(profile_run "$LARGE")
+n=$((LARGE - SMALL))
+total_small=$(awk '/^summary:/ { print $2 }' "$small")
+total_large=$(awk '/^summary:/ { print $2 }' "$large")
+echo "$WHICH (API keys $KEYS): $(awk -v a="$total_small" -v b="$total_large" -v n="$n" 'BEGIN { printf "%.0f", (b - a) / n }') instructions per request (user space; $SMALL vs $LARGE requests, 4 keep-alive connections)"
+echo
+echo "per request, inclusive (a function's callees counted in it):"
+totals "$small" >"$RUN/a"
+totals "$large" >"$RUN/b"
+join -t"$(printf '\t')" "$RUN/a" "$RUN/b" |
+  awk -F'\t' -v n="$n" '$1 != "" { d = ($3 - $2) / n; if (d >= 100) printf "%9.0f  %s\n", d, $1 }' |
+  sort -rn | head -n "$TOP" | cut -c1-200
+echo
+echo "callgrind files: $small $large (callgrind_annotate --tree=calling FILE)"

@@ -33,6 +33,10 @@ usage:
 
 exit status: 0 ok, 2 usage error, 78 invalid config";
 
+/// mimalloc: glibc's malloc took a sixth of the CPU of a proxied request across threads.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(
         env_logger::Env::default().default_filter_or("warn,palisade=info"),

@@ -9,6 +9,7 @@ use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora_core::apps::HttpServerOptions;
 use pingora_core::listeners::tls::TlsSettings;
+use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 use pingora_core::services::background::background_service;
@@ -159,6 +160,10 @@ pub fn run(file: &Path, upgrade: bool, pid_file: Option<&Path>, upgrade_sock: &P
         threads,
         grace_period_seconds: Some(grace.as_secs().max(1)),
         graceful_shutdown_timeout_seconds: Some(1),
+        // One single-threaded runtime per core: a request stays on the thread that accepted
+        // it, with no cross-thread wake-ups (work stealing costs more than it balances for a
+        // proxy whose requests are all alike).
+        work_stealing: false,
         upgrade_sock: upgrade_sock.to_string_lossy().into_owned(),
         ..ServerConf::default()
     };
@@ -204,7 +209,7 @@ pub fn run(file: &Path, upgrade: bool, pid_file: Option<&Path>, upgrade_sock: &P
     let mut gateway = Service::new("palisade".to_string(), app);
     let (plain, tls_addrs, admin_addr) = listeners;
     for addr in &plain {
-        gateway.add_tcp(&addr.to_string());
+        gateway.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(client_buffers()));
     }
     let resolver = cert_store.map(|store| Arc::new(SniResolver::new(store)));
     if let Some(resolver) = &resolver {
@@ -219,7 +224,11 @@ pub fn run(file: &Path, upgrade: bool, pid_file: Option<&Path>, upgrade_sock: &P
             };
             settings.set_cert_resolver(resolver.clone());
             settings.enable_h2();
-            gateway.add_tls_with_settings(&addr.to_string(), None, settings);
+            gateway.add_listener(
+                ListenerConfig::tcp(addr.to_string())
+                    .tls(settings)
+                    .l4_buffer(client_buffers()),
+            );
         }
     }
 
@@ -357,4 +366,11 @@ fn check_ports_free(runtime: &Runtime, upgrade: bool) -> Result<(), String> {
         std::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     }
     Ok(())
+}
+
+/// Client connections read straight from the socket: Pingora reads a request head into a
+/// buffer of its own and TLS has its own, so the 64 KiB read buffer Pingora puts below them
+/// by default only costs memory on every open connection (most of them idle keep-alives).
+fn client_buffers() -> L4BufferSettings {
+    L4BufferSettings::default().read(0)
 }

@@ -192,3 +192,81 @@ async fn a_refused_reload_does_not_reset_the_buckets_of_the_running_config() {
     assert_eq!(gw.reload(&running).await, "success");
     assert_eq!(c.get(gw.https_url("/")).send().await.unwrap().status(), 429);
 }
+
+/// Reloads under steady load: a broken config is refused, two good ones are applied, and not
+/// one request fails across all three (clients on HTTP/1.1 and HTTP/2 keep-alive).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_under_steady_load_fail_no_request() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    let gw = Gateway::start(&config(&a, &b, "a", "")).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+    let servers = Arc::new(Mutex::new(std::collections::BTreeSet::<String>::new()));
+    let mut clients = Vec::new();
+    for i in 0..4 {
+        let client = if i % 2 == 0 {
+            gw.client()
+        } else {
+            gw.client_builder().http1_only().build().unwrap()
+        };
+        let url = gw.https_url("/");
+        let (stop, ok, failures, servers) =
+            (stop.clone(), ok.clone(), failures.clone(), servers.clone());
+        clients.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                match client.get(&url).send().await {
+                    Ok(r) if r.status() == 200 => {
+                        let body: serde_json::Value = r.json().await.unwrap_or_default();
+                        if let Some(s) = body["server"].as_str() {
+                            servers.lock().unwrap().insert(s.to_string());
+                        }
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(r) => failures
+                        .lock()
+                        .unwrap()
+                        .push(format!("status {}", r.status())),
+                    Err(e) => failures.lock().unwrap().push(e.to_string()),
+                }
+            }
+        }));
+    }
+    let served = |n: usize| {
+        let ok = ok.clone();
+        async move {
+            let target = ok.load(Ordering::Relaxed) + n;
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while ok.load(Ordering::Relaxed) < target && std::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    served(30).await;
+    let broken = config(&a, &b, "nowhere", "");
+    assert_eq!(gw.reload(&broken).await, "error");
+    served(30).await;
+    assert_eq!(gw.reload(&config(&a, &b, "b", "")).await, "success");
+    served(30).await;
+    assert_eq!(gw.reload(&config(&a, &b, "a", "")).await, "success");
+    served(30).await;
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.await.unwrap();
+    }
+    let failures = failures.lock().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(ok.load(Ordering::Relaxed) >= 120);
+    let servers = servers.lock().unwrap();
+    assert!(
+        servers.contains("a") && servers.contains("b"),
+        "{servers:?}"
+    );
+}

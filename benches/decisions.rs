@@ -1,5 +1,6 @@
 //! Criterion benchmarks for the per-request decisions: the limiter (one key, two threads on
-//! one key, many keys, and the memory 1M keys take), route matching and header application.
+//! one key, many keys, and the memory 1M keys take), route matching, header application, CORS
+//! and the API key lookup.
 //! Run with `cargo bench --bench decisions`; the figures are in the README.
 
 use std::hint::black_box;
@@ -8,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, Criterion};
 use palisade::config::{Diagnostics, KeyPath};
+use palisade::policy::api_key::{ApiKeyPolicy, ApiKeysConfig};
+use palisade::policy::cors::{CorsConfig, CorsPolicy};
 use palisade::policy::headers::{HeaderPolicy, HeadersConfig};
 use palisade::policy::rate_limit::gcra::Rate;
 use palisade::policy::rate_limit::local::LocalTable;
@@ -135,6 +138,56 @@ fn headers(c: &mut Criterion) {
     });
 }
 
+fn cors(c: &mut Criterion) {
+    let cfg: CorsConfig = toml::from_str(
+        r#"allow_origins = ["https://app.example.com", "https://admin.example.com", "https://*.example.org"]
+allow_methods = ["GET", "POST"]
+allow_credentials = true
+expose_headers = ["X-Request-Id"]"#,
+    )
+    .unwrap();
+    let mut diags = Diagnostics::default();
+    let policy = CorsPolicy::compile("site", &cfg, &mut diags).unwrap();
+    let origin = http::HeaderValue::from_static("https://shop.eu.example.org");
+    let mut template = pingora_http::ResponseHeader::build(200, None).unwrap();
+    template
+        .append_header("access-control-allow-origin", "*")
+        .unwrap();
+    template
+        .append_header("content-type", "application/json")
+        .unwrap();
+    c.bench_function("cors/apply to a response, wildcard origin allowed", |b| {
+        b.iter_batched(
+            || template.clone(),
+            |mut h| {
+                policy.apply(&mut h, Some(black_box(&origin))).unwrap();
+                h
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
+}
+
+fn api_keys(c: &mut Criterion) {
+    // 100 keys in `current`: the lookup compares against every digest, whichever matches.
+    let keys: Vec<String> = (0..100).map(|i| format!("pk_bench_{i:0>32}")).collect();
+    let cfg: ApiKeysConfig = toml::from_str(&format!("current = \"{}\"", keys.join(","))).unwrap();
+    let mut diags = Diagnostics::default();
+    let policy =
+        ApiKeyPolicy::compile("bench", &cfg, std::path::Path::new("."), &mut diags).unwrap();
+    let mut headers = http::HeaderMap::new();
+    headers.insert("x-api-key", http::HeaderValue::from_str(&keys[57]).unwrap());
+    c.bench_function("api_key/authenticate among 100 keys", |b| {
+        b.iter(|| {
+            black_box(
+                policy
+                    .authenticate(black_box(&headers), None, &[], 0)
+                    .result(),
+            )
+        })
+    });
+}
+
 fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/statm")
         .ok()
@@ -168,7 +221,7 @@ fn memory() {
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
-    targets = limiter, routing, headers
+    targets = limiter, routing, headers, cors, api_keys
 }
 
 fn main() {

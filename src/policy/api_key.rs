@@ -102,7 +102,8 @@ impl KeySet {
 }
 
 pub struct KeyEntry {
-    digest: [u8; 32],
+    /// The SHA-256 digest, as four words (see [`ApiKeyPolicy::find`]).
+    digest: [u64; 4],
     /// The named key's `id`, or `key-` and the start of the digest for a set's key (the same
     /// whether the key sits in `next` or, once promoted, in `current`).
     pub id: Arc<str>,
@@ -280,7 +281,7 @@ impl ApiKeyPolicy {
                 }
             }
             entries.push(KeyEntry {
-                digest,
+                digest: words(&digest),
                 id: key.id.as_str().into(),
                 set: KeySet::Named,
                 roles_header: (!key.roles.is_empty())
@@ -305,7 +306,7 @@ impl ApiKeyPolicy {
             for (n, item) in split_keys(&text).enumerate() {
                 match key_digest(item) {
                     Ok(digest) => entries.push(KeyEntry {
-                        digest,
+                        digest: words(&digest),
                         id: set_key_id(&digest).into(),
                         set,
                         roles: Vec::new(),
@@ -369,11 +370,18 @@ impl ApiKeyPolicy {
     /// The entry whose digest matches, looked for in constant time: every digest is compared,
     /// and the comparisons do not stop at a difference.
     fn find(&self, presented: &[u8]) -> Option<&KeyEntry> {
-        let digest = sha256(presented);
+        // Each digest is XORed word by word with the presented one and the differences ORed
+        // together: no branch and no early exit depends on the bytes, and a single
+        // constant-time comparison of the result with zero says whether they were equal.
+        let digest = words(&sha256(presented));
         let none = u32::MAX;
         let mut found = none;
         for (i, entry) in self.entries.iter().enumerate() {
-            let hit = entry.digest.ct_eq(&digest) & found.ct_eq(&none);
+            let diff = (entry.digest[0] ^ digest[0])
+                | (entry.digest[1] ^ digest[1])
+                | (entry.digest[2] ^ digest[2])
+                | (entry.digest[3] ^ digest[3]);
+            let hit = diff.ct_eq(&0) & found.ct_eq(&none);
             found = u32::conditional_select(&found, &(i as u32), hit);
         }
         self.entries.get(found as usize)
@@ -552,6 +560,16 @@ fn key_digest(item: &str) -> Result<[u8; 32], String> {
         return Err("a key holds spaces or control characters".into());
     }
     Ok(sha256(item.as_bytes()))
+}
+
+fn words(digest: &[u8; 32]) -> [u64; 4] {
+    let mut out = [0u64; 4];
+    for (word, chunk) in out.iter_mut().zip(digest.chunks_exact(8)) {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(chunk);
+        *word = u64::from_le_bytes(bytes);
+    }
+    out
 }
 
 fn set_key_id(digest: &[u8; 32]) -> String {

@@ -214,9 +214,26 @@ fn the_shipped_gateway_toml_is_valid() {
     let text = text
         .replace("certs/dev.pem", "certs/main/dev.pem")
         .replace("certs/dev-key.pem", "certs/main/dev-key.pem");
-    let (code, out, err) = check(&work.write("gateway.toml", &text));
-    assert_eq!(code, 0, "{err}");
-    assert!(out.contains("ok"), "{out}");
+    let path = work.write("gateway.toml", &text);
+    let out = Command::new(BIN)
+        .arg("check")
+        .arg(&path)
+        .env("API_KEYS", "pk_demo_0123456789abcdefghij")
+        .env("API_KEYS_NEXT", "")
+        .output()
+        .unwrap();
+    let (stdout, err) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(stdout.contains("ok"), "{stdout}");
+    // Without its key variable it does not start, and says which one.
+    let (code, _, err) = check(&path);
+    if std::env::var_os("API_KEYS").is_none() {
+        assert_eq!(code, 78, "{err}");
+        assert!(err.contains("API_KEYS"), "{err}");
+    }
 }
 
 #[test]
@@ -348,6 +365,8 @@ fn audit_passes_the_shipped_gateway_toml() {
     let out = Command::new(BIN)
         .arg("audit")
         .arg(work.write("gateway.toml", &text))
+        .env("API_KEYS", "pk_demo_0123456789abcdefghij")
+        .env("API_KEYS_NEXT", "")
         .output()
         .unwrap();
     let report = String::from_utf8_lossy(&out.stdout);

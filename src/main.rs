@@ -180,9 +180,15 @@ fn audit(args: &[&str]) -> i32 {
         }
     };
     let findings = palisade::audit::audit(&checked.config, &checked.runtime);
+    // Written with errors ignored, not `println!`: `palisade audit | head` must not panic when
+    // the reader goes away.
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
     if json {
         match serde_json::to_string_pretty(&findings) {
-            Ok(text) => println!("{text}"),
+            Ok(text) => {
+                let _ = writeln!(out, "{text}");
+            }
             Err(e) => {
                 eprintln!("palisade: {e}");
                 return 1;
@@ -195,10 +201,17 @@ fn audit(args: &[&str]) -> i32 {
                 palisade::audit::Grade::Warn => "WARN",
                 palisade::audit::Grade::Fail => "FAIL",
             };
-            if f.fix.is_empty() {
-                println!("{grade}  {:<15} {}", f.check, f.reason);
+            let written = if f.fix.is_empty() {
+                writeln!(out, "{grade}  {:<15} {}", f.check, f.reason)
             } else {
-                println!("{grade}  {:<15} {} (fix: {})", f.check, f.reason, f.fix);
+                writeln!(
+                    out,
+                    "{grade}  {:<15} {} (fix: {})",
+                    f.check, f.reason, f.fix
+                )
+            };
+            if written.is_err() {
+                break;
             }
         }
     }

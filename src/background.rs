@@ -123,6 +123,17 @@ pub struct CountConnections<A> {
     pub gauge: IntGauge,
     pub shared: Arc<Shared>,
     pub per_ip: Arc<InFlightTable>,
+    /// The gateway's answer to a request head Pingora refuses (see [`bad_head_answer`]).
+    pub bad_head: BadHead,
+}
+
+/// Writes the gateway's JSON 400 in place of Pingora's bare one, with the live config's
+/// default response headers, and counts it.
+pub fn bad_head_answer(shared: Arc<Shared>) -> BadHead {
+    Arc::new(move |https| {
+        shared.metrics.bad_heads.inc();
+        crate::respond::unparsable_head(shared.runtime.load_full(), https)
+    })
 }
 
 #[async_trait]
@@ -157,23 +168,12 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for CountConnections<A> {
         };
         // An HTTP/1.1 request head must be read whole within `timeouts.header_read`.
         let session = if HeadDeadline::applies_to(&session) {
-            let limit = self.shared.runtime.load().timeouts.header_read;
-            let expired = self
-                .shared
-                .metrics
-                .requests_rejected
-                .with_label_values(&[crate::metrics::NO_ROUTE, "header_timeout"]);
-            let shared = self.shared.clone();
-            let https = session.get_ssl_digest().is_some();
-            let bad_head: BadHead = Box::new(move || {
-                shared
-                    .metrics
-                    .requests_rejected
-                    .with_label_values(&[crate::metrics::NO_ROUTE, "bad_request"])
-                    .inc();
-                crate::respond::unparsable_head(shared.runtime.load_full(), https)
-            });
-            HeadDeadline::wrap(session, limit, expired, Some(bad_head))
+            HeadDeadline::wrap(
+                session,
+                self.shared.runtime.load().timeouts.header_read,
+                self.shared.metrics.header_timeouts.clone(),
+                Some(self.bad_head.clone()),
+            )
         } else {
             session
         };

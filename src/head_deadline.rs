@@ -64,8 +64,9 @@ pub struct HeadDeadline {
 /// How Pingora's own answer to a head it refuses starts (`gen_error_response(400)`).
 const PINGORA_400: &[u8] = b"HTTP/1.1 400 Bad Request\r\nServer: Pingora\r\n";
 
-/// Makes the bytes of the gateway's answer to an unparsable head.
-pub type BadHead = Box<dyn Fn() -> Vec<u8> + Send + Sync>;
+/// Makes the bytes of the gateway's answer to an unparsable head, given whether the
+/// connection is HTTPS. Built once and shared by every connection.
+pub type BadHead = Arc<dyn Fn(bool) -> Vec<u8> + Send + Sync>;
 
 impl HeadDeadline {
     /// Wraps a new HTTP/1.1 connection, whose first head is due within `limit` of now.
@@ -108,7 +109,7 @@ impl HeadDeadline {
                 return None;
             }
             let make = self.bad_head.as_ref()?;
-            self.replacing = Some((make(), 0));
+            self.replacing = Some((make(self.inner.get_ssl_digest().is_some()), 0));
         }
         let (bytes, at) = self.replacing.as_mut()?;
         while *at < bytes.len() {
@@ -332,7 +333,7 @@ mod tests {
         let (server, client) = tokio::io::duplex(4096);
         let counter = IntCounter::new("t", "t").unwrap();
         let bad_head: BadHead =
-            Box::new(|| b"HTTP/1.1 400 Bad Request\r\nX-Replaced: 1\r\n\r\n".to_vec());
+            Arc::new(|_| b"HTTP/1.1 400 Bad Request\r\nX-Replaced: 1\r\n\r\n".to_vec());
         let wrapped = HeadDeadline::wrap(
             Box::new(server),
             Duration::from_millis(limit_ms),

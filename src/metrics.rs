@@ -26,6 +26,9 @@ pub struct Metrics {
     rate_limit_evictions: IntCounterVec,
     pub config_reloads: IntCounterVec,
     pub requests_rejected: IntCounterVec,
+    /// `requests_rejected{route="-"}` for the refusals counted per connection, resolved once.
+    pub header_timeouts: prometheus::IntCounter,
+    pub bad_heads: prometheus::IntCounter,
     pub api_key_auth: IntCounterVec,
     pub webhook_verifications: IntCounterVec,
     pub connections_rejected: prometheus::IntCounter,
@@ -208,6 +211,8 @@ impl Metrics {
             rate_limit_keys,
             rate_limit_evictions,
             config_reloads,
+            header_timeouts: requests_rejected.with_label_values(&[NO_ROUTE, "header_timeout"]),
+            bad_heads: requests_rejected.with_label_values(&[NO_ROUTE, "bad_request"]),
             requests_rejected,
             api_key_auth,
             webhook_verifications,

@@ -248,6 +248,7 @@ impl ProxyHttp for Gateway {
                     api_key::unix_now(),
                 );
                 if let Err(failure) = self.count_webhook(ctx, checked) {
+                    self.count_rejected(ctx.route_name(), "webhook_signature");
                     ctx.webhook_failure = Some(failure);
                     return Error::e_explain(
                         ErrorType::HTTPStatus(401),
@@ -694,7 +695,8 @@ impl Gateway {
         Some(refusal)
     }
 
-    /// Counts a webhook check; passes its result through.
+    /// Counts a webhook check; passes its result through. (A refusal is counted as rejected
+    /// where it is answered: by `guard`, or in `request_body_filter`.)
     fn count_webhook(
         &self,
         ctx: &RequestCtx,
@@ -709,9 +711,6 @@ impl Gateway {
             .webhook_verifications
             .with_label_values(&[ctx.route_name(), result])
             .inc();
-        if checked.is_err() {
-            self.count_rejected(ctx.route_name(), "webhook_signature");
-        }
         checked
     }
 

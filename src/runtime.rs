@@ -199,6 +199,12 @@ impl Runtime {
                 "must be at least 1",
             );
         }
+        if server.timeouts.header_read.0 < Duration::from_secs(1) {
+            diags.error(
+                server_path.key("timeouts").key("header_read"),
+                "must be at least 1s: every request head has to arrive within it",
+            );
+        }
         if server.instances == 0 {
             diags.error(server_path.key("instances"), "must be at least 1");
         }

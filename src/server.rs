@@ -205,6 +205,7 @@ pub fn run(file: &Path, upgrade: bool, pid_file: Option<&Path>, upgrade_sock: &P
         gauge: connections,
         shared: shared.clone(),
         per_ip: Arc::new(InFlightTable::default()),
+        bad_head: crate::background::bad_head_answer(shared.clone()),
     };
     let mut gateway = Service::new("palisade".to_string(), app);
     let (plain, tls_addrs, admin_addr) = listeners;

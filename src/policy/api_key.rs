@@ -5,6 +5,7 @@
 //! time against every digest, whichever matches, so the time taken never says which key (or
 //! which set) matched, nor how close a guess came.
 
+use std::borrow::Cow;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -387,38 +388,30 @@ impl ApiKeyPolicy {
         self.entries.get(found as usize)
     }
 
-    fn presented(&self, headers: &HeaderMap, query: Option<&str>) -> Presented {
+    /// The key the request carries, borrowed from its header where it can be.
+    fn presented<'a>(&self, headers: &'a HeaderMap, query: Option<&str>) -> Presented<'a> {
         match &self.credential {
-            Credential::Header(name) => {
-                let mut values = headers.get_all(name).iter();
-                match (values.next(), values.next()) {
-                    (None, _) => Presented::None,
-                    (Some(_), Some(_)) => Presented::Malformed,
-                    (Some(v), None) => match trim(v.as_bytes()) {
-                        [] => Presented::None,
-                        key => Presented::Key(key.to_vec()),
-                    },
-                }
-            }
-            Credential::Bearer => {
-                let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
-                match (values.next(), values.next()) {
-                    (None, _) => Presented::None,
-                    (Some(_), Some(_)) => Presented::Malformed,
-                    (Some(v), None) => {
-                        let v = v.as_bytes();
-                        match v.get(..7) {
-                            Some(scheme) if scheme.eq_ignore_ascii_case(b"bearer ") => {
-                                match trim(&v[7..]) {
-                                    [] => Presented::Malformed,
-                                    key => Presented::Key(key.to_vec()),
-                                }
-                            }
-                            _ => Presented::Malformed,
+            Credential::Header(name) => match single_value(headers, name) {
+                Err(()) => Presented::Malformed,
+                Ok(None) => Presented::None,
+                Ok(Some(v)) => match trim(v) {
+                    [] => Presented::None,
+                    key => Presented::Key(Cow::Borrowed(key)),
+                },
+            },
+            Credential::Bearer => match single_value(headers, &http::header::AUTHORIZATION) {
+                Err(()) => Presented::Malformed,
+                Ok(None) => Presented::None,
+                Ok(Some(v)) => match v.split_at_checked(7) {
+                    Some((scheme, token)) if scheme.eq_ignore_ascii_case(b"bearer ") => {
+                        match trim(token) {
+                            [] => Presented::Malformed,
+                            key => Presented::Key(Cow::Borrowed(key)),
                         }
                     }
-                }
-            }
+                    _ => Presented::Malformed,
+                },
+            },
             Credential::Query(name) => {
                 let mut found = None;
                 for (key, value) in query_pairs(query.unwrap_or("")) {
@@ -432,7 +425,7 @@ impl ApiKeyPolicy {
                 match found {
                     None => Presented::None,
                     Some(v) if v.is_empty() => Presented::None,
-                    Some(v) => Presented::Key(v),
+                    Some(v) => Presented::Key(Cow::Owned(v)),
                 }
             }
         }
@@ -449,10 +442,21 @@ impl ApiKeyPolicy {
     }
 }
 
-enum Presented {
-    Key(Vec<u8>),
+enum Presented<'a> {
+    Key(Cow<'a, [u8]>),
     None,
     Malformed,
+}
+
+/// The value of a header sent once; `Err` when it was sent more than once (which one would
+/// count is ambiguous).
+fn single_value<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Result<Option<&'a [u8]>, ()> {
+    let mut values = headers.get_all(name).iter();
+    match (values.next(), values.next()) {
+        (None, _) => Ok(None),
+        (Some(v), None) => Ok(Some(v.as_bytes())),
+        (Some(_), Some(_)) => Err(()),
+    }
 }
 
 fn trim(mut v: &[u8]) -> &[u8] {

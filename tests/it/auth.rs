@@ -709,6 +709,12 @@ async fn webhook_signatures_are_verified_before_the_app_sees_the_body() {
         .await
         .unwrap();
     gateway_error(r, 401).await;
+    // No body at all: refused before an upstream is chosen, counted once like the others.
+    let r = c.post(&hub).send().await.unwrap();
+    assert!(gateway_error(r, 401).await["error"]
+        .as_str()
+        .unwrap()
+        .contains("missing"));
 
     let m = gw.metrics().await;
     assert_eq!(
@@ -739,7 +745,7 @@ async fn webhook_signatures_are_verified_before_the_app_sees_the_body() {
         metric(
             &m,
             "gateway_requests_rejected_total{reason=\"webhook_signature\",route=\"github\"} "
-        ) == 1,
+        ) == 2,
         "{m}"
     );
     assert_no_secrets(

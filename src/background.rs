@@ -2,18 +2,21 @@
 //! and the drain that ends the process as soon as in-flight requests finish after SIGTERM (or
 //! after SIGQUIT, once the listening sockets were handed to the new process of an upgrade).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use http::header::{HOST, USER_AGENT};
-use pingora_core::apps::ServerApp;
+use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
 use pingora_core::connectors::http::Connector;
+use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use pingora_http::RequestHeader;
 use prometheus::IntGauge;
+use tokio::sync::Notify;
 
 use crate::head_deadline::{BadHead, HeadDeadline};
 use crate::policy::forwarded::canonical;
@@ -111,9 +114,12 @@ async fn probe(connector: &Connector, server: &Server, check: &ActiveCheck) -> b
         .is_some_and(|r| r.status.is_success() || r.status.is_redirection())
 }
 
-/// Counts client connections: Pingora calls `process_new` once per connection for HTTP/2, and
-/// once per request for HTTP/1.1 keep-alive (the next call waits for the next request), so the
-/// gauge is the connections being served or waiting for their next request.
+/// Serves each client connection, counting them: the gauge is the connections being served or
+/// waiting for their next request.
+///
+/// HTTP/1.1 connections are served here request by request (as Pingora's own loop does), but
+/// a connection waits for the first bytes of its next request holding only its socket: Pingora
+/// would park a whole request future (about 15 KB) on every idle keep-alive connection.
 ///
 /// It also enforces `max_connections_per_ip` (trusted proxies exempt): a connection over the
 /// cap is closed before a byte of it is read, so a slowloris from one address cannot take every
@@ -125,6 +131,91 @@ pub struct CountConnections<A> {
     pub per_ip: Arc<InFlightTable>,
     /// The gateway's answer to a request head Pingora refuses (see [`bad_head_answer`]).
     pub bad_head: BadHead,
+    /// Set, and its waiters woken, when idle connections must close (end of the drain).
+    pub closing: Arc<Closing>,
+}
+
+/// The end of the keep-alive linger: connections waiting for a request stop waiting.
+#[derive(Default)]
+pub struct Closing {
+    closed: AtomicBool,
+    notify: Notify,
+}
+
+impl Closing {
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.notify.notify_waiters();
+    }
+
+    async fn wait(&self) {
+        let notified = self.notify.notified();
+        tokio::pin!(notified);
+        // Registered before the flag is read: a close in between is not missed.
+        notified.as_mut().enable();
+        if self.closed.load(Ordering::Acquire) {
+            return;
+        }
+        notified.await;
+    }
+}
+
+impl<A: HttpServerApp + Send + Sync + 'static> CountConnections<A> {
+    /// HTTP/1.1: one request after another until the connection closes or stops being
+    /// reusable, each handed to Pingora only once its first bytes are here.
+    async fn serve_http1(&self, mut stream: Stream, shutdown: &ShutdownWatch) {
+        let mut reused: Option<Option<HttpPersistentSettings>> = None;
+        loop {
+            if !self.wait_for_request(&mut stream, reused.is_some()).await {
+                return;
+            }
+            let mut session = ServerSession::new_http1(stream);
+            match reused.take() {
+                Some(settings) => {
+                    if let Some(settings) = settings {
+                        settings.apply_to_session(&mut session);
+                    }
+                }
+                // What Pingora's own loop sets on a new connection.
+                None => {
+                    session.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
+                    session.set_keepalive_reuses_remaining(
+                        self.inner
+                            .server_options()
+                            .and_then(|o| o.keepalive_request_limit),
+                    );
+                }
+            }
+            let Some(next) = self.inner.process_new_http(session, shutdown).await else {
+                return;
+            };
+            let (next, settings) = next.consume();
+            stream = next;
+            reused = Some(settings);
+        }
+    }
+
+    /// Waits for the first bytes of a request. `false` when none will come: the client closed,
+    /// the head deadline passed (first request), the keep-alive `idle` timeout passed (later
+    /// requests), or the drain ended.
+    async fn wait_for_request(&self, stream: &mut Stream, reused: bool) -> bool {
+        let idle = self.shared.runtime.load().timeouts.idle;
+        let mut first = [0u8; 1];
+        let arrived = async {
+            if reused {
+                tokio::time::timeout(idle, stream.try_peek(&mut first))
+                    .await
+                    .unwrap_or(Ok(false))
+            } else {
+                stream.try_peek(&mut first).await
+            }
+        };
+        tokio::select! {
+            biased;
+            arrived = arrived => matches!(arrived, Ok(true)),
+            () = self.closing.wait() => false,
+        }
+    }
 }
 
 /// Writes the gateway's JSON 400 in place of Pingora's bare one, with the live config's
@@ -137,7 +228,7 @@ pub fn bad_head_answer(shared: Arc<Shared>) -> BadHead {
 }
 
 #[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for CountConnections<A> {
+impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for CountConnections<A> {
     async fn process_new(
         self: &Arc<Self>,
         session: Stream,
@@ -166,22 +257,23 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for CountConnections<A> {
             }
             None => None,
         };
+        self.gauge.inc();
         // An HTTP/1.1 request head must be read whole within `timeouts.header_read`.
-        let session = if HeadDeadline::applies_to(&session) {
-            HeadDeadline::wrap(
+        if HeadDeadline::applies_to(&session) {
+            let session = HeadDeadline::wrap(
                 session,
                 self.shared.runtime.load().timeouts.header_read,
                 self.shared.metrics.header_timeouts.clone(),
                 Some(self.bad_head.clone()),
-            )
+            );
+            self.serve_http1(session, shutdown).await;
         } else {
-            session
-        };
-        self.gauge.inc();
-        let reused = self.inner.process_new(session, shutdown).await;
+            // HTTP/2: Pingora serves the connection's streams.
+            self.inner.process_new(session, shutdown).await;
+        }
         self.gauge.dec();
         drop(place);
-        reused
+        None
     }
 
     /// Pingora calls this once the listeners stopped accepting (SIGTERM, or SIGQUIT after the
@@ -197,6 +289,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for CountConnections<A> {
         while self.gauge.get() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        self.closing.close();
         self.inner.cleanup().await;
     }
 }

@@ -16,13 +16,18 @@
 //! read, or as the first thing after it, in the fixed shape of Pingora's error responses.
 //! That answer is replaced by the gateway's JSON error with a request id and the security
 //! headers, so every refusal looks the same to a client.
+//!
+//! Two things keep an idle keep-alive connection small: the wait for the next request reads
+//! its first bytes through [`Peek::try_peek`] (the connection loop in `background.rs` hands the
+//! connection to Pingora only then), and a response is gathered into one write in a buffer
+//! that exists only until the response is flushed.
 
 use std::fmt;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -59,7 +64,23 @@ pub struct HeadDeadline {
     bad_head: Option<BadHead>,
     /// That answer, and how much of it is written.
     replacing: Option<(Vec<u8>, usize)>,
+    /// Bytes read ahead by [`Peek::try_peek`] (the wait for a request's first bytes), and how
+    /// many of them were handed on; the next reads return them first.
+    ahead: Option<(Vec<u8>, usize)>,
+    /// Response bytes gathered into one write, and how many of them are written. Pingora
+    /// writes a response head and its body separately, then flushes: they leave together.
+    /// Allocated when a response starts and freed at its flush, so an idle connection holds
+    /// none (this replaces Pingora's write buffer, 1460 bytes on every open connection, which
+    /// is off on the plain listeners).
+    out: Vec<u8>,
+    out_sent: usize,
 }
+
+/// The most [`HeadDeadline`] gathers before writing: a response head and a small body.
+const GATHER: usize = 1460;
+
+/// The most a wait for a request's first bytes reads ahead: a typical request head whole.
+const READ_AHEAD: usize = 2048;
 
 /// How Pingora's own answer to a head it refuses starts (`gen_error_response(400)`).
 const PINGORA_400: &[u8] = b"HTTP/1.1 400 Bad Request\r\nServer: Pingora\r\n";
@@ -88,6 +109,9 @@ impl HeadDeadline {
             counted: false,
             bad_head,
             replacing: None,
+            ahead: None,
+            out: Vec::new(),
+            out_sent: 0,
         })
     }
 
@@ -125,6 +149,44 @@ impl HeadDeadline {
         Some(Poll::Ready(Ok(claimed)))
     }
 
+    /// Writes out what is gathered.
+    fn poll_send_gathered(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.out_sent < self.out.len() {
+            match Pin::new(&mut self.inner).poll_write(cx, &self.out[self.out_sent..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => self.out_sent += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        self.out.clear();
+        self.out_sent = 0;
+        Poll::Ready(Ok(()))
+    }
+
+    /// Gathers `bufs` (as one write of their total) when they fit; otherwise writes out what
+    /// is gathered, then `bufs` straight through.
+    fn poll_gather(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+        total: usize,
+    ) -> Poll<io::Result<usize>> {
+        if self.out.len() + total > GATHER {
+            ready!(self.poll_send_gathered(cx))?;
+            if total > GATHER {
+                return Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+            }
+        }
+        if self.out.capacity() == 0 {
+            self.out.reserve_exact(GATHER);
+        }
+        for buf in bufs {
+            self.out.extend_from_slice(buf);
+        }
+        Poll::Ready(Ok(total))
+    }
+
     /// Whether `stream` speaks HTTP/1.x (HTTP/2 has no request heads to dribble).
     pub fn applies_to(stream: &Stream) -> bool {
         !matches!(stream.selected_alpn_proto(), Some(ALPN::H2))
@@ -141,7 +203,7 @@ impl HeadDeadline {
         )
     }
 
-    /// Follows the bytes just read: a head starts, or its blank line ends it.
+    /// Follows the bytes handed on: a head starts, or its blank line ends it.
     fn observe(&mut self, read: &[u8]) {
         if read.is_empty() {
             return;
@@ -155,11 +217,47 @@ impl HeadDeadline {
             // `\n\n` or `\n\r\n`: the empty line that ends a head (httparse accepts both).
             if b == b'\n' && (tail[1] == b'\n' || (tail[1] == b'\r' && tail[0] == b'\n')) {
                 self.phase = Phase::Body;
+                // Not kept for the next head: an idle keep-alive connection holds no timer.
+                self.timer = None;
                 return;
             }
             tail = [tail[1], b];
         }
         self.phase = Phase::Head { deadline, tail };
+    }
+
+    /// Reads from the connection under the head deadline (when a head is being read).
+    fn poll_read_timed(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let deadline = match self.phase {
+            Phase::Head { deadline, .. } => Some(deadline),
+            Phase::Body | Phase::Between => None,
+        };
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Poll::Ready(Err(self.timed_out()));
+        }
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Pending => {
+                let Some(deadline) = deadline else {
+                    return Poll::Pending;
+                };
+                // Be woken at the deadline even if the client sends nothing more.
+                let timer = self
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if timer.deadline() != deadline {
+                    timer.as_mut().reset(deadline);
+                }
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Err(self.timed_out())),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+            ready => ready,
+        }
     }
 }
 
@@ -175,37 +273,19 @@ impl AsyncRead for HeadDeadline {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        let deadline = match this.phase {
-            Phase::Head { deadline, .. } => Some(deadline),
-            Phase::Body | Phase::Between => None,
-        };
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            return Poll::Ready(Err(this.timed_out()));
-        }
         let before = buf.filled().len();
-        match Pin::new(&mut this.inner).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) => {
-                this.observe(&buf.filled()[before..]);
-                Poll::Ready(Ok(()))
+        if let Some((bytes, at)) = &mut this.ahead {
+            let n = (bytes.len() - *at).min(buf.remaining());
+            buf.put_slice(&bytes[*at..*at + n]);
+            *at += n;
+            if *at == bytes.len() {
+                this.ahead = None;
             }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => {
-                let Some(deadline) = deadline else {
-                    return Poll::Pending;
-                };
-                // Be woken at the deadline even if the client sends nothing more.
-                let timer = this
-                    .timer
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-                if timer.deadline() != deadline {
-                    timer.as_mut().reset(deadline);
-                }
-                match timer.as_mut().poll(cx) {
-                    Poll::Ready(()) => Poll::Ready(Err(this.timed_out())),
-                    Poll::Pending => Poll::Pending,
-                }
-            }
+        } else {
+            ready!(this.poll_read_timed(cx, buf))?;
         }
+        this.observe(&buf.filled()[before..]);
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -221,7 +301,7 @@ impl AsyncWrite for HeadDeadline {
         if self.phase == Phase::Body && !is_interim(buf) {
             self.phase = Phase::Between;
         }
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        self.poll_gather(cx, &[io::IoSlice::new(buf)], buf.len())
     }
 
     fn poll_write_vectored(
@@ -237,7 +317,7 @@ impl AsyncWrite for HeadDeadline {
         if self.phase == Phase::Body && !first.is_some_and(|b| is_interim(b)) {
             self.phase = Phase::Between;
         }
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        self.poll_gather(cx, bufs, total)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -245,10 +325,14 @@ impl AsyncWrite for HeadDeadline {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_send_gathered(cx))?;
+        // Nothing kept between responses.
+        self.out = Vec::new();
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_send_gathered(cx))?;
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
@@ -256,6 +340,8 @@ impl AsyncWrite for HeadDeadline {
 #[async_trait]
 impl Shutdown for HeadDeadline {
     async fn shutdown(&mut self) {
+        // What is gathered goes first (best effort: the connection is closing either way).
+        let _ = std::future::poll_fn(|cx| self.poll_send_gathered(cx)).await;
         self.inner.shutdown().await
     }
 }
@@ -308,10 +394,33 @@ impl GetSocketDigest for HeadDeadline {
     }
 }
 
+/// Waits until the client sends something, and copies the start of it into `buf` without
+/// consuming it: the bytes are read (under the head deadline, like any read) and kept for the
+/// next reads. The connection holds no buffer while it waits. The end of the stream is an
+/// `UnexpectedEof` error: there is no request to come.
 #[async_trait]
 impl Peek for HeadDeadline {
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
-        self.inner.try_peek(buf).await
+        if self.ahead.is_none() {
+            let read = std::future::poll_fn(|cx| {
+                // On the stack only while polled: an idle wait keeps no buffer. The bytes are
+                // followed (`observe`) when they are handed on.
+                let mut chunk = [0u8; READ_AHEAD];
+                let mut read = ReadBuf::new(&mut chunk);
+                ready!(self.poll_read_timed(cx, &mut read))?;
+                Poll::Ready(Ok::<_, io::Error>(read.filled().to_vec()))
+            })
+            .await?;
+            if read.is_empty() {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            self.ahead = Some((read, 0));
+        }
+        if let Some((bytes, at)) = &self.ahead {
+            let n = (bytes.len() - at).min(buf.len());
+            buf[..n].copy_from_slice(&bytes[*at..*at + n]);
+        }
+        Ok(true)
     }
 }
 
@@ -406,6 +515,99 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_response_is_gathered_until_flushed_and_nothing_is_kept_after() {
+        let (mut server, mut client, _) = pair(5000);
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 256];
+        let _ = server.read(&mut buf).await.unwrap();
+        server
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n")
+            .await
+            .unwrap();
+        server.write_all(b"ok").await.unwrap();
+        // Head and body wait for the flush, then leave in one write.
+        let early = tokio::time::timeout(Duration::from_millis(50), client.read(&mut buf)).await;
+        assert!(early.is_err(), "nothing is written before the flush");
+        server.flush().await.unwrap();
+        let n = client.read(&mut buf).await.unwrap();
+        assert_eq!(
+            &buf[..n],
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".as_slice()
+        );
+        // A write larger than the gather buffer goes out in order after what is gathered.
+        let reader = tokio::spawn(async move {
+            let mut out = Vec::new();
+            client.read_to_end(&mut out).await.unwrap();
+            out
+        });
+        server.write_all(b"small,").await.unwrap();
+        let large = vec![b'x'; GATHER * 3];
+        server.write_all(&large).await.unwrap();
+        server.write_all(b",tail").await.unwrap();
+        server.flush().await.unwrap();
+        drop(server);
+        let out = reader.await.unwrap();
+        let mut expected = b"small,".to_vec();
+        expected.extend_from_slice(&large);
+        expected.extend_from_slice(b",tail");
+        assert_eq!(out, expected);
+    }
+
+    #[tokio::test]
+    async fn peeked_bytes_are_read_again_and_the_buffers_go_when_done() {
+        let (server, mut client) = tokio::io::duplex(4096);
+        let mut hd = HeadDeadline {
+            inner: Box::new(server),
+            phase: Phase::Between,
+            limit: Duration::from_secs(60),
+            timer: None,
+            expired: IntCounter::new("t", "t").unwrap(),
+            counted: false,
+            bad_head: None,
+            replacing: None,
+            ahead: None,
+            out: Vec::new(),
+            out_sent: 0,
+        };
+        client
+            .write_all(b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let mut first = [0u8; 3];
+        assert!(hd.try_peek(&mut first).await.unwrap());
+        assert_eq!(&first, b"GET");
+        // Peeking again does not consume either.
+        assert!(hd.try_peek(&mut first).await.unwrap());
+        let mut head = vec![0u8; 64];
+        let n = hd.read(&mut head).await.unwrap();
+        assert_eq!(
+            &head[..n],
+            b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n".as_slice()
+        );
+        assert!(hd.ahead.is_none(), "the read-ahead is freed once read");
+        assert_eq!(hd.phase, Phase::Body, "peeked bytes were seen as a head");
+        hd.write_all(b"HTTP/1.1 204 No Content\r\n\r\n")
+            .await
+            .unwrap();
+        hd.flush().await.unwrap();
+        assert_eq!(
+            hd.out.capacity(),
+            0,
+            "no write buffer kept between responses"
+        );
+        drop(client);
+        let err = hd.try_peek(&mut first).await.unwrap_err();
+        assert_eq!(
+            err.kind(),
+            io::ErrorKind::UnexpectedEof,
+            "closed: no request to come"
+        );
+    }
+
+    #[tokio::test]
     async fn a_100_continue_does_not_start_the_next_head() {
         let (mut server, mut client, counter) = pair(150);
         let mut buf = [0u8; 256];
@@ -451,6 +653,9 @@ mod tests {
                 counted: false,
                 bad_head: None,
                 replacing: None,
+                ahead: None,
+                out: Vec::new(),
+                out_sent: 0,
             };
             let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % bytes.len()).collect();
             cuts.push(bytes.len());

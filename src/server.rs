@@ -206,11 +206,13 @@ pub fn run(file: &Path, upgrade: bool, pid_file: Option<&Path>, upgrade_sock: &P
         shared: shared.clone(),
         per_ip: Arc::new(InFlightTable::default()),
         bad_head: crate::background::bad_head_answer(shared.clone()),
+        closing: Arc::default(),
     };
     let mut gateway = Service::new("palisade".to_string(), app);
     let (plain, tls_addrs, admin_addr) = listeners;
     for addr in &plain {
-        gateway.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(client_buffers()));
+        gateway
+            .add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(client_buffers(false)));
     }
     let resolver = cert_store.map(|store| Arc::new(SniResolver::new(store)));
     if let Some(resolver) = &resolver {
@@ -228,7 +230,7 @@ pub fn run(file: &Path, upgrade: bool, pid_file: Option<&Path>, upgrade_sock: &P
             gateway.add_listener(
                 ListenerConfig::tcp(addr.to_string())
                     .tls(settings)
-                    .l4_buffer(client_buffers()),
+                    .l4_buffer(client_buffers(true)),
             );
         }
     }
@@ -372,6 +374,16 @@ fn check_ports_free(runtime: &Runtime, upgrade: bool) -> Result<(), String> {
 /// Client connections read straight from the socket: Pingora reads a request head into a
 /// buffer of its own and TLS has its own, so the 64 KiB read buffer Pingora puts below them
 /// by default only costs memory on every open connection (most of them idle keep-alives).
-fn client_buffers() -> L4BufferSettings {
-    L4BufferSettings::default().read(0)
+///
+/// Plain connections also write straight to the socket: every one of them is HTTP/1.x, and
+/// the wrapper that times its request heads gathers each response into one write, holding
+/// the buffer only while a response is written ([`crate::head_deadline`]). TLS connections
+/// keep Pingora's small write buffer below TLS: HTTP/2 ones are not wrapped.
+fn client_buffers(tls: bool) -> L4BufferSettings {
+    let buffers = L4BufferSettings::default().read(0);
+    if tls {
+        buffers
+    } else {
+        buffers.write(0)
+    }
 }

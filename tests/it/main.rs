@@ -4,6 +4,7 @@
 mod admin;
 mod auth;
 mod config_errors;
+mod connections;
 mod deploy;
 mod examples;
 mod forwarding;

@@ -1,0 +1,271 @@
+//! HTTP/1.1 connections through the real binary: keep-alive, pipelining, the idle timeout,
+//! and responses of every size on one connection. The gateway serves each connection itself
+//! between requests (it waits for a request's first bytes before Pingora takes over, and
+//! gathers each response into one write), so these pin down that nothing is lost doing so.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::harness::{Gateway, Upstream, TLS_BASICS};
+
+fn config(app: &Upstream, extra_server: &str) -> String {
+    format!(
+        r#"{}
+[defaults]
+headers = "strict-api"
+
+[upstreams.app]
+servers = ["{}"]
+
+[[routes]]
+name = "api"
+path = "/api"
+upstream = "app"
+"#,
+        TLS_BASICS.replace(
+            "redirect_https = false",
+            &format!("redirect_https = false\n{extra_server}")
+        ),
+        app.addr
+    )
+}
+
+/// One response read off a raw connection: its head and its body (by Content-Length).
+struct Answer {
+    head: String,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn status(&self) -> u16 {
+        self.head
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+/// Reads one response (head and Content-Length body) from `stream`, keeping what follows it
+/// in `pending`.
+async fn read_answer(stream: &mut TcpStream, pending: &mut Vec<u8>) -> Answer {
+    let deadline = Duration::from_secs(5);
+    let head_end = loop {
+        if let Some(at) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        let mut buf = [0u8; 4096];
+        let n = tokio::time::timeout(deadline, stream.read(&mut buf))
+            .await
+            .expect("a response within 5 s")
+            .expect("read");
+        assert!(
+            n > 0,
+            "closed mid-response: {:?}",
+            String::from_utf8_lossy(pending)
+        );
+        pending.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8_lossy(&pending[..head_end]).into_owned();
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("no Content-Length in {head}"));
+    while pending.len() < head_end + length {
+        let mut buf = [0u8; 16384];
+        let n = tokio::time::timeout(deadline, stream.read(&mut buf))
+            .await
+            .expect("the body within 5 s")
+            .expect("read");
+        assert!(n > 0, "closed mid-body");
+        pending.extend_from_slice(&buf[..n]);
+    }
+    let body = pending[head_end..head_end + length].to_vec();
+    pending.drain(..head_end + length);
+    Answer { head, body }
+}
+
+/// Whether the gateway closes `stream` within `within` (reads return 0 or fail).
+async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
+    let mut buf = [0u8; 256];
+    match tokio::time::timeout(within, stream.read(&mut buf)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => true,
+        Ok(Ok(n)) => panic!("unexpected bytes: {:?}", String::from_utf8_lossy(&buf[..n])),
+        Err(_) => false,
+    }
+}
+
+/// Pipelining: Pingora does not keep bytes read past a request for the next one, so only the
+/// first of several pipelined requests is answered, and then the connection is closed
+/// (RFC 9112 §9.3.2: the client retries the others on a new connection).
+/// What this pins down: the read-ahead of the first request's bytes loses nothing of it, the
+/// answer is whole, and nothing hangs or answers garbage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_pipelined_requests_the_first_is_answered_whole_then_the_connection_closes() {
+    let app = Upstream::start("app").await;
+    let gw = Gateway::start(&config(&app, "")).await;
+    let mut s = TcpStream::connect(("127.0.0.1", gw.ports.http))
+        .await
+        .unwrap();
+    s.write_all(
+        b"GET /api/one HTTP/1.1\r\nHost: localhost\r\n\r\n\
+          GET /api/two HTTP/1.1\r\nHost: localhost\r\n\r\n\
+          GET /api/three HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut pending = Vec::new();
+    let answer = read_answer(&mut s, &mut pending).await;
+    let body = String::from_utf8_lossy(&answer.body).into_owned();
+    match answer.status() {
+        200 => assert_eq!(answer.json()["path"], "/api/one", "{body}"),
+        // Pingora may also see the next request as data sent after a bodiless request.
+        400 => assert!(
+            body.contains("request_id"),
+            "the gateway's JSON 400: {body}"
+        ),
+        other => panic!("{other}: {}{body}", answer.head),
+    }
+    assert!(
+        pending.is_empty() && closed_within(&mut s, Duration::from_secs(5)).await,
+        "closed after the answer, nothing else sent"
+    );
+    assert!(app.hits() <= 1, "at most the first request reached the app");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keep_alive_connection_serves_requests_until_idle_then_closes() {
+    let app = Upstream::start("app").await;
+    let gw = Gateway::start(&config(&app, "timeouts = { idle = \"1s\" }")).await;
+    let mut s = TcpStream::connect(("127.0.0.1", gw.ports.http))
+        .await
+        .unwrap();
+    let mut pending = Vec::new();
+    for round in 0..3 {
+        s.write_all(format!("GET /api/r{round} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let answer = read_answer(&mut s, &mut pending).await;
+        assert_eq!(answer.status(), 200);
+        assert_eq!(answer.json()["path"], format!("/api/r{round}"));
+        // Idle, but well within the timeout: the connection waits for the next request.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    let idle_from = Instant::now();
+    assert!(
+        closed_within(&mut s, Duration::from_secs(5)).await,
+        "an idle keep-alive connection is closed after timeouts.idle"
+    );
+    assert!(
+        idle_from.elapsed() >= Duration::from_millis(500),
+        "closed too early: {:?}",
+        idle_from.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_head_on_a_keep_alive_connection_is_under_header_read_too() {
+    let app = Upstream::start("app").await;
+    let gw = Gateway::start(&config(
+        &app,
+        "timeouts = { idle = \"30s\", header_read = \"1s\" }",
+    ))
+    .await;
+    let mut s = TcpStream::connect(("127.0.0.1", gw.ports.http))
+        .await
+        .unwrap();
+    let mut pending = Vec::new();
+    s.write_all(b"GET /api/first HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(read_answer(&mut s, &mut pending).await.status(), 200);
+    // Idle longer than header_read: the wait between requests is the idle timeout's.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    s.write_all(b"GET /api/second HTTP/1.1\r\nHost: localhost\r\nX-Slow: a")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut closed = false;
+    while started.elapsed() < Duration::from_secs(4) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if s.write_all(b"a").await.is_err() || closed_within(&mut s, Duration::ZERO).await {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "a dribbled second head is cut at header_read");
+    assert!(
+        started.elapsed() < Duration::from_millis(3500),
+        "cut after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(app.hits(), 1, "the dribbled request never reached the app");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_and_small_responses_alternate_intact_on_one_connection() {
+    let app = Upstream::start("app").await;
+    let gw = Gateway::start(&config(&app, "")).await;
+    let mut s = TcpStream::connect(("127.0.0.1", gw.ports.http))
+        .await
+        .unwrap();
+    let mut pending = Vec::new();
+    // The echo app reports the request's headers: a large header makes a large response.
+    for (i, size) in [10usize, 6000, 10, 1400, 1500, 3, 7000]
+        .into_iter()
+        .enumerate()
+    {
+        let filler = "f".repeat(size);
+        s.write_all(
+            format!("GET /api/{i} HTTP/1.1\r\nHost: localhost\r\nX-Filler: {filler}\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let answer = read_answer(&mut s, &mut pending).await;
+        assert_eq!(answer.status(), 200, "{}", answer.head);
+        let report = answer.json();
+        assert_eq!(report["path"], format!("/api/{i}"));
+        assert_eq!(report["headers"]["x-filler"], filler.as_str());
+        assert!(
+            answer.head.contains("X-Frame-Options: DENY")
+                || answer.head.contains("x-frame-options: DENY"),
+            "the policy headers on every response: {}",
+            answer.head
+        );
+    }
+    // The same over HTTPS (HTTP/1.1 and HTTP/2, through a real client).
+    for http2 in [false, true] {
+        let mut builder = gw.client_builder();
+        builder = if http2 {
+            builder.http2_prior_knowledge()
+        } else {
+            builder.http1_only()
+        };
+        let c = builder.build().unwrap();
+        for size in [10usize, 6000, 1400, 3] {
+            let filler = "f".repeat(size);
+            let r = c
+                .get(gw.https_url("/api/tls"))
+                .header("x-filler", &filler)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            let report: Value = r.json().await.unwrap();
+            assert_eq!(report["headers"]["x-filler"], filler.as_str());
+        }
+    }
+}

@@ -22,6 +22,8 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Cargo.toml Cargo.lock build.rs ./
+# Build settings (mimalloc's arenas committed on use: less memory at start).
+COPY .cargo/config.toml ./.cargo/config.toml
 COPY src ./src
 COPY benches ./benches
 COPY examples ./examples

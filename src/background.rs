@@ -2,7 +2,7 @@
 //! and the drain that ends the process as soon as in-flight requests finish after SIGTERM (or
 //! after SIGQUIT, once the listening sockets were handed to the new process of an upgrade).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -136,20 +136,40 @@ pub struct CountConnections<A> {
 }
 
 /// The end of the keep-alive linger: connections waiting for a request stop waiting.
-#[derive(Default)]
+///
+/// Every request registers a waiter here, so the waiters are spread over shards by thread
+/// (as Pingora does for its own): threads do not contend for one lock on every request.
 pub struct Closing {
     closed: AtomicBool,
-    notify: Notify,
+    shards: Box<[Notify]>,
 }
+
+impl Default for Closing {
+    fn default() -> Closing {
+        Closing {
+            closed: AtomicBool::new(false),
+            shards: (0..CLOSING_SHARDS).map(|_| Notify::new()).collect(),
+        }
+    }
+}
+
+const CLOSING_SHARDS: usize = 16;
 
 impl Closing {
     fn close(&self) {
         self.closed.store(true, Ordering::Release);
-        self.notify.notify_waiters();
+        for shard in self.shards.iter() {
+            shard.notify_waiters();
+        }
     }
 
     async fn wait(&self) {
-        let notified = self.notify.notified();
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        thread_local! {
+            static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed);
+        }
+        let shard = &self.shards[SHARD.with(|s| *s) % self.shards.len()];
+        let notified = shard.notified();
         tokio::pin!(notified);
         // Registered before the flag is read: a close in between is not missed.
         notified.as_mut().enable();
@@ -163,13 +183,13 @@ impl Closing {
 impl<A: HttpServerApp + Send + Sync + 'static> CountConnections<A> {
     /// HTTP/1.1: one request after another until the connection closes or stops being
     /// reusable, each handed to Pingora only once its first bytes are here.
-    async fn serve_http1(&self, mut stream: Stream, shutdown: &ShutdownWatch) {
+    async fn serve_http1(&self, mut conn: Box<HeadDeadline>, shutdown: &ShutdownWatch) {
         let mut reused: Option<Option<HttpPersistentSettings>> = None;
         loop {
-            if !self.wait_for_request(&mut stream, reused.is_some()).await {
+            if !self.wait_for_request(&mut conn, reused.is_some()).await {
                 return;
             }
-            let mut session = ServerSession::new_http1(stream);
+            let mut session = ServerSession::new_http1(conn);
             match reused.take() {
                 Some(settings) => {
                     if let Some(settings) = settings {
@@ -190,7 +210,13 @@ impl<A: HttpServerApp + Send + Sync + 'static> CountConnections<A> {
                 return;
             };
             let (next, settings) = next.consume();
-            stream = next;
+            // Pingora hands back the stream it was given.
+            let Ok(next) = next.into_any().downcast::<HeadDeadline>() else {
+                log::error!("a reused connection is not the one served; closing it");
+                return;
+            };
+            conn = next;
+            conn.next_request();
             reused = Some(settings);
         }
     }
@@ -198,16 +224,18 @@ impl<A: HttpServerApp + Send + Sync + 'static> CountConnections<A> {
     /// Waits for the first bytes of a request. `false` when none will come: the client closed,
     /// the head deadline passed (first request), the keep-alive `idle` timeout passed (later
     /// requests), or the drain ended.
-    async fn wait_for_request(&self, stream: &mut Stream, reused: bool) -> bool {
+    ///
+    /// Pingora's pipelining is off (`set_pipelining_enabled` is never called), so the
+    /// persistent settings never carry a request read ahead: the next one is on the socket.
+    async fn wait_for_request(&self, conn: &mut HeadDeadline, reused: bool) -> bool {
         let idle = self.shared.runtime.load().timeouts.idle;
-        let mut first = [0u8; 1];
         let arrived = async {
             if reused {
-                tokio::time::timeout(idle, stream.try_peek(&mut first))
+                tokio::time::timeout(idle, conn.wait_readable())
                     .await
                     .unwrap_or(Ok(false))
             } else {
-                stream.try_peek(&mut first).await
+                conn.wait_readable().await
             }
         };
         tokio::select! {

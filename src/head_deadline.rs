@@ -8,8 +8,11 @@
 //! `idle` timeout's). Past the deadline, reads fail and Pingora closes the connection.
 //!
 //! A head ends at its empty line; what follows is the body, which has no deadline here
-//! (`body_read` times each of its reads). The next head begins after the response starts:
-//! the first write that is not an interim `1xx` (such as `100 Continue`).
+//! (`body_read` times each of its reads), and neither is anything read until the connection
+//! loop says the request was answered and the connection kept ([`HeadDeadline::next_request`]):
+//! the next head begins with the first byte read after that. So a body read after its
+//! response started, and the frames of an upgraded (WebSocket) connection, are never taken
+//! for a head.
 //!
 //! Pingora answers a head it cannot parse or refuses (obs-fold, a bad `Content-Length`, a
 //! space before a colon, ...) with its own bare 400 — written while the head is still being
@@ -49,7 +52,8 @@ enum Phase {
     Head { deadline: Instant, tail: [u8; 2] },
     /// The head is read: body and response, no deadline here.
     Body,
-    /// The response has started; the next byte read begins the next head.
+    /// The request was answered and the connection waits for the next one (see
+    /// [`HeadDeadline::next_request`]); the next byte read begins its head.
     Between,
 }
 
@@ -96,7 +100,7 @@ impl HeadDeadline {
         limit: Duration,
         expired: IntCounter,
         bad_head: Option<BadHead>,
-    ) -> Stream {
+    ) -> Box<HeadDeadline> {
         Box::new(HeadDeadline {
             inner,
             phase: Phase::Head {
@@ -147,6 +151,39 @@ impl HeadDeadline {
             }
         }
         Some(Poll::Ready(Ok(claimed)))
+    }
+
+    /// The request was answered and the connection is kept: the next byte read begins a new
+    /// head. Told by the connection loop, not guessed from the bytes written: a response may
+    /// start before its request's body is read (an early answer, an upload answered as it
+    /// streams), and after `101 Switching Protocols` the bytes are frames, never a head.
+    pub fn next_request(&mut self) {
+        if self.phase == Phase::Body {
+            self.phase = Phase::Between;
+        }
+    }
+
+    /// Waits until the client sends something: the bytes are read (under the head deadline,
+    /// like any read) and kept for the next reads. The connection holds no buffer while it
+    /// waits. `Ok(false)`: the client closed, there is no request to come.
+    pub async fn wait_readable(&mut self) -> io::Result<bool> {
+        if self.ahead.is_some() {
+            return Ok(true);
+        }
+        let read = std::future::poll_fn(|cx| {
+            // On the stack only while polled. The bytes are followed (`observe`) when they
+            // are handed on.
+            let mut chunk = [0u8; READ_AHEAD];
+            let mut read = ReadBuf::new(&mut chunk);
+            ready!(self.poll_read_timed(cx, &mut read))?;
+            Poll::Ready(Ok::<_, io::Error>(read.filled().to_vec()))
+        })
+        .await?;
+        if read.is_empty() {
+            return Ok(false);
+        }
+        self.ahead = Some((read, 0));
+        Ok(true)
     }
 
     /// Writes out what is gathered.
@@ -261,11 +298,6 @@ impl HeadDeadline {
     }
 }
 
-/// An interim response (`100 Continue`, `103 Early Hints`) does not end the request.
-fn is_interim(buf: &[u8]) -> bool {
-    buf.len() >= 10 && buf.starts_with(b"HTTP/1.") && buf[9] == b'1'
-}
-
 impl AsyncRead for HeadDeadline {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -298,9 +330,6 @@ impl AsyncWrite for HeadDeadline {
         if let Some(replaced) = self.poll_replace(cx, buf, buf.len()) {
             return replaced;
         }
-        if self.phase == Phase::Body && !is_interim(buf) {
-            self.phase = Phase::Between;
-        }
         self.poll_gather(cx, &[io::IoSlice::new(buf)], buf.len())
     }
 
@@ -313,9 +342,6 @@ impl AsyncWrite for HeadDeadline {
         let first = bufs.iter().find(|b| !b.is_empty());
         if let Some(replaced) = self.poll_replace(cx, first.map_or(&[][..], |b| &b[..]), total) {
             return replaced;
-        }
-        if self.phase == Phase::Body && !first.is_some_and(|b| is_interim(b)) {
-            self.phase = Phase::Between;
         }
         self.poll_gather(cx, bufs, total)
     }
@@ -394,27 +420,13 @@ impl GetSocketDigest for HeadDeadline {
     }
 }
 
-/// Waits until the client sends something, and copies the start of it into `buf` without
-/// consuming it: the bytes are read (under the head deadline, like any read) and kept for the
-/// next reads. The connection holds no buffer while it waits. The end of the stream is an
-/// `UnexpectedEof` error: there is no request to come.
+/// [`HeadDeadline::wait_readable`], then the start of what came copied into `buf` without
+/// consuming it. The end of the stream is an `UnexpectedEof` error.
 #[async_trait]
 impl Peek for HeadDeadline {
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
-        if self.ahead.is_none() {
-            let read = std::future::poll_fn(|cx| {
-                // On the stack only while polled: an idle wait keeps no buffer. The bytes are
-                // followed (`observe`) when they are handed on.
-                let mut chunk = [0u8; READ_AHEAD];
-                let mut read = ReadBuf::new(&mut chunk);
-                ready!(self.poll_read_timed(cx, &mut read))?;
-                Poll::Ready(Ok::<_, io::Error>(read.filled().to_vec()))
-            })
-            .await?;
-            if read.is_empty() {
-                return Err(io::ErrorKind::UnexpectedEof.into());
-            }
-            self.ahead = Some((read, 0));
+        if !self.wait_readable().await? {
+            return Err(io::ErrorKind::UnexpectedEof.into());
         }
         if let Some((bytes, at)) = &self.ahead {
             let n = (bytes.len() - at).min(buf.len());
@@ -438,7 +450,7 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    fn pair(limit_ms: u64) -> (Stream, tokio::io::DuplexStream, IntCounter) {
+    fn pair(limit_ms: u64) -> (Box<HeadDeadline>, tokio::io::DuplexStream, IntCounter) {
         let (server, client) = tokio::io::duplex(4096);
         let counter = IntCounter::new("t", "t").unwrap();
         let bad_head: BadHead =
@@ -481,6 +493,8 @@ mod tests {
         client.write_all(b"cd").await.unwrap();
         assert_eq!(server.read(&mut buf).await.unwrap(), 2);
         server.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await.unwrap();
+        server.flush().await.unwrap();
+        server.next_request();
         // The client waits (idle), then sends its next head in time.
         tokio::time::sleep(Duration::from_millis(250)).await;
         client.write_all(b"GET /next HTTP/1.1\r\n").await.unwrap();
@@ -607,6 +621,78 @@ mod tests {
         );
     }
 
+    /// After `101 Switching Protocols` the connection carries frames both ways: none of them
+    /// is taken for a head, whatever their timing, and nothing is ever replaced.
+    #[tokio::test]
+    async fn an_upgraded_connection_is_never_under_the_head_deadline() {
+        let (mut server, mut client, counter) = pair(150);
+        client
+            .write_all(
+                b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+            )
+            .await
+            .unwrap();
+        let mut buf = [0u8; 256];
+        let _ = server.read(&mut buf).await.unwrap();
+        server
+            .write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n")
+            .await
+            .unwrap();
+        server.flush().await.unwrap();
+        let n = client.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 101"));
+        for round in 0..3 {
+            // A server frame, then a client frame well after the head deadline.
+            server.write_all(&[0x81, 0x02, b'h', b'i']).await.unwrap();
+            server.flush().await.unwrap();
+            let n = client.read(&mut buf).await.unwrap();
+            assert_eq!(&buf[..n], &[0x81, 0x02, b'h', b'i'], "round {round}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            client
+                .write_all(&[0x81, 0x82, 1, 2, 3, 4, b'y' ^ 1, b'o' ^ 2])
+                .await
+                .unwrap();
+            let n = server.read(&mut buf).await.unwrap();
+            assert_eq!(n, 8, "round {round}: the frame is read, not timed out");
+        }
+        assert_eq!(counter.get(), 0);
+    }
+
+    /// A response that starts while the request body is still coming (an upload answered as
+    /// it streams) leaves the rest of the body untimed.
+    #[tokio::test]
+    async fn a_body_read_after_its_response_started_is_not_a_head() {
+        let (mut server, mut client, counter) = pair(150);
+        client
+            .write_all(b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 6\r\n\r\nab")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 256];
+        let _ = server.read(&mut buf).await.unwrap();
+        server
+            .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .await
+            .unwrap();
+        server.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        client.write_all(b"cdef").await.unwrap();
+        assert_eq!(server.read(&mut buf).await.unwrap(), 4);
+        server.write_all(b"2\r\nok\r\n0\r\n\r\n").await.unwrap();
+        server.flush().await.unwrap();
+        let mut got = Vec::new();
+        while !got.ends_with(b"0\r\n\r\n") {
+            let n = client.read(&mut buf).await.unwrap();
+            assert!(n > 0);
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert!(
+            !String::from_utf8_lossy(&got).contains("400"),
+            "nothing replaced: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        assert_eq!(counter.get(), 0);
+    }
+
     #[tokio::test]
     async fn a_100_continue_does_not_start_the_next_head() {
         let (mut server, mut client, counter) = pair(150);
@@ -668,14 +754,5 @@ mod tests {
             }
             proptest::prop_assert_eq!(hd.phase, Phase::Body);
         }
-    }
-
-    #[test]
-    fn interim_responses_are_told_from_final_ones() {
-        assert!(is_interim(b"HTTP/1.1 100 Continue\r\n\r\n"));
-        assert!(is_interim(b"HTTP/1.1 103 Early Hints\r\n"));
-        assert!(!is_interim(b"HTTP/1.1 200 OK\r\n"));
-        assert!(!is_interim(b"HTTP/1.1 413 Payload Too Large\r\n"));
-        assert!(!is_interim(b"1"));
     }
 }

@@ -269,3 +269,108 @@ async fn large_and_small_responses_alternate_intact_on_one_connection() {
         }
     }
 }
+
+/// A WebSocket upstream in miniature: answers the upgrade with 101, then echoes every byte.
+async fn start_echo_upgrade_upstream() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let answer = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+                if s.write_all(answer).await.is_err() {
+                    return;
+                }
+                loop {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            if s.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// After `101 Switching Protocols` the connection carries frames both ways, for as long as
+/// they come: none is taken for a request head (before, a frame sent after `header_read` got
+/// the gateway's JSON 400 written into the stream), and nothing is cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_carries_frames_past_the_head_deadline() {
+    let upstream = start_echo_upgrade_upstream().await;
+    let gw = Gateway::start(&format!(
+        r#"{}
+[upstreams.ws]
+servers = ["{upstream}"]
+
+[[routes]]
+name = "ws"
+path = "/ws"
+upstream = "ws"
+"#,
+        TLS_BASICS.replace(
+            "redirect_https = false",
+            "redirect_https = false\ntimeouts = { header_read = \"1s\" }"
+        ),
+    ))
+    .await;
+    let mut s = TcpStream::connect(("127.0.0.1", gw.ports.http))
+        .await
+        .unwrap();
+    s.write_all(
+        b"GET /ws/chat HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("the 101 within 5 s")
+            .unwrap();
+        assert!(n > 0, "closed before the 101");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let head = String::from_utf8_lossy(&got).into_owned();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    for round in 0..3 {
+        // A masked text frame, each after a pause longer than header_read.
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let frame = [0x81, 0x82, 1, 2, 3, 4, b'h' ^ 1, b'i' ^ 2, round];
+        s.write_all(&frame).await.unwrap();
+        let mut echoed = Vec::new();
+        while echoed.len() < frame.len() {
+            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+                .await
+                .expect("the echo within 5 s")
+                .unwrap();
+            assert!(n > 0, "round {round}: the connection was closed");
+            echoed.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(
+            echoed, frame,
+            "round {round}: the frame came back unchanged"
+        );
+    }
+    let metrics = gw.metrics().await;
+    assert!(
+        metrics
+            .contains("gateway_requests_rejected_total{reason=\"header_timeout\",route=\"-\"} 0\n"),
+        "no header timeout counted on a WebSocket: {metrics}"
+    );
+}

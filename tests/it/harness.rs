@@ -565,13 +565,31 @@ impl Gateway {
                 ));
             }
             if let Ok(r) = reqwest::get(&url).await {
-                if r.status() == 200 {
+                if r.status() == 200 && self.gateway_listeners_bound().await {
                     return Ok(());
                 }
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Err(format!("palisade did not become ready:\n{}", self.stderr()))
+    }
+
+    /// Pingora binds each service's listeners when the service starts, so the admin listener
+    /// can answer before the gateway's own are bound: wait for those the config names too.
+    async fn gateway_listeners_bound(&self) -> bool {
+        let config =
+            std::fs::read_to_string(self.work.path().join("gateway.toml")).unwrap_or_default();
+        for port in [self.ports.http, self.ports.https] {
+            let named = config.contains(&format!("127.0.0.1:{port}\""));
+            if named
+                && tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .is_err()
+            {
+                return false;
+            }
+        }
+        true
     }
 
     pub fn pid(&self) -> u32 {

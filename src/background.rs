@@ -183,10 +183,18 @@ impl Closing {
 impl<A: HttpServerApp + Send + Sync + 'static> CountConnections<A> {
     /// HTTP/1.1: one request after another until the connection closes or stops being
     /// reusable, each handed to Pingora only once its first bytes are here.
-    async fn serve_http1(&self, mut conn: Box<HeadDeadline>, shutdown: &ShutdownWatch) {
+    async fn serve_http1(
+        &self,
+        mut conn: Box<HeadDeadline>,
+        idle: Duration,
+        shutdown: &ShutdownWatch,
+    ) {
         let mut reused: Option<Option<HttpPersistentSettings>> = None;
         loop {
-            if !self.wait_for_request(&mut conn, reused.is_some()).await {
+            if !self
+                .wait_for_request(&mut conn, reused.is_some(), idle)
+                .await
+            {
                 return;
             }
             let mut session = ServerSession::new_http1(conn);
@@ -227,8 +235,12 @@ impl<A: HttpServerApp + Send + Sync + 'static> CountConnections<A> {
     ///
     /// Pingora's pipelining is off (`set_pipelining_enabled` is never called), so the
     /// persistent settings never carry a request read ahead: the next one is on the socket.
-    async fn wait_for_request(&self, conn: &mut HeadDeadline, reused: bool) -> bool {
-        let idle = self.shared.runtime.load().timeouts.idle;
+    async fn wait_for_request(
+        &self,
+        conn: &mut HeadDeadline,
+        reused: bool,
+        idle: Duration,
+    ) -> bool {
         let arrived = async {
             if reused {
                 tokio::time::timeout(idle, conn.wait_readable())
@@ -288,13 +300,18 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for CountConnections<A>
         self.gauge.inc();
         // An HTTP/1.1 request head must be read whole within `timeouts.header_read`.
         if HeadDeadline::applies_to(&session) {
+            // Both are fixed for the connection (a reload that changes `idle` needs a restart).
+            let (header_read, idle) = {
+                let runtime = self.shared.runtime.load();
+                (runtime.timeouts.header_read, runtime.timeouts.idle)
+            };
             let session = HeadDeadline::wrap(
                 session,
-                self.shared.runtime.load().timeouts.header_read,
+                header_read,
                 self.shared.metrics.header_timeouts.clone(),
                 Some(self.bad_head.clone()),
             );
-            self.serve_http1(session, shutdown).await;
+            self.serve_http1(session, idle, shutdown).await;
         } else {
             // HTTP/2: Pingora serves the connection's streams.
             self.inner.process_new(session, shutdown).await;

@@ -573,19 +573,10 @@ mod tests {
     #[tokio::test]
     async fn peeked_bytes_are_read_again_and_the_buffers_go_when_done() {
         let (server, mut client) = tokio::io::duplex(4096);
-        let mut hd = HeadDeadline {
-            inner: Box::new(server),
-            phase: Phase::Between,
-            limit: Duration::from_secs(60),
-            timer: None,
-            expired: IntCounter::new("t", "t").unwrap(),
-            counted: false,
-            bad_head: None,
-            replacing: None,
-            ahead: None,
-            out: Vec::new(),
-            out_sent: 0,
-        };
+        let counter = IntCounter::new("t", "t").unwrap();
+        let mut hd = HeadDeadline::wrap(Box::new(server), Duration::from_secs(60), counter, None);
+        // Waiting for a later request.
+        hd.phase = Phase::Between;
         client
             .write_all(b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n")
             .await
@@ -730,19 +721,8 @@ mod tests {
             head.push_str(eol);
             let bytes = head.as_bytes();
             let (server, _client) = tokio::io::duplex(64);
-            let mut hd = HeadDeadline {
-                inner: Box::new(server),
-                phase: Phase::Head { deadline: Instant::now() + Duration::from_secs(60), tail: [0; 2] },
-                limit: Duration::from_secs(60),
-                timer: None,
-                expired: IntCounter::new("t", "t").unwrap(),
-                counted: false,
-                bad_head: None,
-                replacing: None,
-                ahead: None,
-                out: Vec::new(),
-                out_sent: 0,
-            };
+            let counter = IntCounter::new("t", "t").unwrap();
+            let mut hd = HeadDeadline::wrap(Box::new(server), Duration::from_secs(60), counter, None);
             let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % bytes.len()).collect();
             cuts.push(bytes.len());
             cuts.sort_unstable();

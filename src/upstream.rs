@@ -102,9 +102,24 @@ pub struct Server {
 }
 
 impl Server {
+    /// The peer to proxy this request to. Its `group_key` is the calling thread's, so Pingora's
+    /// pool hands a released upstream connection back only to requests on the thread that
+    /// released it, and that thread also watches it while idle (the vendored pingora-core's
+    /// `release_stream`): reuse never needs a wake-up from another thread.
     pub fn peer(&self) -> Box<HttpPeer> {
-        Box::new(self.peer.clone())
+        let mut peer = Box::new(self.peer.clone());
+        peer.group_key = thread_key();
+        peer
     }
+}
+
+/// A number for the calling thread, fixed for its life (the pool key of [`Server::peer`]).
+fn thread_key() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    thread_local! {
+        static KEY: u64 = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    KEY.with(|key| *key)
 }
 
 pub struct ActiveCheck {

@@ -374,3 +374,45 @@ upstream = "ws"
         "no header timeout counted on a WebSocket: {metrics}"
     );
 }
+
+/// Upstream keep-alive across the gateway's threads: a released upstream connection is watched
+/// and reused on the thread that released it (the vendored pingora-core's idle watcher and a
+/// per-thread pool key). Upstream Pingora watched it on a random thread; a request reusing it
+/// from another thread then sometimes found it still held, logged `failed to acquire reusable
+/// stream` and opened a new connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connections_are_reused_without_a_race_between_threads() {
+    const CLIENTS: usize = 8;
+    const REQUESTS: usize = 150;
+    let app = Upstream::start("app").await;
+    let gw = Gateway::start(&config(&app, "threads = 2")).await;
+    let mut tasks = Vec::new();
+    for c in 0..CLIENTS {
+        // One client each: its own downstream keep-alive connection.
+        let client = gw.client();
+        let url = gw.http_url("/api/reuse");
+        tasks.push(tokio::spawn(async move {
+            for r in 0..REQUESTS {
+                let response = client.get(&url).send().await.expect("request");
+                assert_eq!(response.status(), 200, "client {c} request {r}");
+                response.bytes().await.expect("body");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("client task");
+    }
+    assert_eq!(app.hits(), CLIENTS * REQUESTS);
+    let stderr = gw.stderr();
+    assert!(
+        !stderr.contains("failed to acquire reusable stream"),
+        "a reused upstream connection was raced for: {stderr}"
+    );
+    // Each thread keeps at most one connection per concurrent request on it.
+    assert!(
+        app.connections() <= 2 * CLIENTS,
+        "{} upstream connections for {} requests from {CLIENTS} clients",
+        app.connections(),
+        CLIENTS * REQUESTS
+    );
+}

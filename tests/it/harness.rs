@@ -63,6 +63,8 @@ struct UpstreamState {
     /// Requests whose body arrived whole.
     complete_bodies: AtomicUsize,
     healthy: AtomicBool,
+    /// Connections accepted.
+    connections: AtomicUsize,
 }
 
 /// An HTTP/1.1 server that answers:
@@ -90,6 +92,7 @@ impl Upstream {
             hits: AtomicUsize::new(0),
             complete_bodies: AtomicUsize::new(0),
             healthy: AtomicBool::new(true),
+            connections: AtomicUsize::new(0),
         });
         let shared = state.clone();
         let task = tokio::spawn(async move {
@@ -97,6 +100,7 @@ impl Upstream {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                shared.connections.fetch_add(1, Ordering::SeqCst);
                 let state = shared.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| echo(req, state.clone()));
@@ -117,6 +121,11 @@ impl Upstream {
     /// Requests whose body arrived complete (a cut chunked body does not count).
     pub fn complete_bodies(&self) -> usize {
         self.state.complete_bodies.load(Ordering::SeqCst)
+    }
+
+    /// Connections accepted (the gateway's, and health checks').
+    pub fn connections(&self) -> usize {
+        self.state.connections.load(Ordering::SeqCst)
     }
 
     pub fn set_healthy(&self, healthy: bool) {

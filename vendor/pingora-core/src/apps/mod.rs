@@ -329,7 +329,9 @@ where
                 |h2_stream, guard| {
                     let app = app.clone();
                     let shutdown = shutdown_for_session.clone();
-                    pingora_runtime::current_handle().spawn(async move {
+                    // Palisade: run the stream on the connection's own thread (upstream: a
+                    // random thread), so its frames reach it without cross-thread wake-ups.
+                    tokio::spawn(async move {
                         // hold `guard` for the session's lifetime so the accept
                         // loop's idle timeout sees this connection as busy.
                         let _guard = guard;

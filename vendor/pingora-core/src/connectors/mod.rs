@@ -327,8 +327,12 @@ impl TransportConnector {
         let idle_meta = IdleConnection::new(meta);
         let pool = self.connection_pool.clone(); //clone the arc
         let keepalive_pool_callback = self.keepalive_pool_callback.clone();
-        let rt = pingora_runtime::current_handle();
-        rt.spawn(async move {
+        // Palisade: watch the idle connection on the thread that released it (upstream:
+        // `current_handle()`, a random thread under NoSteal). A request on this thread that
+        // reuses the connection then takes it without a cross-thread wake-up, and without the
+        // race in which the watcher has released the lock but not yet dropped its Arc (the
+        // "failed to acquire reusable stream" error and a needless new connection).
+        tokio::spawn(async move {
             if pool
                 .idle_poll(
                     locked_stream,

@@ -625,6 +625,26 @@ impl Stream {
 
     /// Set the read and write buffer sizes
     /// It is only set later because of the malloc overhead in critical accept() path
+    /// Palisade: registers a TCP socket's readiness with the I/O driver of the calling thread's
+    /// runtime. The accept loop accepts every connection on its own thread, where the socket
+    /// is registered, then hands the connection to another thread's runtime: every readiness
+    /// event of the socket would then be seen by the accept loop's thread and passed on with
+    /// a cross-thread wake-up. Called on the connection's own thread, before its first I/O.
+    pub(crate) fn register_with_current_runtime(&mut self) -> io::Result<()> {
+        let Some(buffered) = self.stream.take() else {
+            return Ok(());
+        };
+        let mut raw = buffered.into_inner();
+        raw.stream = match raw.stream {
+            // On an error the socket is closed and `self.stream` stays empty: the caller
+            // drops the connection (and `drop` allows for it).
+            RawStream::Tcp(tcp) => RawStream::Tcp(TcpStream::from_std(tcp.into_std()?)?),
+            other => other,
+        };
+        self.stream = Some(BufferedStream::with_capacity(0, 0, raw));
+        Ok(())
+    }
+
     pub(crate) fn set_buffer(&mut self, buffer: L4BufferSettings) {
         use std::mem;
         // Since the buffers can't be resized in place,
@@ -806,8 +826,13 @@ impl Drop for Stream {
         if let Some(t) = self.tracer.as_ref() {
             t.0.on_disconnected();
         }
+        // Palisade: empty only when `register_with_current_runtime` failed (the socket is
+        // already closed).
+        let Some(stream) = self.stream.as_ref() else {
+            return;
+        };
         /* use nodelay/local_addr function to detect socket status */
-        let ret = match &self.stream().get_ref().stream {
+        let ret = match &stream.get_ref().stream {
             RawStream::Tcp(s) => s.nodelay().err(),
             #[cfg(unix)]
             RawStream::Unix(s) => s.local_addr().err(),

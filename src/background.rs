@@ -2,8 +2,11 @@
 //! and the drain that ends the process as soon as in-flight requests finish after SIGTERM (or
 //! after SIGQUIT, once the listening sockets were handed to the new process of an upgrade).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{ready, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -17,6 +20,7 @@ use pingora_core::services::background::BackgroundService;
 use pingora_http::RequestHeader;
 use prometheus::IntGauge;
 use tokio::sync::Notify;
+use tokio::time::{Instant, Sleep};
 
 use crate::head_deadline::{BadHead, HeadDeadline};
 use crate::policy::forwarded::canonical;
@@ -190,11 +194,10 @@ impl<A: HttpServerApp + Send + Sync + 'static> CountConnections<A> {
         shutdown: &ShutdownWatch,
     ) {
         let mut reused: Option<Option<HttpPersistentSettings>> = None;
+        let mut idle = IdleTimer::new(idle);
         loop {
-            if !self
-                .wait_for_request(&mut conn, reused.is_some(), idle)
-                .await
-            {
+            let timer = reused.is_some().then_some(&mut idle);
+            if !self.wait_for_request(&mut conn, timer).await {
                 return;
             }
             let mut session = ServerSession::new_http1(conn);
@@ -238,23 +241,52 @@ impl<A: HttpServerApp + Send + Sync + 'static> CountConnections<A> {
     async fn wait_for_request(
         &self,
         conn: &mut HeadDeadline,
-        reused: bool,
-        idle: Duration,
+        idle: Option<&mut IdleTimer>,
     ) -> bool {
-        let arrived = async {
-            if reused {
-                tokio::time::timeout(idle, conn.wait_readable())
-                    .await
-                    .unwrap_or(Ok(false))
-            } else {
-                conn.wait_readable().await
+        let idle = async {
+            match idle {
+                Some(timer) => timer.expired(Instant::now()).await,
+                None => std::future::pending().await,
             }
         };
         tokio::select! {
             biased;
-            arrived = arrived => matches!(arrived, Ok(true)),
+            arrived = conn.wait_readable() => matches!(arrived, Ok(true)),
+            () = idle => false,
             () = self.closing.wait() => false,
         }
+    }
+}
+
+/// The keep-alive `idle` timeout of one connection: one timer for the connection's life,
+/// moved on only when it fires. A new tokio timer for every wait would take the thread's timer
+/// wheel lock twice a request and, whenever its deadline was the wheel's earliest, write to
+/// the thread's eventfd to wake its driver (seen with perf: one write per request under load).
+struct IdleTimer {
+    idle: Duration,
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+impl IdleTimer {
+    fn new(idle: Duration) -> IdleTimer {
+        IdleTimer { idle, sleep: None }
+    }
+
+    /// Resolves when `idle` has passed since `since` (the start of a wait). The timer may
+    /// still be set for an earlier wait's deadline: when it fires early, it is moved on.
+    async fn expired(&mut self, since: Instant) {
+        let deadline = since + self.idle;
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        std::future::poll_fn(|cx| loop {
+            ready!(sleep.as_mut().poll(cx));
+            if sleep.deadline() >= deadline {
+                return Poll::Ready(());
+            }
+            sleep.as_mut().reset(deadline);
+        })
+        .await
     }
 }
 

@@ -18,7 +18,9 @@ import statistics
 import sys
 
 GATEWAYS = [("full", "Palisade, full policy"), ("nginx", "nginx, same policy"),
-            ("pass", "Palisade, passthrough")]
+            ("pass", "Palisade, passthrough"), ("bare", "bare Pingora (the floor)")]
+# Gateways that write no access log: their log-lines column says n/a.
+NO_ACCESS_LOG = {"bare"}
 
 
 def percentile(sorted_values, p):
@@ -119,7 +121,8 @@ def render(run_tsv, mem_tsv, meta_path, out_md):
             lines = sum(int(r[9]) for r in g)
             busy = statistics.median(float(r[11]) for r in g)
             cpu100k = cpu / reqs * 100000 if reqs else float("nan")
-            per_req_lines = f"{lines / reqs:.2f} | " if reqs else "n/a | "
+            per_req_lines = (f"{lines / reqs:.2f} | " if reqs and gw not in NO_ACCESS_LOG
+                             else "n/a | ")
             s = dict(rps=statistics.median(rps), p50=statistics.median(p50),
                      p99=statistics.median(p99), cpu=cpu100k)
             summary[(test, gw)] = s
@@ -128,7 +131,7 @@ def render(run_tsv, mem_tsv, meta_path, out_md):
               f"| {cpu100k:.2f} | {errors} | {'' if tls else per_req_lines}"
               f"{busy:.0f}% |")
         w("")
-        full, ngx, pas = (summary.get((test, g)) for g in ("full", "nginx", "pass"))
+        full, ngx, pas, bare = (summary.get((test, g)) for g in ("full", "nginx", "pass", "bare"))
         if full and ngx:
             p99 = "" if tls else f"p99 **{ratio(full['p99'], ngx['p99'])}** (target ≤ 1.00x), "
             w(f"- Palisade full / nginx: {unit} **{ratio(full['rps'], ngx['rps'])}** "
@@ -137,6 +140,13 @@ def render(run_tsv, mem_tsv, meta_path, out_md):
             target = "" if tls else " (target ≥ 0.95x)"
             w(f"- Palisade full / passthrough: {unit} **{ratio(full['rps'], pas['rps'])}**"
               f"{target}, CPU per {per[:-1]} {ratio(full['cpu'], pas['cpu'])}")
+        if bare and ngx:
+            w(f"- bare Pingora / nginx (the architecture's floor): {unit} "
+              f"{ratio(bare['rps'], ngx['rps'])}, CPU per {per[:-1]} "
+              f"{ratio(bare['cpu'], ngx['cpu'])}")
+        if pas and bare:
+            w(f"- Palisade passthrough / bare Pingora: {unit} {ratio(pas['rps'], bare['rps'])}, "
+              f"CPU per {per[:-1]} {ratio(pas['cpu'], bare['cpu'])}")
         w("")
 
     if mem:

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# make bench: Palisade (full policy, and passthrough) against nginx with the same policy, side
-# by side on loopback, in front of one fast upstream (nginx answering a fixed 200).
+# make bench: Palisade (full policy, and passthrough) against nginx with the same policy, and
+# against bare Pingora (examples/bare_pingora.rs: a proxy with nothing but an upstream, the floor
+# of Palisade's architecture), side by side on loopback, in front of one fast upstream (nginx
+# answering a fixed 200).
 #
 #   HTTP/1.1 keep-alive   wrk    -t2 -c32 --latency, plain HTTP
 #   HTTP/2 over TLS       h2load -t2 -c32 -m10 (percentiles from its per-request log)
@@ -13,7 +15,7 @@
 #   CPU                   the gateway's utime+stime (/proc/PID/stat; nginx: master + workers)
 #                         around each run, per 100k requests
 #
-# The gateways run alternating (full, nginx, passthrough, full, ...) for BENCH_ROUNDS rounds so
+# The gateways run alternating (full, nginx, passthrough, bare, full, ...) for BENCH_ROUNDS rounds so
 # drift hits each alike. Results: target/bench/results.md (and raw numbers beside it).
 #
 # Settings (environment):
@@ -33,6 +35,7 @@
 #   BENCH_TESTS="h1 h2 tls" which load tests to run
 #   BENCH_BIN=              a palisade binary to measure instead of building this tree (e.g. one
 #                           built from a clean checkout while the work tree is mid-edit)
+#   BENCH_BARE_BIN=         likewise for the bare_pingora example
 # A smoke run: BENCH_SECONDS=2 BENCH_ROUNDS=1 BENCH_WARMUP=1 BENCH_IDLE_CONNS=1000 bench/run.sh
 set -euo pipefail
 
@@ -93,6 +96,15 @@ else
   BIN=$TARGET_DIR/release/palisade
 fi
 [ -x "$BIN" ] || die "no binary at $BIN"
+if [ -n "${BENCH_BARE_BIN:-}" ]; then
+  BARE_BIN=$BENCH_BARE_BIN
+else
+  say "building bare Pingora (examples/bare_pingora.rs)"
+  cargo build --release --example bare_pingora
+  BARE_BIN=$TARGET_DIR/release/examples/bare_pingora
+fi
+[ -x "$BARE_BIN" ] || die "no binary at $BARE_BIN"
+GATEWAYS="full nginx pass bare"
 
 mkdir -p "$OUT"
 RUN=$(mktemp -d "${TMPDIR:-/tmp}/palisade-bench.XXXXXX")
@@ -136,9 +148,9 @@ fi
 
 # --- ports, certificate, key, configs -----------------------------------------------------
 
-read -r UP_PORT FULL_HTTP FULL_HTTPS FULL_ADMIN PASS_HTTP PASS_HTTPS PASS_ADMIN NGX_HTTP NGX_HTTPS < <(
+read -r UP_PORT FULL_HTTP FULL_HTTPS FULL_ADMIN PASS_HTTP PASS_HTTPS PASS_ADMIN NGX_HTTP NGX_HTTPS BARE_HTTP BARE_HTTPS < <(
   python3 -c 'import socket
-ss = [socket.socket() for _ in range(9)]
+ss = [socket.socket() for _ in range(11)]
 for s in ss: s.bind(("127.0.0.1", 0))
 print(" ".join(str(s.getsockname()[1]) for s in ss))')
 
@@ -202,6 +214,10 @@ PASS_PID=$!
 nginx -e "$RUN/nginx-gateway.error.log" -p "$RUN" -c "$RUN/nginx-gateway.conf" >"$RUN/nginx.err" 2>&1 &
 PIDS+=($!)
 NGX_PID=$!
+"$BARE_BIN" "127.0.0.1:$BARE_HTTP" "127.0.0.1:$BARE_HTTPS" "$CERT" "$KEY" "127.0.0.1:$UP_PORT" "$THREADS" \
+  >"$RUN/bare.err" 2>&1 &
+PIDS+=($!)
+BARE_PID=$!
 
 wait_port() {
   local _
@@ -215,19 +231,22 @@ wait_port "$UP_PORT" upstream
 wait_port "$FULL_HTTP" "palisade full"
 wait_port "$PASS_HTTP" "palisade passthrough"
 wait_port "$NGX_HTTP" "nginx"
+wait_port "$BARE_HTTP" "bare Pingora"
 
 # Every process of a gateway: Palisade is one process; nginx is its master and workers.
 gw_pids() {
   case "$1" in
     full) echo "$FULL_PID" ;;
     pass) echo "$PASS_PID" ;;
+    bare) echo "$BARE_PID" ;;
     nginx) echo "$NGX_PID $(pgrep -P "$NGX_PID" | tr '\n' ' ')" ;;
     upstream) echo "$UP_PID $(pgrep -P "$UP_PID" | tr '\n' ' ')" ;;
   esac
 }
-gw_http() { case "$1" in full) echo "$FULL_HTTP" ;; pass) echo "$PASS_HTTP" ;; nginx) echo "$NGX_HTTP" ;; esac; }
-gw_https() { case "$1" in full) echo "$FULL_HTTPS" ;; pass) echo "$PASS_HTTPS" ;; nginx) echo "$NGX_HTTPS" ;; esac; }
-gw_log() { case "$1" in full) echo "$RUN/full.access.log" ;; pass) echo "$RUN/pass.access.log" ;; nginx) echo "$RUN/nginx-gateway.access.log" ;; esac; }
+gw_http() { case "$1" in full) echo "$FULL_HTTP" ;; pass) echo "$PASS_HTTP" ;; nginx) echo "$NGX_HTTP" ;; bare) echo "$BARE_HTTP" ;; esac; }
+gw_https() { case "$1" in full) echo "$FULL_HTTPS" ;; pass) echo "$PASS_HTTPS" ;; nginx) echo "$NGX_HTTPS" ;; bare) echo "$BARE_HTTPS" ;; esac; }
+# The access log file of a gateway (bare Pingora writes none: /dev/null).
+gw_log() { case "$1" in full) echo "$RUN/full.access.log" ;; pass) echo "$RUN/pass.access.log" ;; nginx) echo "$RUN/nginx-gateway.access.log" ;; *) echo /dev/null ;; esac; }
 
 CLK_TCK=$(getconf CLK_TCK)
 # CPU seconds (user + system) used so far by the given processes.
@@ -274,7 +293,7 @@ meta kernel "$(uname -srm)"
 meta memory "$(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
 meta load_start "$(uptime | sed 's/.*load average/load average/')"
 meta tools "$(wrk -v 2>&1 | head -1 | awk '{print $1, $2}'), $(h2load --version 2>&1 | head -1), $(nginx -v 2>&1 | sed 's/.*: //') ($(openssl version 2>/dev/null | awk '{print "OpenSSL", $2}'))"
-meta palisade "$("$BIN" version), $THREADS threads; nginx: $THREADS worker processes; upstream: nginx, $UPSTREAM_WORKERS worker(s)"
+meta palisade "$("$BIN" version), $THREADS threads; bare Pingora: $THREADS threads; nginx: $THREADS worker processes; upstream: nginx, $UPSTREAM_WORKERS worker(s)"
 meta settings "$SECS s per run, $ROUNDS rounds, warm-up $WARMUP s, $CONNS connections, $LOAD_THREADS load threads, $H2_STREAMS streams per HTTP/2 connection"
 if [ "$API_KEYS" = on ]; then
   meta api_keys "on: Palisade [api_keys.bench] (X-API-Key), nginx map \$http_x_api_key -> 401"
@@ -296,12 +315,12 @@ memory_row() {
   read -r rss pss < <(memory_kb "${pids[@]}")
   printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$rss" "$pss" "$3" >>"$MEM"
 }
-for gw in full nginx pass; do memory_row "$gw" start 0; done
+for gw in $GATEWAYS; do memory_row "$gw" start 0; done
 
 # --- sanity: every gateway answers 200 on both protocols, and 401 without the key ----------
 
 NOTES=()
-for gw in full nginx pass; do
+for gw in $GATEWAYS; do
   http=$(gw_http "$gw")
   https=$(gw_https "$gw")
   code=$(curl -s -o /dev/null -w '%{http_code}' -H "X-API-Key: $API_KEY" -H "Origin: $ORIGIN" "http://127.0.0.1:$http/")
@@ -310,7 +329,7 @@ for gw in full nginx pass; do
   [ "$got" = "200 2" ] || die "$gw answers '$got' on HTTPS (want '200 2')"
   curl -sk -D - -o /dev/null --http2 -H "X-API-Key: $API_KEY" -H "Origin: $ORIGIN" \
     "https://127.0.0.1:$https/" | tr -d '\r' | grep -v '^$' >"$OUT/headers-$gw.txt"
-  if [ "$API_KEYS" = on ] && [ "$gw" != pass ]; then
+  if [ "$API_KEYS" = on ] && { [ "$gw" = full ] || [ "$gw" = nginx ]; }; then
     code=$(curl -s -o /dev/null -w '%{http_code}' -H "Origin: $ORIGIN" "http://127.0.0.1:$http/")
     [ "$code" = 401 ] || die "$gw answers $code without an API key (want 401)"
   fi
@@ -318,7 +337,7 @@ for gw in full nginx pass; do
     awk -F': *' '/^New,/ { split($0, a, ", Cipher is "); c = a[2] } /Server Temp Key/ { k = $2 } END { print c, "/", k }')
   NOTES+=("$gw: TLS $tls; response headers in target/bench/headers-$gw.txt ($(wc -l <"$OUT/headers-$gw.txt") lines, $(wc -c <"$OUT/headers-$gw.txt") bytes)")
 done
-for gw in full nginx pass; do : >"$(gw_log "$gw")"; done
+for gw in $GATEWAYS; do : >"$(gw_log "$gw")"; done
 
 # --- load ---------------------------------------------------------------------------------
 
@@ -383,20 +402,20 @@ load() {
   esac
 }
 
-label() { case "$1" in full) echo "palisade full" ;; pass) echo "palisade passthrough" ;; *) echo "$1" ;; esac; }
+label() { case "$1" in full) echo "palisade full" ;; pass) echo "palisade passthrough" ;; bare) echo "bare pingora" ;; *) echo "$1" ;; esac; }
 
 if [ "$WARMUP" -gt 0 ]; then
   say "warming up ($WARMUP s per gateway and protocol)"
   for test in $TESTS; do
     [ "$test" = tls ] && continue
-    for gw in full nginx pass; do load "$test" "$gw" "$WARMUP" >/dev/null; done
+    for gw in $GATEWAYS; do load "$test" "$gw" "$WARMUP" >/dev/null; done
   done
-  for gw in full nginx pass; do : >"$(gw_log "$gw")"; done
+  for gw in $GATEWAYS; do : >"$(gw_log "$gw")"; done
 fi
 
 for round in $(seq "$ROUNDS"); do
   for test in $TESTS; do
-    for gw in full nginx pass; do
+    for gw in $GATEWAYS; do
       read -ra pids < <(gw_pids "$gw")
       read -ra upids < <(gw_pids upstream)
       c0=$(cpu_seconds "${pids[@]}")
@@ -410,7 +429,7 @@ for round in $(seq "$ROUNDS"); do
       c1=$(cpu_seconds "${pids[@]}")
       log=$(gw_log "$gw")
       lines=$(wc -l <"$log")
-      : >"$log"
+      [ "$log" = /dev/null ] || : >"$log"
       cpu=$(awk -v a="$c0" -v b="$c1" 'BEGIN { printf "%.2f", b - a }')
       ucpu=$(awk -v a="$u0" -v b="$u1" 'BEGIN { printf "%.2f", b - a }')
       busy=$(awk -v b="$((b1 - b0))" -v t="$((t1 - t0))" 'BEGIN { printf "%.0f", t ? 100 * b / t : 0 }')
@@ -429,10 +448,10 @@ done
 # --- memory: idle after the load, then with many idle keep-alive connections --------------
 
 sleep 2
-for gw in full nginx pass; do memory_row "$gw" after_load 0; done
+for gw in $GATEWAYS; do memory_row "$gw" after_load 0; done
 
 if [ "$IDLE_CONNS" -gt 0 ]; then
-  for gw in full nginx pass; do
+  for gw in $GATEWAYS; do
     say "holding $IDLE_CONNS idle keep-alive connections to $(label "$gw")"
     port=$(gw_http "$gw")
     : >"$RUN/idle.out"
@@ -462,6 +481,7 @@ fi
 
 meta load_end "$(uptime | sed 's/.*load average/load average/')"
 NOTES+=("nginx cannot send Palisade's per-request RateLimit header (remaining/reset); it sends the static RateLimit-Policy only. nginx still sends \`Server: nginx\` (server_tokens off); Palisade sends no Server header.")
+NOTES+=("bare Pingora (examples/bare_pingora.rs) is a Pingora proxy with nothing but an upstream, run as Palisade runs (same threads, no work stealing, mimalloc, the vendored pingora-core): no policy, no access log, no metrics. Whatever it costs, Palisade's architecture costs too.")
 NOTES+=("Palisade's access log is written by its own thread to stdout (a file here); nginx's with \`buffer=64k\`. Both logs were truncated after every run; 'access log lines / req' checks that every request was logged.")
 NOTES+=("CPU s / 100k: the gateway's own CPU (utime+stime) per 100,000 requests (or handshakes); the upstream and the load tools run on the same cores and are not counted. 'machine busy' is the whole machine's non-idle share during the run: near 100% means the numbers are CPU-bound for everyone on the box.")
 meta notes "$(printf '%s || ' "${NOTES[@]}" | sed 's/ || $//')"

@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# A/B two palisade binaries on the same load, alternating A B A B so drift hits both: the tool
+# for "did this change make the hot path cheaper". `make bench` is the full side-by-side with
+# nginx; this one is quick and prints what a change moves: req/s and the gateway's CPU per
+# request (user and system apart, from /proc/PID/stat).
+#
+#   bench/ab.sh OLD_BINARY NEW_BINARY [full|pass|full,pass] [h1|h2]
+#
+# `full,pass` gives A the full policy set and B none (one binary twice: the policy overhead).
+# Settings (environment): AB_ROUNDS=4, AB_SECONDS=5, AB_CONNECTIONS=32, AB_THREADS=2.
+# Needs wrk (h1) or h2load (h2), nginx (the upstream), python3; `make bench` installs them.
+set -euo pipefail
+
+A_BIN=${1:?usage: bench/ab.sh OLD_BINARY NEW_BINARY [full|pass] [h1|h2]}
+B_BIN=${2:?usage: bench/ab.sh OLD_BINARY NEW_BINARY [full|pass] [h1|h2]}
+POLICY=${3:-full}
+PROTO=${4:-h1}
+ROUNDS=${AB_ROUNDS:-4}
+SECS=${AB_SECONDS:-5}
+CONNS=${AB_CONNECTIONS:-32}
+THREADS=${AB_THREADS:-2}
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+PATH=$PATH:/usr/sbin:/sbin
+
+A_POLICY=${POLICY%%,*}
+B_POLICY=${POLICY##*,}
+for p in "$A_POLICY" "$B_POLICY"; do
+  case "$p" in full | pass) ;; *) echo "policy must be full, pass or full,pass" >&2; exit 2 ;; esac
+done
+case "$PROTO" in h1 | h2) ;; *) echo "protocol must be h1 or h2" >&2; exit 2 ;; esac
+
+RUN=$(mktemp -d "${TMPDIR:-/tmp}/palisade-ab.XXXXXX")
+mkdir -p "$RUN/tmp"
+PIDS=()
+cleanup() {
+  set +e
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
+  sleep 0.5
+  for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done
+  rm -rf "$RUN"
+}
+trap cleanup EXIT
+
+read -r UP A_HTTP A_HTTPS A_ADMIN B_HTTP B_HTTPS B_ADMIN < <(python3 -c 'import socket
+ss = [socket.socket() for _ in range(7)]
+for s in ss: s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in ss))')
+
+"$A_BIN" cert dev --out "$RUN/cert" >/dev/null
+API_KEY="ab-$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')"
+export BENCH_API_KEYS=$API_KEY
+
+# render TEMPLATE OUT HTTP HTTPS ADMIN (as bench/run.sh does, the API key check on)
+render() {
+  sed -e 's/^#APIKEYS //' -e "s|@RUN@|$RUN|g" -e "s|@CERT@|$RUN/cert/dev.pem|g" \
+    -e "s|@KEY@|$RUN/cert/dev-key.pem|g" -e "s|@THREADS@|$THREADS|g" \
+    -e "s|@UPSTREAM_WORKERS@|1|g" -e "s|@UPSTREAM_PORT@|$UP|g" -e "s|@HTTP_PORT@|$3|g" \
+    -e "s|@HTTPS_PORT@|$4|g" -e "s|@ADMIN_PORT@|$5|g" "$BENCH_DIR/$1" >"$RUN/$2"
+}
+template() { if [ "$1" = pass ]; then echo palisade-passthrough.toml; else echo palisade-full.toml; fi; }
+render upstream.nginx.conf upstream.conf 0 0 0
+render "$(template "$A_POLICY")" a.toml "$A_HTTP" "$A_HTTPS" "$A_ADMIN"
+render "$(template "$B_POLICY")" b.toml "$B_HTTP" "$B_HTTPS" "$B_ADMIN"
+
+nginx -e "$RUN/upstream.error.log" -p "$RUN" -c "$RUN/upstream.conf" >"$RUN/upstream.err" 2>&1 &
+PIDS+=($!)
+"$A_BIN" run --config "$RUN/a.toml" >"$RUN/a.access.log" 2>"$RUN/a.err" &
+PIDS+=($!)
+A_PID=$!
+"$B_BIN" run --config "$RUN/b.toml" >"$RUN/b.access.log" 2>"$RUN/b.err" &
+PIDS+=($!)
+B_PID=$!
+
+# The plain ports only: a bare TCP probe of a TLS port is a failed handshake in the log.
+for port in "$UP" "$A_HTTP" "$B_HTTP"; do
+  for _ in $(seq 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+    sleep 0.1
+  done
+done
+
+CLK_TCK=$(getconf CLK_TCK)
+# "utime stime" in ticks
+cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12, $13}'; }
+
+# load PORT SECONDS: prints the request count
+load() {
+  if [ "$PROTO" = h1 ]; then
+    wrk -t2 -c"$CONNS" -d"$2s" -H "X-API-Key: $API_KEY" -H 'Origin: https://app.example.com' \
+      "http://127.0.0.1:$1/" >"$RUN/load.out" 2>&1
+    awk '/requests in/ { print $1 }' "$RUN/load.out"
+  else
+    h2load -t2 -c"$CONNS" -m10 -D"$2" -H "X-API-Key: $API_KEY" \
+      -H 'Origin: https://app.example.com' "https://127.0.0.1:$1/" >"$RUN/load.out" 2>&1
+    awk '/^requests:/ { print $8 }' "$RUN/load.out"
+  fi
+}
+
+port_of() { if [ "$PROTO" = h1 ]; then [ "$1" = A ] && echo "$A_HTTP" || echo "$B_HTTP"; else [ "$1" = A ] && echo "$A_HTTPS" || echo "$B_HTTPS"; fi; }
+pid_of() { [ "$1" = A ] && echo "$A_PID" || echo "$B_PID"; }
+
+load "$(port_of A)" 2 >/dev/null
+load "$(port_of B)" 2 >/dev/null
+
+printf '%-5s %-3s %10s %10s %9s %9s %9s\n' round bin req/s requests 'us/req' 'user' 'sys'
+declare -A SUM_RPS SUM_US
+for round in $(seq "$ROUNDS"); do
+  for side in A B; do
+    pid=$(pid_of $side)
+    read -r u0 s0 < <(cpu_ticks "$pid")
+    n=$(load "$(port_of $side)" "$SECS")
+    read -r u1 s1 < <(cpu_ticks "$pid")
+    awk -v r="$round" -v side="$side" -v n="$n" -v secs="$SECS" -v hz="$CLK_TCK" \
+      -v du=$((u1 - u0)) -v ds=$((s1 - s0)) 'BEGIN {
+      printf "%-5s %-3s %10.0f %10d %9.1f %9.1f %9.1f\n", r, side, n / secs, n,
+        (du + ds) / hz * 1e6 / n, du / hz * 1e6 / n, ds / hz * 1e6 / n }' | tee -a "$RUN/rows"
+  done
+done
+awk '{ rps[$2] += $3; us[$2] += $5; u[$2] += $6; s[$2] += $7; n[$2]++ }
+  END {
+    for (k in n) printf "mean  %-3s %10.0f %10s %9.1f %9.1f %9.1f\n", k, rps[k] / n[k], "", us[k] / n[k], u[k] / n[k], s[k] / n[k]
+    printf "B/A req/s %.3f   B/A us/req %.3f\n", rps["B"] / rps["A"], us["B"] / us["A"]
+  }' "$RUN/rows" | sort
+for side in a b; do
+  # ERROR lines by source and message, counted (timestamps and peers cut off)
+  grep ' ERROR ' "$RUN/$side.err" | sed -e 's/^\[[^ ]* ERROR //' -e 's/\] /: /' -e 's/ from [0-9.:]*//' |
+    cut -c1-110 | sort | uniq -c | sort -rn | head -5 | sed "s/^/${side^^} ERROR /" || true
+done

@@ -12,7 +12,7 @@
 //! | `logging` | 8. metrics and the access log. |
 
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
@@ -22,7 +22,7 @@ use http::header::HOST;
 use http::{HeaderName, HeaderValue, Method};
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
-use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_http::{ParsedHeaderName, RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::clock;
@@ -37,7 +37,9 @@ use crate::policy::hygiene::{self, TooLarge};
 use crate::policy::lockout::Recorded;
 use crate::policy::rate_limit::{self, Event, RequestFacts, Verdict};
 use crate::policy::schema::Mismatch;
-use crate::respond::{finish_response, mask_upstream_error, GatewayResponse, X_REQUEST_ID};
+use crate::respond::{
+    finish_response, mask_upstream_error, GatewayResponse, X_REQUEST_ID, X_REQUEST_ID_NAME,
+};
 use crate::router::request_host;
 use crate::runtime::{Route, RouteAuth, Runtime};
 use crate::upstream::now_ms;
@@ -49,6 +51,28 @@ const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 const X_PALISADE_KEY_ID: HeaderName = HeaderName::from_static("x-palisade-key-id");
 const X_PALISADE_KEY_SET: HeaderName = HeaderName::from_static("x-palisade-key-set");
 const X_PALISADE_KEY_ROLES: HeaderName = HeaderName::from_static("x-palisade-key-roles");
+// Parsed once, for the inserts on every request.
+static X_FORWARDED_FOR_NAME: LazyLock<ParsedHeaderName> =
+    LazyLock::new(|| ParsedHeaderName::new(X_FORWARDED_FOR));
+static X_FORWARDED_PROTO_NAME: LazyLock<ParsedHeaderName> =
+    LazyLock::new(|| ParsedHeaderName::new(X_FORWARDED_PROTO));
+static X_FORWARDED_HOST_NAME: LazyLock<ParsedHeaderName> =
+    LazyLock::new(|| ParsedHeaderName::new(X_FORWARDED_HOST));
+static X_REAL_IP_NAME: LazyLock<ParsedHeaderName> =
+    LazyLock::new(|| ParsedHeaderName::new(X_REAL_IP));
+static X_PALISADE_KEY_ID_NAME: LazyLock<ParsedHeaderName> =
+    LazyLock::new(|| ParsedHeaderName::new(X_PALISADE_KEY_ID));
+static X_PALISADE_KEY_SET_NAME: LazyLock<ParsedHeaderName> =
+    LazyLock::new(|| ParsedHeaderName::new(X_PALISADE_KEY_SET));
+static X_PALISADE_KEY_ROLES_NAME: LazyLock<ParsedHeaderName> =
+    LazyLock::new(|| ParsedHeaderName::new(X_PALISADE_KEY_ROLES));
+
+/// A header value the gateway makes for the upstream (an address, a host, a key's id).
+fn header_value<V: TryInto<HeaderValue>>(value: V) -> Result<HeaderValue> {
+    value
+        .try_into()
+        .map_err(|_| Error::explain(ErrorType::InvalidHTTPHeader, "invalid header value"))
+}
 
 /// What every request needs and what outlives a single config: the live runtime (swapped on
 /// reload), metrics and the access log.
@@ -295,13 +319,13 @@ impl ProxyHttp for Gateway {
             upstream.remove_header(&name);
         }
         if let Some(client) = ctx.client_ip {
-            upstream.insert_header(X_REAL_IP, client.to_string())?;
+            upstream.insert_parsed_header(&X_REAL_IP_NAME, header_value(client.to_string())?)?;
         }
         let peer = ctx.client_ip.map(|_| peer_ip(session)).unwrap_or(None);
         if let Some(peer) = peer {
             let sent = joined_forwarded_for(session);
             let value = forwarded::upstream_forwarded_for(peer, ctx.peer_trusted, sent.as_deref());
-            upstream.insert_header(X_FORWARDED_FOR, value)?;
+            upstream.insert_parsed_header(&X_FORWARDED_FOR_NAME, header_value(value)?)?;
         }
         let proto_from_proxy = ctx
             .peer_trusted
@@ -310,9 +334,11 @@ impl ProxyHttp for Gateway {
             .filter(|v| *v == "https" || *v == "http")
             .cloned();
         match proto_from_proxy {
-            Some(v) => upstream.insert_header(X_FORWARDED_PROTO, v)?,
-            None => upstream
-                .insert_header(X_FORWARDED_PROTO, if ctx.https { "https" } else { "http" })?,
+            Some(v) => upstream.insert_parsed_header(&X_FORWARDED_PROTO_NAME, header_value(v)?)?,
+            None => upstream.insert_parsed_header(
+                &X_FORWARDED_PROTO_NAME,
+                header_value(if ctx.https { "https" } else { "http" })?,
+            )?,
         }
         let host_from_proxy = ctx
             .peer_trusted
@@ -320,10 +346,13 @@ impl ProxyHttp for Gateway {
             .flatten()
             .cloned();
         match host_from_proxy {
-            Some(v) => upstream.insert_header(X_FORWARDED_HOST, v)?,
+            Some(v) => upstream.insert_parsed_header(&X_FORWARDED_HOST_NAME, header_value(v)?)?,
             None => {
                 if let Some(host) = raw_host(session.req_header()) {
-                    upstream.insert_header(X_FORWARDED_HOST, host.to_string())?;
+                    upstream.insert_parsed_header(
+                        &X_FORWARDED_HOST_NAME,
+                        header_value(host.to_string())?,
+                    )?;
                 }
             }
         }
@@ -333,7 +362,8 @@ impl ProxyHttp for Gateway {
                 upstream.insert_header(HOST, authority.as_str().to_string())?;
             }
         }
-        upstream.insert_header(X_REQUEST_ID, ctx.request_id.as_str())?;
+        upstream
+            .insert_parsed_header(&X_REQUEST_ID_NAME, header_value(ctx.request_id.as_str())?)?;
         // The credential stays at the gateway; the upstream learns who it was instead.
         let auth = ctx.route.as_ref().and_then(|r| r.auth.as_ref());
         let mut strip_param = None;
@@ -348,10 +378,15 @@ impl ProxyHttp for Gateway {
                 Credential::Query(name) => strip_param = Some(name.as_str()),
             }
             if let Some(id) = &ctx.key_id {
-                upstream.insert_header(X_PALISADE_KEY_ID, id.as_ref())?;
-                upstream.insert_header(X_PALISADE_KEY_SET, ctx.key_set)?;
+                upstream
+                    .insert_parsed_header(&X_PALISADE_KEY_ID_NAME, header_value(id.as_ref())?)?;
+                upstream
+                    .insert_parsed_header(&X_PALISADE_KEY_SET_NAME, header_value(ctx.key_set)?)?;
                 if let Some(roles) = &ctx.key_roles {
-                    upstream.insert_header(X_PALISADE_KEY_ROLES, roles.clone())?;
+                    upstream.insert_parsed_header(
+                        &X_PALISADE_KEY_ROLES_NAME,
+                        header_value(roles.clone())?,
+                    )?;
                 }
             }
         }

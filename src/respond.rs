@@ -4,12 +4,13 @@
 //! responses: what a response policy adds, it adds to both.
 
 use std::borrow::Cow;
+use std::sync::LazyLock;
 
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use http::{HeaderName, HeaderValue, Method, StatusCode};
-use pingora_error::Result;
-use pingora_http::ResponseHeader;
+use pingora_error::{ErrorType::InvalidHTTPHeader, OrErr, Result};
+use pingora_http::{ParsedHeaderName, ResponseHeader};
 use pingora_proxy::Session;
 use serde::Serialize;
 
@@ -430,16 +431,27 @@ pub fn finish_response(header: &mut ResponseHeader, ctx: &RequestCtx) -> Result<
     }
     if let (Some(route), Some(value)) = (&ctx.route, &ctx.rate_limit) {
         if let Some(policy) = &route.rate_limit_policy {
-            header.insert_header(RATELIMIT_POLICY, policy.clone())?;
-            header.insert_header(RATELIMIT, value.clone())?;
+            header.insert_parsed_header(&RATELIMIT_POLICY, policy.clone())?;
+            header.insert_parsed_header(&RATELIMIT, value.clone())?;
         }
     }
-    header.insert_header(X_REQUEST_ID, ctx.request_id.as_str())?;
+    header.insert_parsed_header(&X_REQUEST_ID_NAME, request_id_value(ctx)?)?;
     Ok(())
 }
 
-const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
-const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+/// The request id as a header value (it is made of URL-safe characters, or taken from a
+/// trusted proxy's valid header).
+pub fn request_id_value(ctx: &RequestCtx) -> Result<HeaderValue> {
+    HeaderValue::from_str(&ctx.request_id).or_err(InvalidHTTPHeader, "invalid request id")
+}
+
+// Parsed once, for the inserts on every response.
+static RATELIMIT: LazyLock<ParsedHeaderName> =
+    LazyLock::new(|| ParsedHeaderName::new(HeaderName::from_static("ratelimit")));
+static RATELIMIT_POLICY: LazyLock<ParsedHeaderName> =
+    LazyLock::new(|| ParsedHeaderName::new(HeaderName::from_static("ratelimit-policy")));
+pub static X_REQUEST_ID_NAME: LazyLock<ParsedHeaderName> =
+    LazyLock::new(|| ParsedHeaderName::new(X_REQUEST_ID));
 
 /// `mask_errors`: turns an upstream 5xx into the gateway's generic JSON, keeping the status.
 /// Returns the body that must replace the upstream's.

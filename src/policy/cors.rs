@@ -2,10 +2,11 @@
 //! substrings; preflights are answered by the gateway; the app's own `Access-Control-*`
 //! headers are always replaced by the gateway's, so a legacy `*` cannot leak through.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Method};
-use pingora_http::ResponseHeader;
+use pingora_http::{ParsedHeaderName, ResponseHeader};
 use serde::Deserialize;
 
 use crate::config::diagnostics::Diagnostics;
@@ -150,6 +151,10 @@ const ACAC: HeaderName = HeaderName::from_static("access-control-allow-credentia
 const ACAM: HeaderName = HeaderName::from_static("access-control-allow-methods");
 const ACAH: HeaderName = HeaderName::from_static("access-control-allow-headers");
 const ACEH: HeaderName = HeaderName::from_static("access-control-expose-headers");
+// Parsed once, for the inserts on every response.
+static ACAO_NAME: LazyLock<ParsedHeaderName> = LazyLock::new(|| ParsedHeaderName::new(ACAO));
+static ACAC_NAME: LazyLock<ParsedHeaderName> = LazyLock::new(|| ParsedHeaderName::new(ACAC));
+static ACEH_NAME: LazyLock<ParsedHeaderName> = LazyLock::new(|| ParsedHeaderName::new(ACEH));
 const ACMA: HeaderName = HeaderName::from_static("access-control-max-age");
 pub const ACRM: HeaderName = HeaderName::from_static("access-control-request-method");
 const ACRH: HeaderName = HeaderName::from_static("access-control-request-headers");
@@ -318,12 +323,12 @@ impl CorsPolicy {
         let Some(origin) = origin.filter(|o| self.allows_origin(o)) else {
             return Ok(());
         };
-        header.insert_header(ACAO, self.allow_origin_value(origin))?;
+        header.insert_parsed_header(&ACAO_NAME, self.allow_origin_value(origin))?;
         if self.credentials {
-            header.insert_header(ACAC, "true")?;
+            header.insert_parsed_header(&ACAC_NAME, HeaderValue::from_static("true"))?;
         }
         if let Some(expose) = &self.expose {
-            header.insert_header(ACEH, expose.clone())?;
+            header.insert_parsed_header(&ACEH_NAME, expose.clone())?;
         }
         Ok(())
     }

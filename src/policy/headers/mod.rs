@@ -9,9 +9,10 @@ pub mod csp;
 pub mod presets;
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::LazyLock;
 
 use http::{HeaderName, HeaderValue};
-use pingora_http::ResponseHeader;
+use pingora_http::{ParsedHeaderName, ResponseHeader};
 use serde::Deserialize;
 
 use crate::config::diagnostics::Diagnostics;
@@ -142,8 +143,9 @@ const FRAMING: &[&str] = &[
 /// A compiled header policy: every name and value built once at load.
 #[derive(Debug)]
 pub struct HeaderPolicy {
-    set: Vec<(HeaderName, HeaderValue)>,
-    fill: Vec<(HeaderName, HeaderValue)>,
+    /// Names parsed once here: an insert then neither parses nor copies them.
+    set: Vec<(ParsedHeaderName, HeaderValue)>,
+    fill: Vec<(ParsedHeaderName, HeaderValue)>,
     hsts: Option<HeaderValue>,
     remove: HashSet<HeaderName>,
     remove_prefixes: &'static [&'static str],
@@ -152,6 +154,13 @@ pub struct HeaderPolicy {
 }
 
 const HSTS: HeaderName = HeaderName::from_static("strict-transport-security");
+static HSTS_NAME: LazyLock<ParsedHeaderName> = LazyLock::new(|| ParsedHeaderName::new(HSTS));
+
+fn parsed(list: Vec<(HeaderName, HeaderValue)>) -> Vec<(ParsedHeaderName, HeaderValue)> {
+    list.into_iter()
+        .map(|(name, value)| (ParsedHeaderName::new(name), value))
+        .collect()
+}
 
 impl HeaderPolicy {
     pub fn compile(
@@ -338,8 +347,8 @@ impl HeaderPolicy {
             return None;
         }
         Some(HeaderPolicy {
-            set,
-            fill,
+            set: parsed(set),
+            fill: parsed(fill),
             hsts,
             remove,
             remove_prefixes: if cfg.strip_fingerprints {
@@ -370,7 +379,7 @@ impl HeaderPolicy {
     pub fn has_csp(&self) -> bool {
         self.set
             .iter()
-            .any(|(n, _)| n == http::header::CONTENT_SECURITY_POLICY)
+            .any(|(n, _)| n.name() == http::header::CONTENT_SECURITY_POLICY)
     }
 
     pub fn apply(&self, header: &mut ResponseHeader, https: bool) -> pingora_error::Result<()> {
@@ -391,15 +400,15 @@ impl HeaderPolicy {
             header.remove_header(&name);
         }
         for (name, value) in &self.set {
-            header.insert_header(name.clone(), value.clone())?;
+            header.insert_parsed_header(name, value.clone())?;
         }
         for (name, value) in &self.fill {
-            if !header.headers.contains_key(name) {
-                header.insert_header(name.clone(), value.clone())?;
+            if !header.headers.contains_key(name.name()) {
+                header.insert_parsed_header(name, value.clone())?;
             }
         }
         match (&self.hsts, https) {
-            (Some(value), true) => header.insert_header(HSTS, value.clone())?,
+            (Some(value), true) => header.insert_parsed_header(&HSTS_NAME, value.clone())?,
             // RFC 6797 §7.2: never over plain HTTP, whoever set it.
             _ => {
                 header.remove_header(&HSTS);
@@ -535,6 +544,47 @@ mod tests {
             h.append_header(n.to_string(), *v).unwrap();
         }
         h
+    }
+
+    /// The HTTP/1.x bytes of a response's headers.
+    fn wire(h: &ResponseHeader) -> String {
+        let mut buf = Vec::new();
+        h.header_to_h1_wire(&mut buf);
+        String::from_utf8(buf).unwrap()
+    }
+
+    /// Pingora keeps a response's header values and their HTTP/1.x spellings in two maps
+    /// walked in step; the vendored pingora-http's parsed insert must keep them so exactly
+    /// as `insert_header` does: same bytes, replaced in place, app's case kept
+    /// for what it is not replaced.
+    #[test]
+    fn a_parsed_insert_writes_the_same_bytes_as_insert_header() {
+        let app = [
+            ("x-request-id", "from-the-app"),
+            ("Content-Type", "text/plain"),
+            ("X-App-Thing", "kept"),
+        ];
+        let (mut by_name, mut parsed) = (response(&app), response(&app));
+        for (name, value) in [
+            (crate::respond::X_REQUEST_ID, "r-1"),
+            (http::header::CONTENT_TYPE, "application/json"),
+            (HeaderName::from_static("permissions-policy"), "camera=()"),
+            (http::header::X_FRAME_OPTIONS, "DENY"),
+        ] {
+            by_name.insert_header(name.clone(), value).unwrap();
+            parsed
+                .insert_parsed_header(
+                    &ParsedHeaderName::new(name),
+                    HeaderValue::from_static(value),
+                )
+                .unwrap();
+        }
+        assert_eq!(wire(&parsed), wire(&by_name));
+        assert_eq!(
+            wire(&parsed),
+            "x-request-id: r-1\r\nContent-Type: application/json\r\nX-App-Thing: kept\r\n\
+             permissions-policy: camera=()\r\nx-frame-options: DENY\r\n"
+        );
     }
 
     #[test]

@@ -61,6 +61,33 @@ This idea is inspaired by hyper @nox
 */
 type CaseMap = HMap<CaseHeaderName>;
 
+/// Palisade: a header name parsed once, with the spelling [RequestHeader::insert_header] and
+/// [ResponseHeader::insert_header] would give it on HTTP/1.x. For names a program inserts on
+/// every request: [RequestHeader::insert_parsed_header] and
+/// [ResponseHeader::insert_parsed_header] take it without parsing or copying the name again.
+#[derive(Debug, Clone)]
+pub struct ParsedHeaderName {
+    name: HeaderName,
+    case: CaseHeaderName,
+}
+
+impl ParsedHeaderName {
+    pub fn new(name: HeaderName) -> Self {
+        let case = (&name).into_case_header_name();
+        ParsedHeaderName { name, case }
+    }
+
+    pub fn name(&self) -> &HeaderName {
+        &self.name
+    }
+}
+
+impl From<HeaderName> for ParsedHeaderName {
+    fn from(name: HeaderName) -> Self {
+        ParsedHeaderName::new(name)
+    }
+}
+
 pub enum HeaderNameVariant<'a> {
     Case(&'a CaseHeaderName),
     Titled(&'a str),
@@ -228,6 +255,20 @@ impl RequestHeader {
             &mut self.base.headers,
             name,
             header_value,
+        )
+    }
+
+    /// Palisade: like [Self::insert_header], with a name parsed beforehand.
+    pub fn insert_parsed_header(
+        &mut self,
+        name: &ParsedHeaderName,
+        value: HeaderValue,
+    ) -> Result<()> {
+        insert_parsed_header_value(
+            self.header_name_map.as_mut(),
+            &mut self.base.headers,
+            name,
+            value,
         )
     }
 
@@ -585,6 +626,20 @@ impl ResponseHeader {
         )
     }
 
+    /// Palisade: like [Self::insert_header], with a name parsed beforehand.
+    pub fn insert_parsed_header(
+        &mut self,
+        name: &ParsedHeaderName,
+        value: HeaderValue,
+    ) -> Result<()> {
+        insert_parsed_header_value(
+            self.header_name_map.as_mut(),
+            &mut self.base.headers,
+            name,
+            value,
+        )
+    }
+
     /// Remove all headers under the name
     pub fn remove_header<'a, N: ?Sized>(&mut self, name: &'a N) -> Option<HeaderValue>
     where
@@ -872,6 +927,26 @@ fn append_header_value<T>(
         InvalidHTTPHeader,
         "header value map size overflows MAX_SIZE",
     )
+}
+
+/// Palisade: the two maps take the same key in the same order, as in [insert_header_value].
+#[inline]
+fn insert_parsed_header_value<T>(
+    name_map: Option<&mut CaseMap>,
+    value_map: &mut HMap<T>,
+    name: &ParsedHeaderName,
+    value: T,
+) -> Result<()> {
+    if let Some(name_map) = name_map {
+        name_map
+            .try_insert(name.name.clone(), name.case.clone())
+            .or_err(InvalidHTTPHeader, "header name map size overflows MAX_SIZE")?;
+    }
+    value_map.try_insert(name.name.clone(), value).or_err(
+        InvalidHTTPHeader,
+        "header value map size overflows MAX_SIZE",
+    )?;
+    Ok(())
 }
 
 #[inline]

@@ -623,8 +623,6 @@ impl Stream {
         }
     }
 
-    /// Set the read and write buffer sizes
-    /// It is only set later because of the malloc overhead in critical accept() path
     /// Palisade: registers a TCP socket's readiness with the I/O driver of the calling thread's
     /// runtime. The accept loop accepts every connection on its own thread, where the socket
     /// is registered, then hands the connection to another thread's runtime: every readiness
@@ -645,6 +643,8 @@ impl Stream {
         Ok(())
     }
 
+    /// Set the read and write buffer sizes
+    /// It is only set later because of the malloc overhead in critical accept() path
     pub(crate) fn set_buffer(&mut self, buffer: L4BufferSettings) {
         use std::mem;
         // Since the buffers can't be resized in place,

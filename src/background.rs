@@ -4,7 +4,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Poll};
 use std::time::Duration;
@@ -26,7 +26,7 @@ use crate::head_deadline::{BadHead, HeadDeadline};
 use crate::policy::forwarded::canonical;
 use crate::policy::in_flight::InFlightTable;
 use crate::proxy::Shared;
-use crate::upstream::{now_ms, ActiveCheck, Pool, Server};
+use crate::upstream::{now_ms, thread_index, ActiveCheck, Pool, Server};
 
 /// Runs each pool's active check at its interval, against whichever config is live.
 pub struct HealthChecks {
@@ -168,11 +168,7 @@ impl Closing {
     }
 
     async fn wait(&self) {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        thread_local! {
-            static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed);
-        }
-        let shard = &self.shards[SHARD.with(|s| *s) % self.shards.len()];
+        let shard = &self.shards[thread_index() % self.shards.len()];
         let notified = shard.notified();
         tokio::pin!(notified);
         // Registered before the flag is read: a close in between is not missed.

@@ -38,7 +38,8 @@ use crate::policy::lockout::Recorded;
 use crate::policy::rate_limit::{self, Event, RequestFacts, Verdict};
 use crate::policy::schema::Mismatch;
 use crate::respond::{
-    finish_response, mask_upstream_error, GatewayResponse, X_REQUEST_ID, X_REQUEST_ID_NAME,
+    finish_response, header_value, mask_upstream_error, GatewayResponse, X_REQUEST_ID,
+    X_REQUEST_ID_NAME,
 };
 use crate::router::request_host;
 use crate::runtime::{Route, RouteAuth, Runtime};
@@ -66,13 +67,6 @@ static X_PALISADE_KEY_SET_NAME: LazyLock<ParsedHeaderName> =
     LazyLock::new(|| ParsedHeaderName::new(X_PALISADE_KEY_SET));
 static X_PALISADE_KEY_ROLES_NAME: LazyLock<ParsedHeaderName> =
     LazyLock::new(|| ParsedHeaderName::new(X_PALISADE_KEY_ROLES));
-
-/// A header value the gateway makes for the upstream (an address, a host, a key's id).
-fn header_value<V: TryInto<HeaderValue>>(value: V) -> Result<HeaderValue> {
-    value
-        .try_into()
-        .map_err(|_| Error::explain(ErrorType::InvalidHTTPHeader, "invalid header value"))
-}
 
 /// What every request needs and what outlives a single config: the live runtime (swapped on
 /// reload), metrics and the access log.

@@ -9,7 +9,7 @@ use std::sync::LazyLock;
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use http::{HeaderName, HeaderValue, Method, StatusCode};
-use pingora_error::{ErrorType::InvalidHTTPHeader, OrErr, Result};
+use pingora_error::{Error, ErrorType::InvalidHTTPHeader, Result};
 use pingora_http::{ParsedHeaderName, ResponseHeader};
 use pingora_proxy::Session;
 use serde::Serialize;
@@ -435,14 +435,15 @@ pub fn finish_response(header: &mut ResponseHeader, ctx: &RequestCtx) -> Result<
             header.insert_parsed_header(&RATELIMIT, value.clone())?;
         }
     }
-    header.insert_parsed_header(&X_REQUEST_ID_NAME, request_id_value(ctx)?)?;
+    header.insert_parsed_header(&X_REQUEST_ID_NAME, header_value(ctx.request_id.as_str())?)?;
     Ok(())
 }
 
-/// The request id as a header value (it is made of URL-safe characters, or taken from a
-/// trusted proxy's valid header).
-pub fn request_id_value(ctx: &RequestCtx) -> Result<HeaderValue> {
-    HeaderValue::from_str(&ctx.request_id).or_err(InvalidHTTPHeader, "invalid request id")
+/// A header value the gateway makes (a request id, an address, a host, a key's id).
+pub fn header_value<V: TryInto<HeaderValue>>(value: V) -> Result<HeaderValue> {
+    value
+        .try_into()
+        .map_err(|_| Error::explain(InvalidHTTPHeader, "invalid header value"))
 }
 
 // Parsed once, for the inserts on every response.

@@ -108,18 +108,19 @@ impl Server {
     /// `release_stream`): reuse never needs a wake-up from another thread.
     pub fn peer(&self) -> Box<HttpPeer> {
         let mut peer = Box::new(self.peer.clone());
-        peer.group_key = thread_key();
+        peer.group_key = thread_index() as u64;
         peer
     }
 }
 
-/// A number for the calling thread, fixed for its life (the pool key of [`Server::peer`]).
-fn thread_key() -> u64 {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
+/// A number for the calling thread, fixed for its life: the pool key of [`Server::peer`],
+/// and the shard a thread's waiters use in [`crate::background::Closing`].
+pub fn thread_index() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local! {
-        static KEY: u64 = NEXT.fetch_add(1, Ordering::Relaxed);
+        static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed);
     }
-    KEY.with(|key| *key)
+    INDEX.with(|index| *index)
 }
 
 pub struct ActiveCheck {

@@ -253,11 +253,11 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                 }
                 Err(e) => {
                     error!("Accept() failed {e}");
-                    if let Some(io_error) = e
+                    let os_error = e
                         .root_cause()
                         .downcast_ref::<std::io::Error>()
-                        .and_then(|e| e.raw_os_error())
-                    {
+                        .and_then(|e| e.raw_os_error());
+                    if let Some(io_error) = os_error {
                         // 24: too many open files. In this case accept() will continue return this
                         // error without blocking, which could use up all the resources
                         if io_error == 24 {
@@ -265,7 +265,15 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                             // some resources
                             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                         }
+                    } else {
+                        // Palisade: not the kernel's error but tokio's: the runtime the listener
+                        // is registered with is shutting down (a fast shutdown stops the
+                        // threads one by one). accept() would fail at once forever, and this
+                        // loop, never yielding, would keep the thread from its own shutdown.
+                        break;
                     }
+                    // Palisade: an error loop must still let the thread see its shutdown.
+                    tokio::task::yield_now().await;
                 }
             }
         }

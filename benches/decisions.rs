@@ -11,7 +11,7 @@ use criterion::{criterion_group, Criterion};
 use palisade::config::{Diagnostics, KeyPath};
 use palisade::policy::api_key::{ApiKeyPolicy, ApiKeysConfig};
 use palisade::policy::cors::{CorsConfig, CorsPolicy};
-use palisade::policy::headers::{HeaderPolicy, HeadersConfig};
+use palisade::policy::headers::{HeaderForm, HeaderPolicy, HeadersConfig};
 use palisade::policy::rate_limit::gcra::Rate;
 use palisade::policy::rate_limit::local::LocalTable;
 use palisade::router::{normalize_prefix, HostMatch, Matchable, Router};
@@ -126,16 +126,22 @@ fn headers(c: &mut Criterion) {
     ] {
         template.append_header(n, v).unwrap();
     }
-    c.bench_function("headers/apply strict-api to a legacy response", |b| {
-        b.iter_batched(
-            || template.clone(),
-            |mut h| {
-                policy.apply(&mut h, true).unwrap();
-                h
-            },
-            criterion::BatchSize::SmallInput,
-        )
-    });
+    for (form, what) in [
+        (HeaderForm::Map, "HTTP/2, map"),
+        (HeaderForm::H1Lines, "HTTP/1.1, lines"),
+    ] {
+        let name = format!("headers/apply strict-api to a legacy response ({what})");
+        c.bench_function(&name, |b| {
+            b.iter_batched(
+                || template.clone(),
+                |mut h| {
+                    policy.apply(&mut h, true, form).unwrap();
+                    h
+                },
+                criterion::BatchSize::SmallInput,
+            )
+        });
+    }
 }
 
 fn cors(c: &mut Criterion) {
@@ -156,16 +162,24 @@ expose_headers = ["X-Request-Id"]"#,
     template
         .append_header("content-type", "application/json")
         .unwrap();
-    c.bench_function("cors/apply to a response, wildcard origin allowed", |b| {
-        b.iter_batched(
-            || template.clone(),
-            |mut h| {
-                policy.apply(&mut h, Some(black_box(&origin))).unwrap();
-                h
-            },
-            criterion::BatchSize::SmallInput,
-        )
-    });
+    for (form, what) in [
+        (HeaderForm::Map, "HTTP/2, map"),
+        (HeaderForm::H1Lines, "HTTP/1.1, lines"),
+    ] {
+        let name = format!("cors/apply to a response, wildcard origin allowed ({what})");
+        c.bench_function(&name, |b| {
+            b.iter_batched(
+                || template.clone(),
+                |mut h| {
+                    policy
+                        .apply(&mut h, Some(black_box(&origin)), form)
+                        .unwrap();
+                    h
+                },
+                criterion::BatchSize::SmallInput,
+            )
+        });
+    }
 }
 
 fn api_keys(c: &mut Criterion) {

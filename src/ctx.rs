@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::policy::cors::CorsPolicy;
-use crate::policy::headers::HeaderPolicy;
+use crate::policy::headers::{HeaderForm, HeaderPolicy};
 use crate::policy::in_flight::InFlightGuard;
 use crate::policy::schema::{BodySchema, Mismatch};
 use crate::policy::webhook::{self, WebhookPolicy};
@@ -21,6 +21,9 @@ pub struct RequestCtx {
     pub client_ip: Option<IpAddr>,
     pub peer_trusted: bool,
     pub https: bool,
+    /// How the response takes the gateway's fixed headers: ready-made lines for an HTTP/1.x
+    /// client (known once `request_filter` ran), the header map otherwise.
+    pub header_form: HeaderForm,
     pub host: String,
     pub route: Option<Arc<Route>>,
     /// The pool and server address of the current try.
@@ -72,6 +75,7 @@ impl RequestCtx {
             client_ip: None,
             peer_trusted: false,
             https: false,
+            header_form: HeaderForm::Map,
             host: String::new(),
             route: None,
             pool: None,

@@ -33,6 +33,7 @@ use crate::policy::api_key::{self, AuthOutcome, Credential};
 use crate::policy::body::{self, Declared};
 use crate::policy::cors;
 use crate::policy::forwarded;
+use crate::policy::headers::HeaderForm;
 use crate::policy::hygiene::{self, TooLarge};
 use crate::policy::lockout::Recorded;
 use crate::policy::rate_limit::{self, Event, RequestFacts, Verdict};
@@ -313,7 +314,8 @@ impl ProxyHttp for Gateway {
             upstream.remove_header(&name);
         }
         if let Some(client) = ctx.client_ip {
-            upstream.insert_parsed_header(&X_REAL_IP_NAME, header_value(client.to_string())?)?;
+            upstream
+                .insert_parsed_header(&X_REAL_IP_NAME, header_value(forwarded::ip_text(client))?)?;
         }
         let peer = ctx.client_ip.map(|_| peer_ip(session)).unwrap_or(None);
         if let Some(peer) = peer {
@@ -629,7 +631,7 @@ impl ProxyHttp for Gateway {
         let record = AccessRecord {
             time: crate::log::rfc3339_now(),
             request_id: &ctx.request_id,
-            client_ip: ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+            client_ip: ctx.client_ip.map(forwarded::ip_text).unwrap_or_default(),
             method: req.method.as_str(),
             host: &ctx.host,
             path: req.uri.path(),
@@ -1000,6 +1002,9 @@ fn identify(session: &Session, ctx: &mut RequestCtx, rt: &Runtime) {
         .digest()
         .and_then(|d| d.ssl_digest.as_ref())
         .is_some();
+    if !session.is_http2() {
+        ctx.header_form = HeaderForm::H1Lines;
+    }
     let req = session.req_header();
     if let Some(peer) = peer_ip(session) {
         ctx.peer_trusted = rt.trusted_proxies.contains(peer);

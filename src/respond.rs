@@ -15,6 +15,7 @@ use pingora_proxy::Session;
 use serde::Serialize;
 
 use crate::ctx::RequestCtx;
+use crate::policy::headers::HeaderForm;
 use crate::policy::rate_limit::{self, gcra::Outcome, RateLimitPolicy};
 use crate::policy::schema::Mismatch;
 
@@ -380,6 +381,7 @@ pub fn unparsable_head(runtime: std::sync::Arc<crate::runtime::Runtime>, https: 
     let mut ctx = RequestCtx::new();
     ctx.runtime = Some(runtime);
     ctx.https = https;
+    ctx.header_form = HeaderForm::H1Lines;
     ctx.request_id = crate::policy::forwarded::new_request_id();
     let body = error_json("the request head is malformed", &ctx.request_id, None);
     let mut out = Vec::with_capacity(1024 + body.len());
@@ -399,6 +401,9 @@ pub fn unparsable_head(runtime: std::sync::Arc<crate::runtime::Runtime>, https: 
             out.extend_from_slice(b": ");
             out.extend_from_slice(value.as_bytes());
             out.extend_from_slice(b"\r\n");
+        }
+        for lines in header.h1_lines() {
+            out.extend_from_slice(lines);
         }
     }
     out.extend_from_slice(b"\r\n");
@@ -420,18 +425,22 @@ pub fn error_json(message: &str, request_id: &str, location: Option<&str>) -> By
 /// The response policies, applied to upstream and gateway-made responses alike: the route's
 /// header policy (or the defaults' when no route matched), then the request id.
 pub fn finish_response(header: &mut ResponseHeader, ctx: &RequestCtx) -> Result<()> {
+    let form = ctx.header_form;
     if let Some(policy) = ctx.header_policy() {
-        policy.apply(header, ctx.https)?;
+        policy.apply(header, ctx.https, form)?;
     }
     // A preflight's answer carries its own CORS headers, a refused one none; everything else
     // gets the policy's.
     let preflight = ctx.decision == "cors_preflight" || ctx.decision == "cors_refused";
     if let Some(cors) = ctx.cors_policy().filter(|_| !preflight) {
-        cors.apply(header, ctx.origin.as_ref())?;
+        cors.apply(header, ctx.origin.as_ref(), form)?;
     }
     if let (Some(route), Some(value)) = (&ctx.route, &ctx.rate_limit) {
         if let Some(policy) = &route.rate_limit_policy {
-            header.insert_parsed_header(&RATELIMIT_POLICY, policy.clone())?;
+            if form == HeaderForm::H1Lines {
+                header.remove_header(&RATELIMIT_POLICY_NAME);
+            }
+            policy.set(header, form)?;
             header.insert_parsed_header(&RATELIMIT, value.clone())?;
         }
     }
@@ -449,8 +458,7 @@ pub fn header_value<V: TryInto<HeaderValue>>(value: V) -> Result<HeaderValue> {
 // Parsed once, for the inserts on every response.
 static RATELIMIT: LazyLock<ParsedHeaderName> =
     LazyLock::new(|| ParsedHeaderName::new(HeaderName::from_static("ratelimit")));
-static RATELIMIT_POLICY: LazyLock<ParsedHeaderName> =
-    LazyLock::new(|| ParsedHeaderName::new(HeaderName::from_static("ratelimit-policy")));
+pub const RATELIMIT_POLICY_NAME: HeaderName = HeaderName::from_static("ratelimit-policy");
 pub static X_REQUEST_ID_NAME: LazyLock<ParsedHeaderName> =
     LazyLock::new(|| ParsedHeaderName::new(X_REQUEST_ID));
 

@@ -16,7 +16,7 @@ use crate::policy::api_key::ApiKeyPolicy;
 use crate::policy::body::ContentTypes;
 use crate::policy::cors::CorsPolicy;
 use crate::policy::forwarded::TrustedProxies;
-use crate::policy::headers::{self, HeaderPolicy};
+use crate::policy::headers::{self, FixedHeaders, HeaderPolicy};
 use crate::policy::hygiene::HeadLimits;
 use crate::policy::in_flight::InFlightTable;
 use crate::policy::lockout::{LockoutPolicy, LockoutTable};
@@ -45,7 +45,7 @@ pub struct Route {
     pub auth: Option<RouteAuth>,
     pub webhook: Option<Arc<WebhookPolicy>>,
     /// `RateLimit-Policy` for allowed responses, built once.
-    pub rate_limit_policy: Option<http::HeaderValue>,
+    pub rate_limit_policy: Option<FixedHeaders>,
     pub lockout: Option<Arc<LockoutPolicy>>,
     pub cors: Option<Arc<CorsPolicy>>,
     pub ip_rules: Option<IpRules>,
@@ -590,7 +590,8 @@ fn compile_route(
         headers: headers?,
         rate_limit_policy: rate_limit::policy_header(
             &[rate_limits.as_slice(), identity_rate_limits.as_slice()].concat(),
-        ),
+        )
+        .map(|v| FixedHeaders::new([(crate::respond::RATELIMIT_POLICY_NAME, v)])),
         rate_limits,
         identity_rate_limits,
         auth,

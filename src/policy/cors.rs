@@ -12,6 +12,7 @@ use serde::Deserialize;
 use crate::config::diagnostics::Diagnostics;
 use crate::config::units::HumanDuration;
 use crate::config::KeyPath;
+use crate::policy::headers::{FixedHeaders, HeaderForm};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -129,13 +130,20 @@ impl OriginRule {
 pub struct CorsPolicy {
     any_origin: bool,
     origins: Vec<OriginRule>,
+    /// The exact origins as a browser writes them (`https://app.example.com`, with and
+    /// without the default port), compared before anything is parsed.
+    exact_texts: Vec<String>,
     methods: Vec<Method>,
     allow_methods: HeaderValue,
     allow_headers: Vec<String>,
     allow_headers_value: Option<HeaderValue>,
-    expose: Option<HeaderValue>,
     credentials: bool,
     max_age: HeaderValue,
+    /// `Vary: Origin`, when the answer depends on the origin.
+    vary: FixedHeaders,
+    /// What an allowed origin gets besides `Access-Control-Allow-Origin`: credentials and
+    /// the exposed headers.
+    allowed: FixedHeaders,
 }
 
 /// Why a preflight was refused (the gateway answers 403 without CORS headers).
@@ -153,8 +161,6 @@ const ACAH: HeaderName = HeaderName::from_static("access-control-allow-headers")
 const ACEH: HeaderName = HeaderName::from_static("access-control-expose-headers");
 // Parsed once, for the inserts on every response.
 static ACAO_NAME: LazyLock<ParsedHeaderName> = LazyLock::new(|| ParsedHeaderName::new(ACAO));
-static ACAC_NAME: LazyLock<ParsedHeaderName> = LazyLock::new(|| ParsedHeaderName::new(ACAC));
-static ACEH_NAME: LazyLock<ParsedHeaderName> = LazyLock::new(|| ParsedHeaderName::new(ACEH));
 const ACMA: HeaderName = HeaderName::from_static("access-control-max-age");
 pub const ACRM: HeaderName = HeaderName::from_static("access-control-request-method");
 const ACRH: HeaderName = HeaderName::from_static("access-control-request-headers");
@@ -224,21 +230,54 @@ impl CorsPolicy {
                 .flatten()
         };
         let method_names: Vec<String> = methods.iter().map(|m| m.to_string()).collect();
+        let credentials = cfg.allow_credentials;
+        let depends_on_origin = !any_origin || credentials;
+        let vary =
+            depends_on_origin.then_some((http::header::VARY, HeaderValue::from_static("Origin")));
+        let allowed = credentials
+            .then(|| (ACAC, HeaderValue::from_static("true")))
+            .into_iter()
+            .chain(join(&expose_headers).map(|v| (ACEH, v)));
+        let exact_texts = origins
+            .iter()
+            .filter_map(|r| match r {
+                OriginRule::Exact(o) => Some(o),
+                OriginRule::Wildcard { .. } => None,
+            })
+            .flat_map(|o| {
+                let default_port =
+                    (o.scheme == "https" && o.port == 443) || (o.scheme == "http" && o.port == 80);
+                let short = default_port.then(|| format!("{}://{}", o.scheme, o.host));
+                short
+                    .into_iter()
+                    .chain([format!("{}://{}:{}", o.scheme, o.host, o.port)])
+            })
+            .collect();
         Some(CorsPolicy {
             any_origin,
             origins,
+            exact_texts,
             allow_methods: join(&method_names)?,
             methods,
             allow_headers_value: join(&allow_headers),
             allow_headers,
-            expose: join(&expose_headers),
-            credentials: cfg.allow_credentials,
+            credentials,
             max_age: HeaderValue::from(cfg.max_age.0.as_secs()),
+            vary: FixedHeaders::new(vary),
+            allowed: FixedHeaders::new(allowed),
         })
     }
 
     fn allows_origin(&self, origin: &HeaderValue) -> bool {
         if self.any_origin {
+            return true;
+        }
+        let bytes = origin.as_bytes();
+        if self
+            .exact_texts
+            .iter()
+            .any(|t| t.as_bytes().eq_ignore_ascii_case(bytes))
+        {
             return true;
         }
         let Some(parsed) = origin.to_str().ok().and_then(Origin::parse) else {
@@ -306,6 +345,7 @@ impl CorsPolicy {
         &self,
         header: &mut ResponseHeader,
         origin: Option<&HeaderValue>,
+        form: HeaderForm,
     ) -> pingora_error::Result<()> {
         let app_cors: Vec<HeaderName> = header
             .headers
@@ -316,21 +356,13 @@ impl CorsPolicy {
         for name in app_cors {
             header.remove_header(&name);
         }
-        let depends_on_origin = !self.any_origin || self.credentials;
-        if depends_on_origin {
-            header.append_header(http::header::VARY, "Origin")?;
-        }
+        self.vary.append(header, form)?;
         let Some(origin) = origin.filter(|o| self.allows_origin(o)) else {
             return Ok(());
         };
         header.insert_parsed_header(&ACAO_NAME, self.allow_origin_value(origin))?;
-        if self.credentials {
-            header.insert_parsed_header(&ACAC_NAME, HeaderValue::from_static("true"))?;
-        }
-        if let Some(expose) = &self.expose {
-            header.insert_parsed_header(&ACEH_NAME, expose.clone())?;
-        }
-        Ok(())
+        // The app's `Access-Control-*` are gone: nothing of these names is left to replace.
+        self.allowed.set(header, form)
     }
 }
 

@@ -132,9 +132,9 @@ pub fn upstream_forwarded_for(peer: IpAddr, peer_trusted: bool, sent: Option<&st
     let peer = canonical(peer);
     match sent {
         Some(existing) if peer_trusted && !existing.trim().is_empty() => {
-            format!("{}, {peer}", existing.trim())
+            format!("{}, {}", existing.trim(), ip_text(peer))
         }
-        _ => peer.to_string(),
+        _ => ip_text(peer),
     }
 }
 
@@ -157,8 +157,38 @@ pub fn request_id(sent: Option<&HeaderValue>, peer_trusted: bool) -> String {
     new_request_id()
 }
 
+/// 32 random hex digits.
 pub fn new_request_id() -> String {
-    format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = String::with_capacity(32);
+    for word in [fastrand::u64(..), fastrand::u64(..)] {
+        for shift in (0..16).rev() {
+            id.push(char::from(HEX[(word >> (shift * 4)) as usize & 0xf]));
+        }
+    }
+    id
+}
+
+/// An address as text, as `to_string` writes it; an IPv4 address without the formatting
+/// machinery, which costs ten times more (it is written up to three times per request).
+pub fn ip_text(ip: IpAddr) -> String {
+    let IpAddr::V4(v4) = ip else {
+        return ip.to_string();
+    };
+    let mut text = String::with_capacity(15);
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            text.push('.');
+        }
+        if octet >= 100 {
+            text.push(char::from(b'0' + octet / 100));
+        }
+        if octet >= 10 {
+            text.push(char::from(b'0' + octet / 10 % 10));
+        }
+        text.push(char::from(b'0' + octet % 10));
+    }
+    text
 }
 
 #[cfg(test)]
@@ -173,6 +203,35 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn ip_text_writes_what_to_string_writes() {
+        for text in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.9.99.100",
+            "255.255.255.255",
+            "192.168.1.20",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+        ] {
+            assert_eq!(ip_text(ip(text)), ip(text).to_string(), "{text}");
+        }
+        for n in [0u32, 1, 9, 10, 99, 100, 199, 200, 255, 0x0a0b0c0d, u32::MAX] {
+            let v4 = IpAddr::V4(std::net::Ipv4Addr::from(n));
+            assert_eq!(ip_text(v4), v4.to_string());
+        }
+    }
+
+    #[test]
+    fn a_new_request_id_is_32_hex_digits_and_new_each_time() {
+        let (a, b) = (new_request_id(), new_request_id());
+        assert_eq!(a.len(), 32);
+        assert!(a
+            .bytes()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert_ne!(a, b);
     }
 
     fn xff(values: &[&str]) -> Vec<HeaderValue> {

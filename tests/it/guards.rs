@@ -120,23 +120,42 @@ async fn preflights_are_answered_by_the_gateway_and_refused_without_cors_headers
 async fn actual_requests_get_the_gateways_cors_headers_never_the_apps_star() {
     let app = Upstream::start("app").await;
     let gw = Gateway::start(&config(&app, "")).await;
+    // HTTP/2 and HTTP/1.1 (where the fixed headers go out as ready-made lines) alike.
+    let h1 = gw.client_builder().http1_only().build().unwrap();
+    for c in [gw.client(), h1] {
+        let r = c
+            .get(gw.https_url("/api/legacy"))
+            .header("origin", "https://app.example.com")
+            .send()
+            .await
+            .unwrap();
+        let what = format!("{:?}", r.version());
+        assert_eq!(
+            header(&r, "access-control-allow-origin"),
+            Some("https://app.example.com"),
+            "{what}"
+        );
+        assert_eq!(
+            r.headers()
+                .get_all("access-control-allow-origin")
+                .iter()
+                .count(),
+            1
+        );
+        assert_eq!(
+            header(&r, "access-control-allow-credentials"),
+            Some("true"),
+            "{what}"
+        );
+        assert_eq!(
+            header(&r, "access-control-expose-headers"),
+            Some("x-request-id"),
+            "{what}"
+        );
+        let vary: Vec<_> = r.headers().get_all("vary").iter().collect();
+        assert_eq!(vary, ["Origin"], "{what}");
+    }
     let c = gw.client();
-    let r = c
-        .get(gw.https_url("/api/legacy"))
-        .header("origin", "https://app.example.com")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        header(&r, "access-control-allow-origin"),
-        Some("https://app.example.com")
-    );
-    assert_eq!(header(&r, "access-control-allow-credentials"), Some("true"));
-    assert_eq!(
-        header(&r, "access-control-expose-headers"),
-        Some("x-request-id")
-    );
-    assert_eq!(header(&r, "vary"), Some("Origin"));
 
     // The app says `*`; a foreign origin gets nothing from the gateway.
     let r = c

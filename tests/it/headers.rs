@@ -103,6 +103,7 @@ fn assert_strict(h: &HeaderMap, https: bool, what: &str) {
             Some(*value),
             "{what}: {name}"
         );
+        assert_eq!(h.get_all(*name).iter().count(), 1, "{what}: {name} once");
     }
     let permissions = h
         .get("permissions-policy")
@@ -129,37 +130,44 @@ fn assert_strict(h: &HeaderMap, https: bool, what: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_legacy_app_behind_strict_api_is_hardened_over_https() {
     let (_app, gw) = gateway().await;
-    let r = gw
-        .client()
-        .get(gw.https_url("/api/legacy"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let h = r.headers().clone();
-    assert_strict(&h, true, "proxied over https");
-    // The app's own X-Frame-Options is overridden; its Cache-Control is kept (fill mode).
-    assert_eq!(h["cache-control"], "private, max-age=30");
-    let cookies: Vec<&str> = h
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap())
-        .collect();
-    assert_eq!(
-        cookies,
-        vec![
-            "session=abc123; Path=/; Secure; HttpOnly; SameSite=Lax",
-            "theme=dark; Path=/; SameSite=Strict; Secure; HttpOnly"
-        ]
-    );
-    // An app that set no Cache-Control gets no-store.
-    let r = gw
-        .client()
-        .get(gw.https_url("/api/plain"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.headers()["cache-control"], "no-store");
+    // HTTP/2 takes the headers in Pingora's header map, HTTP/1.1 as ready-made lines: the
+    // client must not be able to tell.
+    let h2 = gw.client();
+    let h1 = gw.client_builder().http1_only().build().unwrap();
+    for (client, version) in [
+        (h2, reqwest::Version::HTTP_2),
+        (h1, reqwest::Version::HTTP_11),
+    ] {
+        let what = format!("proxied over https, {version:?}");
+        let r = client
+            .get(gw.https_url("/api/legacy"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.version(), version);
+        let h = r.headers().clone();
+        assert_strict(&h, true, &what);
+        // The app's own X-Frame-Options is overridden; its Cache-Control is kept (fill mode).
+        assert_eq!(h["cache-control"], "private, max-age=30", "{what}");
+        assert_eq!(h.get_all("cache-control").iter().count(), 1, "{what}");
+        let cookies: Vec<&str> = h
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(
+            cookies,
+            vec![
+                "session=abc123; Path=/; Secure; HttpOnly; SameSite=Lax",
+                "theme=dark; Path=/; SameSite=Strict; Secure; HttpOnly"
+            ],
+            "{what}"
+        );
+        // An app that set no Cache-Control gets no-store.
+        let r = client.get(gw.https_url("/api/plain")).send().await.unwrap();
+        assert_eq!(r.headers()["cache-control"], "no-store", "{what}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

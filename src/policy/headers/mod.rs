@@ -6,18 +6,19 @@
 
 pub mod cookies;
 pub mod csp;
+pub mod fixed;
 pub mod presets;
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::LazyLock;
 
 use http::{HeaderName, HeaderValue};
-use pingora_http::{ParsedHeaderName, ResponseHeader};
+use pingora_http::ResponseHeader;
 use serde::Deserialize;
 
 use crate::config::diagnostics::Diagnostics;
 use crate::config::KeyPath;
 use cookies::{CookiePolicy, SameSite};
+pub use fixed::{FixedHeaders, HeaderForm};
 
 /// A string value, or `false` to turn the thing off.
 #[derive(Debug, Clone, Deserialize)]
@@ -143,24 +144,22 @@ const FRAMING: &[&str] = &[
 /// A compiled header policy: every name and value built once at load.
 #[derive(Debug)]
 pub struct HeaderPolicy {
-    /// Names parsed once here: an insert then neither parses nor copies them.
-    set: Vec<(ParsedHeaderName, HeaderValue)>,
-    fill: Vec<(ParsedHeaderName, HeaderValue)>,
+    /// What every response gets over plain HTTP, and over HTTPS (the same and HSTS).
+    set: FixedHeaders,
+    set_https: FixedHeaders,
+    /// Each `fill` header on its own: it goes out only when the response has none.
+    fill: Vec<(HeaderName, FixedHeaders)>,
     hsts: Option<HeaderValue>,
-    remove: HashSet<HeaderName>,
+    has_csp: bool,
+    /// The response's own headers that go: the removed and fingerprint ones, and those
+    /// the policy sets (HSTS included: over plain HTTP it is never sent, whoever set it).
+    strip: HashSet<HeaderName>,
     remove_prefixes: &'static [&'static str],
     cookies: Option<CookiePolicy>,
     pub mask_errors: bool,
 }
 
 const HSTS: HeaderName = HeaderName::from_static("strict-transport-security");
-static HSTS_NAME: LazyLock<ParsedHeaderName> = LazyLock::new(|| ParsedHeaderName::new(HSTS));
-
-fn parsed(list: Vec<(HeaderName, HeaderValue)>) -> Vec<(ParsedHeaderName, HeaderValue)> {
-    list.into_iter()
-        .map(|(name, value)| (ParsedHeaderName::new(name), value))
-        .collect()
-}
 
 impl HeaderPolicy {
     pub fn compile(
@@ -346,11 +345,27 @@ impl HeaderPolicy {
         if diags.error_count() > errors_before {
             return None;
         }
+        let has_csp = set
+            .iter()
+            .any(|(n, _)| n == http::header::CONTENT_SECURITY_POLICY);
+        let mut strip = remove;
+        strip.extend(set.iter().map(|(n, _)| n.clone()));
+        strip.insert(HSTS);
+        let set_https = FixedHeaders::new(
+            set.iter()
+                .cloned()
+                .chain(hsts.iter().map(|v| (HSTS, v.clone()))),
+        );
         Some(HeaderPolicy {
-            set: parsed(set),
-            fill: parsed(fill),
+            set: FixedHeaders::new(set),
+            set_https,
+            fill: fill
+                .into_iter()
+                .map(|(n, v)| (n.clone(), FixedHeaders::new([(n, v)])))
+                .collect(),
+            has_csp,
             hsts,
-            remove,
+            strip,
             remove_prefixes: if cfg.strip_fingerprints {
                 presets::FINGERPRINT_PREFIXES
             } else {
@@ -361,8 +376,6 @@ impl HeaderPolicy {
         })
     }
 
-    /// Edits a response: strips fingerprints, sets and fills headers, HSTS over HTTPS only,
-    /// hardens cookies. For the upstream's responses and the gateway's own alike.
     /// HSTS `max-age` in seconds, when the policy sends HSTS.
     pub fn hsts_max_age(&self) -> Option<u64> {
         let text = self.hsts.as_ref()?.to_str().ok()?.to_ascii_lowercase();
@@ -377,18 +390,23 @@ impl HeaderPolicy {
 
     /// Whether the policy sends a Content-Security-Policy (enforced, not report-only).
     pub fn has_csp(&self) -> bool {
-        self.set
-            .iter()
-            .any(|(n, _)| n.name() == http::header::CONTENT_SECURITY_POLICY)
+        self.has_csp
     }
 
-    pub fn apply(&self, header: &mut ResponseHeader, https: bool) -> pingora_error::Result<()> {
+    /// Edits a response: strips fingerprints, sets and fills headers, HSTS over HTTPS only,
+    /// hardens cookies. For the upstream's responses and the gateway's own alike.
+    pub fn apply(
+        &self,
+        header: &mut ResponseHeader,
+        https: bool,
+        form: HeaderForm,
+    ) -> pingora_error::Result<()> {
         // Walk the response's few headers rather than the long fingerprint list.
         let doomed: Vec<HeaderName> = header
             .headers
             .keys()
             .filter(|k| {
-                self.remove.contains(*k)
+                self.strip.contains(*k)
                     || self
                         .remove_prefixes
                         .iter()
@@ -399,23 +417,18 @@ impl HeaderPolicy {
         for name in doomed {
             header.remove_header(&name);
         }
-        for (name, value) in &self.set {
-            header.insert_parsed_header(name, value.clone())?;
-        }
+        // RFC 6797 §7.2: HSTS never over plain HTTP.
+        let set = if https { &self.set_https } else { &self.set };
+        set.set(header, form)?;
         for (name, value) in &self.fill {
-            if !header.headers.contains_key(name.name()) {
-                header.insert_parsed_header(name, value.clone())?;
-            }
-        }
-        match (&self.hsts, https) {
-            (Some(value), true) => header.insert_parsed_header(&HSTS_NAME, value.clone())?,
-            // RFC 6797 §7.2: never over plain HTTP, whoever set it.
-            _ => {
-                header.remove_header(&HSTS);
+            if !header.headers.contains_key(name) {
+                value.set(header, form)?;
             }
         }
         if let Some(cookies) = &self.cookies {
-            harden_cookies(header, cookies, https)?;
+            if header.headers.contains_key(http::header::SET_COOKIE) {
+                harden_cookies(header, cookies, https)?;
+            }
         }
         Ok(())
     }
@@ -530,6 +543,7 @@ pub fn compile_all(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pingora_http::ParsedHeaderName;
 
     fn compile(toml_text: &str) -> (Option<HeaderPolicy>, Diagnostics) {
         let cfg: HeadersConfig = toml::from_str(toml_text).unwrap();
@@ -597,7 +611,7 @@ mod tests {
             ("X-Drupal-Cache", "HIT"),
             ("Cache-Control", "max-age=60"),
         ]);
-        p.apply(&mut h, true).unwrap();
+        p.apply(&mut h, true, HeaderForm::Map).unwrap();
         assert!(h.headers.get("server").is_none());
         assert!(h.headers.get("x-powered-by").is_none());
         assert!(h.headers.get("x-drupal-cache").is_none());
@@ -616,11 +630,58 @@ mod tests {
         assert_eq!(h.headers["x-frame-options"], "DENY");
     }
 
+    /// The header lines of a response, sorted, names lowercased: what a client can tell.
+    fn lines(h: &ResponseHeader) -> Vec<String> {
+        let mut out: Vec<String> = wire(h)
+            .lines()
+            .map(|l| match l.split_once(':') {
+                Some((n, v)) => format!("{}:{v}", n.to_ascii_lowercase()),
+                None => l.to_string(),
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// An HTTP/1.x client gets the fixed headers as ready-made lines, an HTTP/2 one in the
+    /// map: what goes out must be the same, the app's own copies replaced in both.
+    #[test]
+    fn the_lines_form_sends_what_the_map_form_sends() {
+        let app = [
+            ("Server", "Werkzeug/2.0"),
+            ("X-Frame-Options", "ALLOWALL"),
+            ("Strict-Transport-Security", "max-age=1"),
+            ("Content-Security-Policy", "default-src *"),
+            ("Cache-Control", "max-age=60"),
+            ("Set-Cookie", "a=1"),
+            ("Content-Type", "text/plain"),
+        ];
+        for config in [
+            "preset = \"strict-api\"",
+            "preset = \"web-app\"\nserver = \"edge\"\nrobots = \"noindex\"",
+            "preset = \"baseline\"\nhsts = false\nfill = { \"X-Extra\" = \"1\" }",
+        ] {
+            let p = compile(config).0.unwrap();
+            for https in [true, false] {
+                for upstream in [&app[..], &app[6..]] {
+                    let (mut map, mut h1) = (response(upstream), response(upstream));
+                    p.apply(&mut map, https, HeaderForm::Map).unwrap();
+                    p.apply(&mut h1, https, HeaderForm::H1Lines).unwrap();
+                    assert_eq!(lines(&h1), lines(&map), "{config} https={https}");
+                    assert!(
+                        !h1.h1_lines().is_empty(),
+                        "{config}: the lines form is used"
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn hsts_is_never_sent_over_plain_http_even_if_the_app_sent_it() {
         let (p, _) = compile("preset = \"baseline\"");
         let mut h = response(&[("Strict-Transport-Security", "max-age=1")]);
-        p.unwrap().apply(&mut h, false).unwrap();
+        p.unwrap().apply(&mut h, false, HeaderForm::Map).unwrap();
         assert!(h.headers.get("strict-transport-security").is_none());
     }
 
@@ -628,7 +689,7 @@ mod tests {
     fn set_overrides_the_preset_and_a_server_value_replaces_the_app_one() {
         let (p, _) = compile("preset = \"baseline\"\nserver = \"edge\"\nset = { \"X-Frame-Options\" = \"SAMEORIGIN\" }\nfill = { \"X-Extra\" = \"1\" }");
         let mut h = response(&[("Server", "nginx/1.2"), ("X-Extra", "app")]);
-        p.unwrap().apply(&mut h, true).unwrap();
+        p.unwrap().apply(&mut h, true, HeaderForm::Map).unwrap();
         assert_eq!(h.headers["server"], "edge");
         assert_eq!(h.headers["x-frame-options"], "SAMEORIGIN");
         assert_eq!(h.headers["x-extra"], "app");
@@ -639,7 +700,7 @@ mod tests {
         let (p, d) = compile("preset = \"strict-api\"\ncsp_report_only = true\nreport_to = \"https://r.example.com/csp\"");
         assert!(!d.has_errors(), "{d:?}");
         let mut h = response(&[]);
-        p.unwrap().apply(&mut h, true).unwrap();
+        p.unwrap().apply(&mut h, true, HeaderForm::Map).unwrap();
         assert!(h.headers.get("content-security-policy").is_none());
         assert_eq!(
             h.headers["content-security-policy-report-only"],
@@ -677,7 +738,7 @@ mod tests {
             ("Set-Cookie", "a=1"),
             ("Set-Cookie", "b=2; Secure; HttpOnly; SameSite=Strict"),
         ]);
-        p.unwrap().apply(&mut h, true).unwrap();
+        p.unwrap().apply(&mut h, true, HeaderForm::Map).unwrap();
         let cookies: Vec<_> = h
             .headers
             .get_all("set-cookie")

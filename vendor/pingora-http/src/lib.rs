@@ -496,6 +496,8 @@ pub struct ResponseHeader {
     header_name_map: Option<CaseMap>,
     // the reason phrase of the response, if unset, a default one will be used
     reason_phrase: Option<String>,
+    // Palisade: ready-made header lines for the HTTP/1.x form, see `append_h1_lines`
+    h1_lines: Vec<bytes::Bytes>,
 }
 
 impl AsRef<RespParts> for ResponseHeader {
@@ -518,6 +520,7 @@ impl Clone for ResponseHeader {
             base: self.as_owned_parts(),
             header_name_map: self.header_name_map.clone(),
             reason_phrase: self.reason_phrase.clone(),
+            h1_lines: self.h1_lines.clone(),
         }
     }
 }
@@ -529,6 +532,7 @@ impl From<RespParts> for ResponseHeader {
             base: parts,
             header_name_map: None,
             reason_phrase: None,
+            h1_lines: Vec::new(),
         }
     }
 }
@@ -561,6 +565,7 @@ impl ResponseHeader {
             base,
             header_name_map: None,
             reason_phrase: None,
+            h1_lines: Vec::new(),
         }
     }
 
@@ -652,7 +657,28 @@ impl ResponseHeader {
     ///
     /// The header case will be preserved.
     pub fn header_to_h1_wire(&self, buf: &mut impl BufMut) {
-        header_to_h1_wire(self.header_name_map.as_ref(), &self.base.headers, buf)
+        header_to_h1_wire(self.header_name_map.as_ref(), &self.base.headers, buf);
+        // Palisade: then the ready-made lines.
+        for lines in &self.h1_lines {
+            buf.put_slice(lines);
+        }
+    }
+
+    /// Palisade: appends header lines already in HTTP/1.x form (`Name: value\r\n`, one or
+    /// more) to what [`Self::header_to_h1_wire`] writes, after the header map's.
+    ///
+    /// For headers that are the same on every response: made and checked once, then shared,
+    /// where an insert into the maps costs hundreds of instructions per header. They are not
+    /// in the header map, so nothing that reads it sees them, and the HTTP/2 form leaves them
+    /// out: append them only to a response for an HTTP/1.x client, and only lines built from
+    /// a valid `HeaderName` and `HeaderValue`.
+    pub fn append_h1_lines(&mut self, lines: bytes::Bytes) {
+        self.h1_lines.push(lines);
+    }
+
+    /// Palisade: the lines [`Self::append_h1_lines`] added, in order.
+    pub fn h1_lines(&self) -> &[bytes::Bytes] {
+        &self.h1_lines
     }
 
     /// If case sensitivity is enabled, returns an iterator to iterate over case-sensitive header names and values.

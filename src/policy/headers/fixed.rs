@@ -1,0 +1,169 @@
+//! Response headers that are the same on every response, made once at load in both of the
+//! forms a response can take them in.
+//!
+//! An insert into a Pingora response header costs a few hundred instructions per header (two
+//! hash maps, and their growth); the strict presets add ten of them to every response. For an
+//! HTTP/1.x client the same headers can go out as one ready-made block of lines instead
+//! (`ResponseHeader::append_h1_lines`, a patch in `vendor/pingora-http`), which costs a
+//! reference count. HTTP/2 needs them in the map (HPACK encodes from it), and so does anything
+//! that reads the map afterwards, so the map form stays for those.
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
+use pingora_http::{ParsedHeaderName, ResponseHeader};
+
+/// How a response takes the gateway's fixed headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderForm {
+    /// Into the header map: right for every response, and the only form HTTP/2 has.
+    Map,
+    /// As ready-made lines after the map's: for a response to an HTTP/1.x client.
+    H1Lines,
+}
+
+/// A fixed list of response headers, parsed and spelled once.
+#[derive(Debug, Clone)]
+pub struct FixedHeaders {
+    map: Vec<(ParsedHeaderName, HeaderValue)>,
+    /// The same headers as HTTP/1.x lines, spelled as `header_to_h1_wire` spells the map's.
+    lines: Bytes,
+}
+
+impl FixedHeaders {
+    pub fn new(list: impl IntoIterator<Item = (HeaderName, HeaderValue)>) -> FixedHeaders {
+        let map: Vec<(ParsedHeaderName, HeaderValue)> = list
+            .into_iter()
+            .map(|(name, value)| (ParsedHeaderName::new(name), value))
+            .collect();
+        // Written by Pingora's own writer, so both forms put the same bytes on the wire.
+        let mut lines = Vec::new();
+        if let Ok(mut scratch) = ResponseHeader::build(200, Some(map.len())) {
+            for (name, value) in &map {
+                // Valid names and values, on a header map far below its size limit.
+                let _ = scratch.append_header(name.name().clone(), value.clone());
+            }
+            scratch.header_to_h1_wire(&mut lines);
+        }
+        FixedHeaders {
+            map,
+            lines: Bytes::from(lines),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &HeaderName> {
+        self.map.iter().map(|(name, _)| name.name())
+    }
+
+    /// Sets the headers, replacing the response's own of these names. In the lines form
+    /// nothing is replaced: the caller has removed the response's own first.
+    pub fn set(&self, header: &mut ResponseHeader, form: HeaderForm) -> pingora_error::Result<()> {
+        match form {
+            HeaderForm::H1Lines => self.append_lines(header),
+            HeaderForm::Map => {
+                for (name, value) in &self.map {
+                    header.insert_parsed_header(name, value.clone())?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds the headers beside any of the same names the response has (`Vary`).
+    pub fn append(
+        &self,
+        header: &mut ResponseHeader,
+        form: HeaderForm,
+    ) -> pingora_error::Result<()> {
+        match form {
+            HeaderForm::H1Lines => self.append_lines(header),
+            HeaderForm::Map => {
+                for (name, value) in &self.map {
+                    header.append_header(name.name().clone(), value.clone())?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn append_lines(&self, header: &mut ResponseHeader) {
+        if !self.lines.is_empty() {
+            header.append_h1_lines(self.lines.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wire(h: &ResponseHeader) -> String {
+        let mut buf = Vec::new();
+        h.header_to_h1_wire(&mut buf);
+        String::from_utf8(buf).unwrap()
+    }
+
+    fn upstream() -> ResponseHeader {
+        let mut h = ResponseHeader::build(200, None).unwrap();
+        h.append_header("Content-Type", "text/plain").unwrap();
+        h.append_header("Vary", "Accept-Encoding").unwrap();
+        h
+    }
+
+    #[test]
+    fn both_forms_write_the_same_lines() {
+        let fixed = FixedHeaders::new([
+            (
+                HeaderName::from_static("x-frame-options"),
+                HeaderValue::from_static("DENY"),
+            ),
+            (
+                http::header::CACHE_CONTROL,
+                HeaderValue::from_static("no-store"),
+            ),
+            (
+                HeaderName::from_static("permissions-policy"),
+                HeaderValue::from_static("camera=()"),
+            ),
+        ]);
+        let (mut map, mut lines) = (upstream(), upstream());
+        fixed.set(&mut map, HeaderForm::Map).unwrap();
+        fixed.set(&mut lines, HeaderForm::H1Lines).unwrap();
+        assert_eq!(wire(&lines), wire(&map));
+        assert!(
+            lines.headers.get("x-frame-options").is_none(),
+            "not in the map"
+        );
+        assert_eq!(
+            wire(&lines),
+            "Content-Type: text/plain\r\nVary: Accept-Encoding\r\nx-frame-options: DENY\r\n\
+             Cache-Control: no-store\r\npermissions-policy: camera=()\r\n"
+        );
+    }
+
+    #[test]
+    fn append_keeps_the_responses_own_values_in_both_forms() {
+        let vary = FixedHeaders::new([(http::header::VARY, HeaderValue::from_static("Origin"))]);
+        for form in [HeaderForm::Map, HeaderForm::H1Lines] {
+            let mut h = upstream();
+            vary.append(&mut h, form).unwrap();
+            assert_eq!(
+                wire(&h),
+                "Content-Type: text/plain\r\nVary: Accept-Encoding\r\nvary: Origin\r\n",
+                "{form:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_empty_list_adds_nothing() {
+        let none = FixedHeaders::new([]);
+        let mut h = upstream();
+        none.set(&mut h, HeaderForm::H1Lines).unwrap();
+        assert!(h.h1_lines().is_empty());
+        assert!(none.is_empty());
+    }
+}

@@ -3,6 +3,7 @@
 //! `X-Forwarded-*` headers sent upstream, and the request id.
 
 use std::net::IpAddr;
+use std::sync::LazyLock;
 
 use http::HeaderValue;
 use ipnet::IpNet;
@@ -124,6 +125,38 @@ pub const NEVER_FORWARDED: &[&str] = &[
     "x-palisade-key-set",
     "x-palisade-key-roles",
 ];
+
+/// The headers the gateway writes on every upstream request itself (after `auth`, also the
+/// `x-palisade-key-*` ones in [`NEVER_FORWARDED`]): the client's copies never go through.
+pub const GATEWAY_SET: &[&str] = &[
+    "x-real-ip",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-request-id",
+];
+
+/// What becomes of a client's header on its way upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dropped {
+    /// Never forwarded ([`NEVER_FORWARDED`], [`GATEWAY_SET`]).
+    Always,
+    /// Forwarded from a trusted proxy only ([`PROXY_CLAIMS`]).
+    Untrusted,
+}
+
+/// [`NEVER_FORWARDED`] and [`PROXY_CLAIMS`] in one header map: one lookup per request header
+/// (the map hashes a standard name by its index), rather than a string compare per entry.
+pub static DROPPED: LazyLock<http::HeaderMap<Dropped>> = LazyLock::new(|| {
+    let mut map = http::HeaderMap::default();
+    for name in PROXY_CLAIMS {
+        map.insert(http::HeaderName::from_static(name), Dropped::Untrusted);
+    }
+    for name in NEVER_FORWARDED.iter().chain(GATEWAY_SET) {
+        map.insert(http::HeaderName::from_static(name), Dropped::Always);
+    }
+    map
+});
 
 /// The `X-Forwarded-For` to send upstream: from an untrusted peer, the client IP alone (what the
 /// client sent is dropped, so an app that trusts the left-most value cannot be fooled); from a

@@ -153,7 +153,11 @@ pub struct HeaderPolicy {
     has_csp: bool,
     /// The response's own headers that go: the removed and fingerprint ones, and those
     /// the policy sets (HSTS included: over plain HTTP it is never sent, whoever set it).
-    strip: HashSet<HeaderName>,
+    /// A header map rather than a `HashSet`: its hash of a standard name is an enum index,
+    /// not SipHash over the bytes, and every response header is looked up.
+    strip: http::HeaderMap<()>,
+    /// Fingerprint prefixes, all of them `x-...` (a unit test checks), so a name that is not
+    /// skips the list.
     remove_prefixes: &'static [&'static str],
     cookies: Option<CookiePolicy>,
     pub mask_errors: bool,
@@ -348,9 +352,14 @@ impl HeaderPolicy {
         let has_csp = set
             .iter()
             .any(|(n, _)| n == http::header::CONTENT_SECURITY_POLICY);
-        let mut strip = remove;
-        strip.extend(set.iter().map(|(n, _)| n.clone()));
-        strip.insert(HSTS);
+        let mut strip = http::HeaderMap::default();
+        for name in remove
+            .into_iter()
+            .chain(set.iter().map(|(n, _)| n.clone()))
+            .chain([HSTS])
+        {
+            strip.insert(name, ());
+        }
         let set_https = FixedHeaders::new(
             set.iter()
                 .cloned()
@@ -406,11 +415,12 @@ impl HeaderPolicy {
             .headers
             .keys()
             .filter(|k| {
-                self.strip.contains(*k)
-                    || self
-                        .remove_prefixes
-                        .iter()
-                        .any(|p| k.as_str().starts_with(p))
+                self.strip.contains_key(*k)
+                    || (k.as_str().starts_with("x-")
+                        && self
+                            .remove_prefixes
+                            .iter()
+                            .any(|p| k.as_str().starts_with(p)))
             })
             .cloned()
             .collect();
@@ -628,6 +638,13 @@ mod tests {
             "fill never overrides the app"
         );
         assert_eq!(h.headers["x-frame-options"], "DENY");
+    }
+
+    #[test]
+    fn every_fingerprint_prefix_starts_with_x_dash_as_apply_assumes() {
+        for p in presets::FINGERPRINT_PREFIXES {
+            assert!(p.starts_with("x-"), "{p}");
+        }
     }
 
     /// The header lines of a response, sorted, names lowercased: what a client can tell.

@@ -115,6 +115,8 @@ pub struct RequestHeader {
     raw_target: RawTarget,
     // whether we send END_STREAM with HEADERS for h2 requests
     send_end_stream: bool,
+    // Palisade: ready-made header lines for the HTTP/1.x form, see `append_h1_lines`
+    h1_lines: Vec<bytes::Bytes>,
 }
 
 /// How a request-target is stored, and how [`RequestHeader::raw_path`] recovers it.
@@ -182,6 +184,7 @@ impl RequestHeader {
             header_name_map: None,
             raw_target: RawTarget::FromUri,
             send_end_stream: true,
+            h1_lines: Vec::new(),
         }
     }
 
@@ -284,7 +287,23 @@ impl RequestHeader {
     ///
     /// The header case will be preserved.
     pub fn header_to_h1_wire(&self, buf: &mut impl BufMut) {
-        header_to_h1_wire(self.header_name_map.as_ref(), &self.base.headers, buf)
+        header_to_h1_wire(self.header_name_map.as_ref(), &self.base.headers, buf);
+        // Palisade: then the ready-made lines.
+        for lines in &self.h1_lines {
+            buf.put_slice(lines);
+        }
+    }
+
+    /// Palisade: appends header lines already in HTTP/1.x form (`Name: value\r\n`, one or
+    /// more) to what [`Self::header_to_h1_wire`] writes, after the header map's. As
+    /// [`ResponseHeader::append_h1_lines`]: not in the map, left out of the HTTP/2 form.
+    pub fn append_h1_lines(&mut self, lines: bytes::Bytes) {
+        self.h1_lines.push(lines);
+    }
+
+    /// Palisade: the lines [`Self::append_h1_lines`] added, in order.
+    pub fn h1_lines(&self) -> &[bytes::Bytes] {
+        &self.h1_lines
     }
 
     /// If case sensitivity is enabled, returns an iterator to iterate over case-sensitive header names and values.
@@ -450,6 +469,7 @@ impl Clone for RequestHeader {
             header_name_map: self.header_name_map.clone(),
             raw_target: self.raw_target.clone(),
             send_end_stream: self.send_end_stream,
+            h1_lines: self.h1_lines.clone(),
         }
     }
 }
@@ -466,6 +486,7 @@ impl From<ReqParts> for RequestHeader {
             // The Uri is the only target available here, so it is the one that serializes.
             raw_target: RawTarget::FromUri,
             send_end_stream: true,
+            h1_lines: Vec::new(),
         }
     }
 }

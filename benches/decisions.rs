@@ -11,7 +11,7 @@ use criterion::{criterion_group, Criterion};
 use palisade::config::{Diagnostics, KeyPath};
 use palisade::policy::api_key::{ApiKeyPolicy, ApiKeysConfig};
 use palisade::policy::cors::{CorsConfig, CorsPolicy};
-use palisade::policy::headers::{HeaderForm, HeaderPolicy, HeadersConfig};
+use palisade::policy::headers::{HeaderForm, HeaderPolicy, HeadersConfig, ResponseLines};
 use palisade::policy::rate_limit::gcra::Rate;
 use palisade::policy::rate_limit::local::LocalTable;
 use palisade::router::{normalize_prefix, HostMatch, Matchable, Router};
@@ -171,9 +171,11 @@ expose_headers = ["X-Request-Id"]"#,
             b.iter_batched(
                 || template.clone(),
                 |mut h| {
+                    let mut lines = ResponseLines::new(form);
                     policy
-                        .apply(&mut h, Some(black_box(&origin)), form)
+                        .apply(&mut h, Some(black_box(&origin)), &mut lines)
                         .unwrap();
+                    lines.finish(&mut h);
                     h
                 },
                 criterion::BatchSize::SmallInput,

@@ -15,7 +15,7 @@ use pingora_proxy::Session;
 use serde::Serialize;
 
 use crate::ctx::RequestCtx;
-use crate::policy::headers::HeaderForm;
+use crate::policy::headers::{HeaderForm, ResponseLines};
 use crate::policy::rate_limit::{self, gcra::Outcome, RateLimitPolicy};
 use crate::policy::schema::Mismatch;
 
@@ -426,6 +426,8 @@ pub fn error_json(message: &str, request_id: &str, location: Option<&str>) -> By
 /// header policy (or the defaults' when no route matched), then the request id.
 pub fn finish_response(header: &mut ResponseHeader, ctx: &RequestCtx) -> Result<()> {
     let form = ctx.header_form;
+    let lines_form = form == HeaderForm::H1Lines;
+    let mut lines = ResponseLines::new(form);
     if let Some(policy) = ctx.header_policy() {
         policy.apply(header, ctx.https, form)?;
     }
@@ -433,18 +435,27 @@ pub fn finish_response(header: &mut ResponseHeader, ctx: &RequestCtx) -> Result<
     // gets the policy's.
     let preflight = ctx.decision == "cors_preflight" || ctx.decision == "cors_refused";
     if let Some(cors) = ctx.cors_policy().filter(|_| !preflight) {
-        cors.apply(header, ctx.origin.as_ref(), form)?;
+        cors.apply(header, ctx.origin.as_ref(), &mut lines)?;
     }
     if let (Some(route), Some(value)) = (&ctx.route, &ctx.rate_limit) {
         if let Some(policy) = &route.rate_limit_policy {
-            if form == HeaderForm::H1Lines {
+            if lines_form {
                 header.remove_header(&RATELIMIT_POLICY_NAME);
+                header.remove_header(RATELIMIT.name());
             }
             policy.set(header, form)?;
-            header.insert_parsed_header(&RATELIMIT, value.clone())?;
+            lines.set(header, &RATELIMIT, value)?;
         }
     }
-    header.insert_parsed_header(&X_REQUEST_ID_NAME, header_value(ctx.request_id.as_str())?)?;
+    if lines_form {
+        header.remove_header(&X_REQUEST_ID);
+    }
+    lines.set(
+        header,
+        &X_REQUEST_ID_NAME,
+        &header_value(ctx.request_id.as_str())?,
+    )?;
+    lines.finish(header);
     Ok(())
 }
 

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use crate::config::diagnostics::Diagnostics;
 use crate::config::units::HumanDuration;
 use crate::config::KeyPath;
-use crate::policy::headers::{FixedHeaders, HeaderForm};
+use crate::policy::headers::{FixedHeaders, ResponseLines};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -345,8 +345,9 @@ impl CorsPolicy {
         &self,
         header: &mut ResponseHeader,
         origin: Option<&HeaderValue>,
-        form: HeaderForm,
+        lines: &mut ResponseLines,
     ) -> pingora_error::Result<()> {
+        let form = lines.form();
         let app_cors: Vec<HeaderName> = header
             .headers
             .keys()
@@ -360,8 +361,8 @@ impl CorsPolicy {
         let Some(origin) = origin.filter(|o| self.allows_origin(o)) else {
             return Ok(());
         };
-        header.insert_parsed_header(&ACAO_NAME, self.allow_origin_value(origin))?;
         // The app's `Access-Control-*` are gone: nothing of these names is left to replace.
+        lines.set(header, &ACAO_NAME, &self.allow_origin_value(origin))?;
         self.allowed.set(header, form)
     }
 }

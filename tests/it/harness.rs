@@ -72,7 +72,7 @@ struct UpstreamState {
 /// - `/status/NNN`: that status, with a stack trace a masking gateway must not leak
 ///   (`/status/NNN/empty`: with no body);
 /// - a path containing `/legacy`: the echo, announcing itself like a legacy app (`Server`,
-///   `X-Powered-By`, ...) and setting bare cookies;
+///   `X-Powered-By`, ..., its own `X-Request-Id`) and setting bare cookies;
 /// - `.../slow?ms=N`: the echo, after N milliseconds;
 /// - anything else: the echo of what it received (method, path, query, headers, body hash).
 pub struct Upstream {
@@ -227,6 +227,7 @@ fn announce_like_a_legacy_app(r: &mut Response<Full<Bytes>>) {
         ("x-frame-options", "ALLOWALL"),
         ("cache-control", "private, max-age=30"),
         ("access-control-allow-origin", "*"),
+        ("x-request-id", "made-up-by-the-app"),
         ("set-cookie", "session=abc123; Path=/"),
         ("set-cookie", "theme=dark; Path=/; SameSite=Strict"),
     ] {

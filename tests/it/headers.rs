@@ -124,7 +124,12 @@ fn assert_strict(h: &HeaderMap, https: bool, what: &str) {
     for name in FINGERPRINTS {
         assert!(h.get(*name).is_none(), "{what}: fingerprint {name} leaked");
     }
-    assert!(h.contains_key("x-request-id"), "{what}: no request id");
+    let ids: Vec<_> = h.get_all("x-request-id").iter().collect();
+    assert_eq!(ids.len(), 1, "{what}: one request id, the gateway's");
+    assert_ne!(
+        ids[0], "made-up-by-the-app",
+        "{what}: the gateway's request id"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

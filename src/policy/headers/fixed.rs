@@ -96,6 +96,57 @@ impl FixedHeaders {
     }
 }
 
+/// Headers whose values change per response (the echoed origin, `RateLimit`, the request
+/// id): inserted into the map, or gathered into one block of HTTP/1.x lines.
+pub struct ResponseLines {
+    form: HeaderForm,
+    lines: Vec<u8>,
+}
+
+impl ResponseLines {
+    pub fn new(form: HeaderForm) -> ResponseLines {
+        ResponseLines {
+            form,
+            lines: Vec::new(),
+        }
+    }
+
+    pub fn form(&self) -> HeaderForm {
+        self.form
+    }
+
+    /// Sets a header. In the lines form nothing is replaced: the caller has removed the
+    /// response's own of that name.
+    pub fn set(
+        &mut self,
+        header: &mut ResponseHeader,
+        name: &ParsedHeaderName,
+        value: &HeaderValue,
+    ) -> pingora_error::Result<()> {
+        match self.form {
+            HeaderForm::Map => header.insert_parsed_header(name, value.clone())?,
+            HeaderForm::H1Lines => {
+                if self.lines.is_empty() {
+                    self.lines.reserve(160);
+                }
+                // A `HeaderValue` holds no CR or LF: the line cannot be split.
+                self.lines.extend_from_slice(name.spelling());
+                self.lines.extend_from_slice(b": ");
+                self.lines.extend_from_slice(value.as_bytes());
+                self.lines.extend_from_slice(b"\r\n");
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands the gathered lines to the response.
+    pub fn finish(self, header: &mut ResponseHeader) {
+        if !self.lines.is_empty() {
+            header.append_h1_lines(Bytes::from(self.lines));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,6 +207,34 @@ mod tests {
                 "{form:?}"
             );
         }
+    }
+
+    #[test]
+    fn per_response_values_write_the_same_lines_in_both_forms() {
+        let names = [
+            ParsedHeaderName::new(HeaderName::from_static("x-request-id")),
+            ParsedHeaderName::new(http::header::CACHE_CONTROL),
+        ];
+        let values = [
+            HeaderValue::from_static("r-1"),
+            HeaderValue::from_static("no-store"),
+        ];
+        let mut out = Vec::new();
+        for form in [HeaderForm::Map, HeaderForm::H1Lines] {
+            let mut h = upstream();
+            let mut lines = ResponseLines::new(form);
+            for (name, value) in names.iter().zip(&values) {
+                lines.set(&mut h, name, value).unwrap();
+            }
+            lines.finish(&mut h);
+            out.push(wire(&h));
+        }
+        assert_eq!(out[0], out[1]);
+        assert_eq!(
+            out[1],
+            "Content-Type: text/plain\r\nVary: Accept-Encoding\r\nx-request-id: r-1\r\n\
+             Cache-Control: no-store\r\n"
+        );
     }
 
     #[test]

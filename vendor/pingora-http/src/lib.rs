@@ -80,6 +80,11 @@ impl ParsedHeaderName {
     pub fn name(&self) -> &HeaderName {
         &self.name
     }
+
+    /// The HTTP/1.x spelling an insert writes.
+    pub fn spelling(&self) -> &[u8] {
+        self.case.as_slice()
+    }
 }
 
 impl From<HeaderName> for ParsedHeaderName {

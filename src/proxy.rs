@@ -614,7 +614,7 @@ impl ProxyHttp for Gateway {
             decision: &ctx.decision,
             key_id: ctx.key_id.as_deref(),
         };
-        if !self.shared.access_log.write(&record) {
+        if !self.shared.access_log.write_line(record.to_line()) {
             metrics.access_log_dropped.inc();
         }
     }

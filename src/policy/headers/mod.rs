@@ -139,6 +139,8 @@ const FRAMING: &[&str] = &[
     "content-encoding",
     "set-cookie",
     "x-request-id",
+    "ratelimit",
+    "ratelimit-policy",
 ];
 
 /// A compiled header policy: every name and value built once at load.
@@ -317,6 +319,13 @@ impl HeaderPolicy {
                     );
                     continue;
                 }
+                if name.as_str().starts_with("access-control-") {
+                    diags.error(
+                        at,
+                        format!("`{name}` comes from the route's `cors` policy ([cors.NAME]), which checks the origin; it cannot be set here"),
+                    );
+                    continue;
+                }
                 if FRAMING.contains(&name.as_str()) {
                     diags.error(
                         at,
@@ -333,8 +342,10 @@ impl HeaderPolicy {
                 target.push((name, value));
             }
         }
-        // A header that is set is not also removed (e.g. `server = "..."`).
+        // A header that is set is not also removed (e.g. `server = "..."`), nor filled: a set
+        // header is always there, so its fill would never apply.
         remove.retain(|r| !set.iter().any(|(n, _)| n == r));
+        fill.retain(|(f, _)| !set.iter().any(|(n, _)| n == f));
 
         let cookies = match &cfg.cookies {
             Some(ValueOrOff::Off(false)) => None,
@@ -677,6 +688,8 @@ mod tests {
             "preset = \"strict-api\"",
             "preset = \"web-app\"\nserver = \"edge\"\nrobots = \"noindex\"",
             "preset = \"baseline\"\nhsts = false\nfill = { \"X-Extra\" = \"1\" }",
+            // A set header its preset also fills, and a fill of a header the preset sets.
+            "preset = \"strict-api\"\nset = { \"Cache-Control\" = \"public, max-age=60\" }\nfill = { \"X-Frame-Options\" = \"SAMEORIGIN\" }",
         ] {
             let p = compile(config).0.unwrap();
             for https in [true, false] {
@@ -742,6 +755,8 @@ mod tests {
             "hsts = true",
             "cookies = { same_site = \"Sometimes\" }",
             "set = { \"X-A\" = \"1\" }\nremove = [\"x-a\"]",
+            "set = { \"Access-Control-Allow-Origin\" = \"*\" }",
+            "fill = { \"RateLimit\" = \"x\" }",
         ] {
             let (p, d) = compile(bad);
             assert!(p.is_none() && d.has_errors(), "{bad} should be refused");

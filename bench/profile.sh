@@ -9,14 +9,21 @@
 #
 #   bench/profile.sh [full|pass|nginx]      default: full
 #
-# Settings: PROFILE_SMALL=2000 PROFILE_LARGE=12000, PROFILE_TOP=40, and as in run.sh BENCH_BIN
-# and BENCH_API_KEY_CHECK (auto | on | off).
+# Settings: PROFILE_SMALL=2000 PROFILE_LARGE=12000, PROFILE_TOP=40, PROFILE_PROTO=h1 (or h2:
+# HTTP/2 over TLS, 4 connections x 10 streams; the handshakes cancel out in the subtraction),
+# and as in run.sh BENCH_BIN and BENCH_API_KEY_CHECK (auto | on | off).
 set -euo pipefail
 
 WHICH=${1:-full}
 SMALL=${PROFILE_SMALL:-2000}
 LARGE=${PROFILE_LARGE:-12000}
 TOP=${PROFILE_TOP:-40}
+PROTO=${PROFILE_PROTO:-h1}
+case "$PROTO" in
+  h1) SUFFIX="" ;;
+  h2) SUFFIX=".h2" ;;
+  *) echo "profile: PROFILE_PROTO is h1 or h2" >&2; exit 2 ;;
+esac
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$BENCH_DIR/.." && pwd)
 cd "$REPO"
@@ -92,7 +99,7 @@ esac
 
 # profile_run REQUESTS: the gateway under callgrind serving REQUESTS requests; prints its file
 profile_run() {
-  local n=$1 out=$OUT/callgrind.$WHICH.$1 pid _
+  local n=$1 out=$OUT/callgrind.$WHICH$SUFFIX.$1 pid _
   if [ "$WHICH" = nginx ]; then
     valgrind --tool=callgrind --callgrind-out-file="$out" \
       nginx -e "$RUN/gw.error.log" -p "$RUN" -c "$RUN/gw.conf" >"$RUN/vg.log" 2>&1 &
@@ -106,8 +113,13 @@ profile_run() {
     curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$GW/" && break
     sleep 0.5
   done
-  timeout 600 h2load --h1 -t1 -c4 -n "$n" -H "X-API-Key: $API_KEY" -H "Origin: https://app.example.com" \
-    "http://127.0.0.1:$GW/" >"$RUN/h2load.out" 2>&1 || true
+  if [ "$PROTO" = h2 ]; then
+    timeout 600 h2load -t1 -c4 -m10 -n "$n" -H "X-API-Key: $API_KEY" -H "Origin: https://app.example.com" \
+      "https://127.0.0.1:$GWS/" >"$RUN/h2load.out" 2>&1 || true
+  else
+    timeout 600 h2load --h1 -t1 -c4 -n "$n" -H "X-API-Key: $API_KEY" -H "Origin: https://app.example.com" \
+      "http://127.0.0.1:$GW/" >"$RUN/h2load.out" 2>&1 || true
+  fi
   grep -q "status codes: $n 2xx" "$RUN/h2load.out" || { cat "$RUN/h2load.out" >&2; echo "profile: not every request got a 2xx" >&2; exit 1; }
   if [ "$WHICH" = nginx ]; then kill -QUIT "$pid"; else kill -INT "$pid"; fi
   wait "$pid" || true
@@ -128,7 +140,8 @@ n=$((LARGE - SMALL))
 total_small=$(awk '/^summary:/ { print $2 }' "$small")
 total_large=$(awk '/^summary:/ { print $2 }' "$large")
 if [ "$WHICH" = pass ]; then label="pass (no policies)"; else label="$WHICH (API key check $KEYS)"; fi
-echo "$label: $(awk -v a="$total_small" -v b="$total_large" -v n="$n" 'BEGIN { printf "%.0f", (b - a) / n }') instructions per request (user space; $SMALL vs $LARGE requests, 4 keep-alive connections)"
+if [ "$PROTO" = h2 ]; then how="HTTP/2 over TLS, 4 connections x 10 streams"; else how="HTTP/1.1, 4 keep-alive connections"; fi
+echo "$label: $(awk -v a="$total_small" -v b="$total_large" -v n="$n" 'BEGIN { printf "%.0f", (b - a) / n }') instructions per request (user space; $SMALL vs $LARGE requests, $how)"
 echo
 echo "per request, inclusive (a function's callees counted in it):"
 totals "$small" >"$RUN/a"

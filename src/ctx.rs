@@ -24,6 +24,8 @@ pub struct RequestCtx {
     /// How the response takes the gateway's fixed headers: ready-made lines for an HTTP/1.x
     /// client (known once `request_filter` ran), the header map otherwise.
     pub header_form: HeaderForm,
+    /// The client speaks HTTP/2: the response's header names need no HTTP/1.x spellings.
+    pub http2: bool,
     pub host: String,
     pub route: Option<Arc<Route>>,
     /// The pool and server address of the current try.
@@ -76,6 +78,7 @@ impl RequestCtx {
             peer_trusted: false,
             https: false,
             header_form: HeaderForm::Map,
+            http2: false,
             host: String::new(),
             route: None,
             pool: None,

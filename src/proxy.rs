@@ -973,7 +973,9 @@ fn identify(session: &Session, ctx: &mut RequestCtx, rt: &Runtime) {
         .digest()
         .and_then(|d| d.ssl_digest.as_ref())
         .is_some();
-    if !session.is_http2() {
+    if session.is_http2() {
+        ctx.http2 = true;
+    } else {
         ctx.header_form = HeaderForm::H1Lines;
     }
     let req = session.req_header();

@@ -427,6 +427,10 @@ pub fn error_json(message: &str, request_id: &str, location: Option<&str>) -> By
 pub fn finish_response(header: &mut ResponseHeader, ctx: &RequestCtx) -> Result<()> {
     let form = ctx.header_form;
     let lines_form = form == HeaderForm::H1Lines;
+    if ctx.http2 {
+        // HTTP/2 has no header case: every insert below then touches one map, not two.
+        header.drop_case();
+    }
     let mut lines = ResponseLines::new(form);
     if let Some(policy) = ctx.header_policy() {
         policy.apply(header, ctx.https, form)?;

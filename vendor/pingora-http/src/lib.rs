@@ -791,6 +791,32 @@ impl ResponseHeader {
         clone_resp_parts(&self.base)
     }
 
+    /// Palisade: moves the headers out into [http::response::Parts] (status, version and
+    /// extensions copied), leaving `self` with its status line, an empty header map and no
+    /// spellings. What an HTTP/2 response needs, without cloning every header.
+    pub fn take_owned_parts(&mut self) -> RespParts {
+        let mut parts = RespBuilder::new()
+            .status(self.base.status)
+            .version(self.base.version)
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
+        parts.headers = std::mem::take(&mut self.base.headers);
+        parts.extensions = self.base.extensions.clone();
+        self.header_name_map = None;
+        self.h1_lines.clear();
+        parts
+    }
+
+    /// Palisade: forgets the HTTP/1.x spellings of the header names, so that inserts and
+    /// removals touch one map instead of two. For a response that goes out over HTTP/2,
+    /// where names have no case; over HTTP/1.x the names would then be written lowercase
+    /// (or title case for a few standard ones).
+    pub fn drop_case(&mut self) {
+        self.header_name_map = None;
+    }
+
     /// Helper function to set the HTTP content length on the response header.
     pub fn set_content_length(&mut self, len: usize) -> Result<()> {
         self.insert_header(http::header::CONTENT_LENGTH, len)

@@ -649,7 +649,9 @@ impl HttpSession {
         header.remove_header(&HeaderName::from_static("keep-alive"));
         header.remove_header(&HeaderName::from_static("proxy-connection"));
 
-        let resp = Response::from_parts(header.as_owned_parts(), ());
+        // Palisade: the headers are moved into the response, not cloned; what is kept for
+        // `response_written` is the status line (all anything reads of it).
+        let resp = Response::from_parts(header.take_owned_parts(), ());
 
         let body_writer = self.send_response.send_response(resp, end).or_err(
             ErrorType::WriteError,

@@ -21,11 +21,9 @@ pub struct RequestCtx {
     pub client_ip: Option<IpAddr>,
     pub peer_trusted: bool,
     pub https: bool,
-    /// How the response takes the gateway's fixed headers: ready-made lines for an HTTP/1.x
-    /// client (known once `request_filter` ran), the header map otherwise.
+    /// How the response takes the gateway's headers, from the client's protocol (known once
+    /// `request_filter` ran; the header map with spellings until then).
     pub header_form: HeaderForm,
-    /// The client speaks HTTP/2: the response's header names need no HTTP/1.x spellings.
-    pub http2: bool,
     pub host: String,
     pub route: Option<Arc<Route>>,
     /// The pool and server address of the current try.
@@ -78,7 +76,6 @@ impl RequestCtx {
             peer_trusted: false,
             https: false,
             header_form: HeaderForm::Map,
-            http2: false,
             host: String::new(),
             route: None,
             pool: None,

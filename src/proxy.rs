@@ -21,7 +21,7 @@ use bytes::Bytes;
 use http::header::HOST;
 use http::{HeaderName, HeaderValue, Method};
 use pingora_core::upstreams::peer::HttpPeer;
-use pingora_error::{Error, ErrorSource, ErrorType, ErrorType::InvalidHTTPHeader, Result};
+use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
@@ -33,7 +33,7 @@ use crate::policy::api_key::{self, AuthOutcome, Credential};
 use crate::policy::body::{self, Declared};
 use crate::policy::cors;
 use crate::policy::forwarded;
-use crate::policy::headers::HeaderForm;
+use crate::policy::headers::{HeaderForm, HeaderLines};
 use crate::policy::hygiene::{self, TooLarge};
 use crate::policy::lockout::Recorded;
 use crate::policy::rate_limit::{self, Event, RequestFacts, Verdict};
@@ -295,15 +295,15 @@ impl ProxyHttp for Gateway {
         // The gateway's own headers, in one buffer of HTTP/1.1 lines (upstreams speak
         // HTTP/1.1): an insert into Pingora's two header maps costs hundreds of instructions
         // per header. The client's copies of these names went with `doomed`.
-        let mut lines = UpstreamLines::default();
+        let mut lines = HeaderLines::default();
         if let Some(client) = ctx.client_ip {
-            lines.push("x-real-ip", forwarded::ip_text(client).as_bytes())?;
+            lines.push(b"x-real-ip", forwarded::ip_text(client).as_bytes())?;
         }
         let peer = ctx.client_ip.map(|_| peer_ip(session)).unwrap_or(None);
         if let Some(peer) = peer {
             let sent = joined_forwarded_for(session);
             let value = forwarded::upstream_forwarded_for(peer, ctx.peer_trusted, sent.as_deref());
-            lines.push("x-forwarded-for", value.as_bytes())?;
+            lines.push(b"x-forwarded-for", value.as_bytes())?;
         }
         let proto_from_proxy = ctx
             .peer_trusted
@@ -315,16 +315,16 @@ impl ProxyHttp for Gateway {
             None if ctx.https => b"https",
             None => b"http",
         };
-        lines.push("x-forwarded-proto", proto)?;
+        lines.push(b"x-forwarded-proto", proto)?;
         let host_from_proxy = ctx
             .peer_trusted
             .then(|| session.req_header().headers.get(&X_FORWARDED_HOST))
             .flatten();
         match host_from_proxy {
-            Some(v) => lines.push("x-forwarded-host", v.as_bytes())?,
+            Some(v) => lines.push(b"x-forwarded-host", v.as_bytes())?,
             None => {
                 if let Some(host) = raw_host(session.req_header()) {
-                    lines.push("x-forwarded-host", host.as_bytes())?;
+                    lines.push(b"x-forwarded-host", host.as_bytes())?;
                 }
             }
         }
@@ -334,7 +334,7 @@ impl ProxyHttp for Gateway {
                 upstream.insert_header(HOST, authority.as_str().to_string())?;
             }
         }
-        lines.push("x-request-id", ctx.request_id.as_bytes())?;
+        lines.push(b"x-request-id", ctx.request_id.as_bytes())?;
         // The credential stays at the gateway; the upstream learns who it was instead.
         let auth = ctx.route.as_ref().and_then(|r| r.auth.as_ref());
         let mut strip_param = None;
@@ -349,14 +349,16 @@ impl ProxyHttp for Gateway {
                 Credential::Query(name) => strip_param = Some(name.as_str()),
             }
             if let Some(id) = &ctx.key_id {
-                lines.push("x-palisade-key-id", id.as_bytes())?;
-                lines.push("x-palisade-key-set", ctx.key_set.as_bytes())?;
+                lines.push(b"x-palisade-key-id", id.as_bytes())?;
+                lines.push(b"x-palisade-key-set", ctx.key_set.as_bytes())?;
                 if let Some(roles) = &ctx.key_roles {
-                    lines.push("x-palisade-key-roles", roles.as_bytes())?;
+                    lines.push(b"x-palisade-key-roles", roles.as_bytes())?;
                 }
             }
         }
-        upstream.append_h1_lines(lines.0.into());
+        if let Some(lines) = lines.into_bytes() {
+            upstream.append_h1_lines(lines);
+        }
         let query = session.req_header().uri.query();
         let query_changes = strip_param.is_some() && query.is_some();
         if ctx.normalized_path.is_some() || query_changes {
@@ -973,11 +975,11 @@ fn identify(session: &Session, ctx: &mut RequestCtx, rt: &Runtime) {
         .digest()
         .and_then(|d| d.ssl_digest.as_ref())
         .is_some();
-    if session.is_http2() {
-        ctx.http2 = true;
+    ctx.header_form = if session.is_http2() {
+        HeaderForm::H2
     } else {
-        ctx.header_form = HeaderForm::H1Lines;
-    }
+        HeaderForm::H1Lines
+    };
     let req = session.req_header();
     if let Some(peer) = peer_ip(session) {
         ctx.peer_trusted = rt.trusted_proxies.contains(peer);
@@ -1045,30 +1047,6 @@ fn https_location(host: &str, port: u16, req: &RequestHeader) -> Option<String> 
 }
 
 /// A bounded label for what went wrong with an upstream.
-/// Header lines for an upstream request, in HTTP/1.1 form. Each value is checked as a
-/// `HeaderValue` would be (no control characters but tab), so nothing can split a line.
-#[derive(Default)]
-struct UpstreamLines(Vec<u8>);
-
-impl UpstreamLines {
-    fn push(&mut self, name: &str, value: &[u8]) -> Result<()> {
-        if !value
-            .iter()
-            .all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
-        {
-            return Error::e_explain(InvalidHTTPHeader, "invalid header value");
-        }
-        if self.0.is_empty() {
-            self.0.reserve(256);
-        }
-        self.0.extend_from_slice(name.as_bytes());
-        self.0.extend_from_slice(b": ");
-        self.0.extend_from_slice(value);
-        self.0.extend_from_slice(b"\r\n");
-        Ok(())
-    }
-}
-
 fn error_kind(e: &Error) -> &'static str {
     match e.etype() {
         ErrorType::ConnectTimedout => "connect_timeout",

@@ -396,15 +396,7 @@ pub fn unparsable_head(runtime: std::sync::Arc<crate::runtime::Runtime>, https: 
         .and_then(|_| header.insert_header(http::header::CONNECTION, "close"))
         .and_then(|_| finish_response(&mut header, &ctx));
     if built.is_ok() {
-        for (name, value) in header.headers.iter() {
-            out.extend_from_slice(name.as_str().as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value.as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
-        for lines in header.h1_lines() {
-            out.extend_from_slice(lines);
-        }
+        header.header_to_h1_wire(&mut out);
     }
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(&body);
@@ -427,7 +419,7 @@ pub fn error_json(message: &str, request_id: &str, location: Option<&str>) -> By
 pub fn finish_response(header: &mut ResponseHeader, ctx: &RequestCtx) -> Result<()> {
     let form = ctx.header_form;
     let lines_form = form == HeaderForm::H1Lines;
-    if ctx.http2 {
+    if form == HeaderForm::H2 {
         // HTTP/2 has no header case: every insert below then touches one map, not two.
         header.drop_case();
     }

@@ -199,7 +199,10 @@ async fn over_plain_http_there_is_no_hsts_and_no_secure_flag() {
 async fn every_gateway_made_response_carries_the_full_set() {
     let (app, gw) = gateway().await;
     let c = gw.client();
-    for https in [true, false] {
+    // HTTPS over HTTP/2 and over HTTP/1.1 (ready-made header lines, with HSTS), and plain
+    // HTTP/1.1 (lines, without).
+    let h1 = gw.client_builder().http1_only().build().unwrap();
+    for (https, c) in [(true, c.clone()), (true, h1), (false, c.clone())] {
         let url = |p: &str| {
             if https {
                 gw.https_url(p)
@@ -214,7 +217,8 @@ async fn every_gateway_made_response_carries_the_full_set() {
         ];
         for (what, r, status) in cases {
             let h = r.headers().clone();
-            assert_strict(&h, https, what);
+            let what = format!("{what} {:?}", r.version());
+            assert_strict(&h, https, &what);
             if status != 0 {
                 gateway_error(r, status).await;
             } else {

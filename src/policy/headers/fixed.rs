@@ -12,13 +12,17 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 use pingora_http::{ParsedHeaderName, ResponseHeader};
 
-/// How a response takes the gateway's fixed headers.
+/// How a response takes the gateway's headers, from what the client speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HeaderForm {
-    /// Into the header map: right for every response, and the only form HTTP/2 has.
+    /// Into the header map, names spelled for HTTP/1.x too: right for every response, for
+    /// when the client's protocol is not known.
     Map,
     /// As ready-made lines after the map's: for a response to an HTTP/1.x client.
     H1Lines,
+    /// Into the header map without HTTP/1.x spellings (HTTP/2 names have no case, and HPACK
+    /// encodes from the map): for a response to an HTTP/2 client.
+    H2,
 }
 
 /// A fixed list of response headers, parsed and spelled once.
@@ -50,20 +54,12 @@ impl FixedHeaders {
         }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
-
-    pub fn names(&self) -> impl Iterator<Item = &HeaderName> {
-        self.map.iter().map(|(name, _)| name.name())
-    }
-
     /// Sets the headers, replacing the response's own of these names. In the lines form
     /// nothing is replaced: the caller has removed the response's own first.
     pub fn set(&self, header: &mut ResponseHeader, form: HeaderForm) -> pingora_error::Result<()> {
         match form {
             HeaderForm::H1Lines => self.append_lines(header),
-            HeaderForm::Map => {
+            HeaderForm::Map | HeaderForm::H2 => {
                 for (name, value) in &self.map {
                     header.insert_parsed_header(name, value.clone())?;
                 }
@@ -80,7 +76,7 @@ impl FixedHeaders {
     ) -> pingora_error::Result<()> {
         match form {
             HeaderForm::H1Lines => self.append_lines(header),
-            HeaderForm::Map => {
+            HeaderForm::Map | HeaderForm::H2 => {
                 for (name, value) in &self.map {
                     header.append_header(name.name().clone(), value.clone())?;
                 }
@@ -96,18 +92,51 @@ impl FixedHeaders {
     }
 }
 
+/// Header lines in HTTP/1.x form, gathered into one buffer: for the values that change per
+/// request or response. Each value is checked as a `HeaderValue` is (no control character
+/// but tab), so nothing can split a line.
+#[derive(Debug, Default)]
+pub struct HeaderLines(Vec<u8>);
+
+impl HeaderLines {
+    pub fn push(&mut self, name: &[u8], value: &[u8]) -> pingora_error::Result<()> {
+        if !value
+            .iter()
+            .all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+        {
+            return pingora_error::Error::e_explain(
+                pingora_error::ErrorType::InvalidHTTPHeader,
+                "invalid header value",
+            );
+        }
+        if self.0.is_empty() {
+            self.0.reserve(256);
+        }
+        self.0.extend_from_slice(name);
+        self.0.extend_from_slice(b": ");
+        self.0.extend_from_slice(value);
+        self.0.extend_from_slice(b"\r\n");
+        Ok(())
+    }
+
+    /// The lines, for `append_h1_lines`; `None` when there are none.
+    pub fn into_bytes(self) -> Option<Bytes> {
+        (!self.0.is_empty()).then(|| Bytes::from(self.0))
+    }
+}
+
 /// Headers whose values change per response (the echoed origin, `RateLimit`, the request
-/// id): inserted into the map, or gathered into one block of HTTP/1.x lines.
+/// id): inserted into the map, or gathered as [`HeaderLines`].
 pub struct ResponseLines {
     form: HeaderForm,
-    lines: Vec<u8>,
+    lines: HeaderLines,
 }
 
 impl ResponseLines {
     pub fn new(form: HeaderForm) -> ResponseLines {
         ResponseLines {
             form,
-            lines: Vec::new(),
+            lines: HeaderLines::default(),
         }
     }
 
@@ -124,25 +153,15 @@ impl ResponseLines {
         value: &HeaderValue,
     ) -> pingora_error::Result<()> {
         match self.form {
-            HeaderForm::Map => header.insert_parsed_header(name, value.clone())?,
-            HeaderForm::H1Lines => {
-                if self.lines.is_empty() {
-                    self.lines.reserve(160);
-                }
-                // A `HeaderValue` holds no CR or LF: the line cannot be split.
-                self.lines.extend_from_slice(name.spelling());
-                self.lines.extend_from_slice(b": ");
-                self.lines.extend_from_slice(value.as_bytes());
-                self.lines.extend_from_slice(b"\r\n");
-            }
+            HeaderForm::Map | HeaderForm::H2 => header.insert_parsed_header(name, value.clone()),
+            HeaderForm::H1Lines => self.lines.push(name.spelling(), value.as_bytes()),
         }
-        Ok(())
     }
 
     /// Hands the gathered lines to the response.
     pub fn finish(self, header: &mut ResponseHeader) {
-        if !self.lines.is_empty() {
-            header.append_h1_lines(Bytes::from(self.lines));
+        if let Some(lines) = self.lines.into_bytes() {
+            header.append_h1_lines(lines);
         }
     }
 }
@@ -238,11 +257,24 @@ mod tests {
     }
 
     #[test]
+    fn a_line_cannot_be_split_by_its_value() {
+        let mut lines = HeaderLines::default();
+        for bad in [&b"a\r\nx-evil: 1"[..], b"a\nb", b"a\x00b", b"a\x7fb"] {
+            assert!(lines.push(b"x-a", bad).is_err(), "{bad:?}");
+        }
+        lines.push(b"x-a", "tab\tand é".as_bytes()).unwrap();
+        assert_eq!(
+            &lines.into_bytes().unwrap()[..],
+            "x-a: tab\tand é\r\n".as_bytes()
+        );
+        assert!(HeaderLines::default().into_bytes().is_none());
+    }
+
+    #[test]
     fn an_empty_list_adds_nothing() {
         let none = FixedHeaders::new([]);
         let mut h = upstream();
         none.set(&mut h, HeaderForm::H1Lines).unwrap();
         assert!(h.h1_lines().is_empty());
-        assert!(none.is_empty());
     }
 }

@@ -18,7 +18,7 @@ use serde::Deserialize;
 use crate::config::diagnostics::Diagnostics;
 use crate::config::KeyPath;
 use cookies::{CookiePolicy, SameSite};
-pub use fixed::{FixedHeaders, HeaderForm, ResponseLines};
+pub use fixed::{FixedHeaders, HeaderForm, HeaderLines, ResponseLines};
 
 /// A string value, or `false` to turn the thing off.
 #[derive(Debug, Clone, Deserialize)]

@@ -16,6 +16,7 @@ pub mod reload;
 pub mod respond;
 pub mod router;
 pub mod runtime;
+pub mod scan;
 pub mod server;
 pub mod state;
 pub mod tls;

@@ -100,10 +100,7 @@ pub struct HeaderLines(Vec<u8>);
 
 impl HeaderLines {
     pub fn push(&mut self, name: &[u8], value: &[u8]) -> pingora_error::Result<()> {
-        if !value
-            .iter()
-            .all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
-        {
+        if !crate::scan::is_header_value(value) {
             return pingora_error::Error::e_explain(
                 pingora_error::ErrorType::InvalidHTTPHeader,
                 "invalid header value",

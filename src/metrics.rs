@@ -2,9 +2,11 @@
 //! methods folded to the standard set, statuses to their class, upstreams and servers by name.
 
 use http::Method;
+use std::sync::OnceLock;
+
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::runtime::Runtime;
@@ -258,29 +260,134 @@ impl Metrics {
     }
 }
 
-/// Methods outside the standard set share one label, so a client cannot grow the series.
-pub fn method_label(method: &Method) -> &'static str {
+/// The method labels; methods outside the standard set share the last, so a client cannot
+/// grow the series.
+const METHOD_LABELS: [&str; 10] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE", "OTHER",
+];
+
+fn method_index(method: &Method) -> usize {
     match *method {
-        Method::GET => "GET",
-        Method::HEAD => "HEAD",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::DELETE => "DELETE",
-        Method::PATCH => "PATCH",
-        Method::OPTIONS => "OPTIONS",
-        Method::CONNECT => "CONNECT",
-        Method::TRACE => "TRACE",
-        _ => "OTHER",
+        Method::GET => 0,
+        Method::HEAD => 1,
+        Method::POST => 2,
+        Method::PUT => 3,
+        Method::DELETE => 4,
+        Method::PATCH => 5,
+        Method::OPTIONS => 6,
+        Method::CONNECT => 7,
+        Method::TRACE => 8,
+        _ => 9,
+    }
+}
+
+pub fn method_label(method: &Method) -> &'static str {
+    METHOD_LABELS[method_index(method)]
+}
+
+const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"];
+
+fn status_index(status: u16) -> usize {
+    match status {
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        500..=599 => 4,
+        _ => 5,
     }
 }
 
 pub fn status_class(status: u16) -> &'static str {
-    match status {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        500..=599 => "5xx",
-        _ => "none",
+    STATUS_CLASSES[status_index(status)]
+}
+
+/// Counters of one metric vec for a small fixed set of label combinations, each looked up in
+/// the vec on first use and kept. Counting is then one atomic add: no hashing of labels and
+/// no read of the vec's lock-guarded map, a lock every request thread would share. A slot
+/// stands for one combination; the caller maps its combinations to slots.
+pub struct CounterSlots<const N: usize>([OnceLock<IntCounter>; N]);
+
+impl<const N: usize> Default for CounterSlots<N> {
+    fn default() -> Self {
+        CounterSlots(std::array::from_fn(|_| OnceLock::new()))
+    }
+}
+
+impl<const N: usize> CounterSlots<N> {
+    /// Adds one to the counter of `labels`, kept in `slot`.
+    pub fn inc(&self, slot: usize, vec: &IntCounterVec, labels: &[&str]) {
+        match self.0.get(slot) {
+            Some(cell) => cell.get_or_init(|| vec.with_label_values(labels)).inc(),
+            None => vec.with_label_values(labels).inc(),
+        }
+    }
+}
+
+/// A route's request counters and duration histogram, kept with the route (or, for requests
+/// no route matched, with the runtime).
+#[derive(Default)]
+pub struct RouteSeries {
+    requests: CounterSlots<{ METHOD_LABELS.len() * STATUS_CLASSES.len() }>,
+    duration: OnceLock<Histogram>,
+}
+
+impl RouteSeries {
+    /// Counts a finished request of the route named `route` (the label, used on first use).
+    pub fn record(
+        &self,
+        metrics: &Metrics,
+        route: &str,
+        method: &Method,
+        status: u16,
+        seconds: f64,
+    ) {
+        let (m, s) = (method_index(method), status_index(status));
+        self.requests.inc(
+            m * STATUS_CLASSES.len() + s,
+            &metrics.requests,
+            &[route, METHOD_LABELS[m], STATUS_CLASSES[s]],
+        );
+        self.duration
+            .get_or_init(|| metrics.request_duration.with_label_values(&[route]))
+            .observe(seconds);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(m: &Metrics, labels: &[&str]) -> u64 {
+        m.requests.with_label_values(labels).get()
+    }
+
+    #[test]
+    fn kept_series_count_into_the_vec_under_their_labels() {
+        let m = Metrics::new("test", "none").unwrap();
+        let (a, b) = (RouteSeries::default(), RouteSeries::default());
+        for _ in 0..3 {
+            a.record(&m, "api", &Method::GET, 200, 0.01);
+        }
+        a.record(&m, "api", &Method::from_bytes(b"PURGE").unwrap(), 503, 0.01);
+        a.record(&m, "api", &Method::POST, 0, 0.01);
+        b.record(&m, "web", &Method::GET, 404, 0.01);
+        assert_eq!(value(&m, &["api", "GET", "2xx"]), 3);
+        assert_eq!(value(&m, &["api", "OTHER", "5xx"]), 1);
+        assert_eq!(value(&m, &["api", "POST", "none"]), 1);
+        assert_eq!(value(&m, &["web", "GET", "4xx"]), 1);
+        assert_eq!(value(&m, &["api", "GET", "4xx"]), 0);
+        let hist = m.request_duration.with_label_values(&["api"]);
+        assert_eq!(hist.get_sample_count(), 5);
+    }
+
+    #[test]
+    fn a_slot_past_the_end_still_counts() {
+        let m = Metrics::new("test", "none").unwrap();
+        let slots = CounterSlots::<1>::default();
+        slots.inc(0, &m.requests, &["r", "GET", "2xx"]);
+        slots.inc(5, &m.requests, &["r", "GET", "3xx"]);
+        assert_eq!(value(&m, &["r", "GET", "2xx"]), 1);
+        assert_eq!(value(&m, &["r", "GET", "3xx"]), 1);
     }
 }

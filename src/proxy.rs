@@ -28,7 +28,7 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use crate::clock;
 use crate::ctx::RequestCtx;
 use crate::log::{AccessLog, AccessRecord, AuthEvent};
-use crate::metrics::{method_label, status_class, Metrics};
+use crate::metrics::{Metrics, RouteSeries};
 use crate::policy::api_key::{self, AuthOutcome, Credential};
 use crate::policy::body::{self, Declared};
 use crate::policy::cors;
@@ -36,7 +36,7 @@ use crate::policy::forwarded;
 use crate::policy::headers::{HeaderForm, HeaderLines};
 use crate::policy::hygiene::{self, TooLarge};
 use crate::policy::lockout::Recorded;
-use crate::policy::rate_limit::{self, Event, RequestFacts, Verdict};
+use crate::policy::rate_limit::{self, Decision, Event, RequestFacts, Verdict};
 use crate::policy::schema::Mismatch;
 use crate::respond::{finish_response, mask_upstream_error, GatewayResponse, X_REQUEST_ID};
 use crate::router::request_host;
@@ -585,21 +585,23 @@ impl ProxyHttp for Gateway {
             .or(ctx.gateway_status)
             .unwrap_or(0);
         let req = session.req_header();
-        let method = method_label(&req.method);
-        let route = ctx.route_name().to_string();
         let elapsed = ctx.started.elapsed();
-        metrics
-            .requests
-            .with_label_values(&[route.as_str(), method, status_class(status)])
-            .inc();
-        metrics
-            .request_duration
-            .with_label_values(&[route.as_str()])
-            .observe(elapsed.as_secs_f64());
         if ctx.request_id.is_empty() {
             // The request never reached request_filter (it could not be read): still logged.
             ctx.request_id = forwarded::new_request_id();
         }
+        let route = ctx.route_name();
+        // A request that never reached routing has no runtime to keep its series in.
+        let unkept;
+        let series = match (&ctx.route, &ctx.runtime) {
+            (Some(r), _) => &r.series,
+            (None, Some(rt)) => &rt.unrouted_series,
+            (None, None) => {
+                unkept = RouteSeries::default();
+                &unkept
+            }
+        };
+        series.record(metrics, route, &req.method, status, elapsed.as_secs_f64());
         let upstream = ctx.pool.as_ref().map_or("", |p| p.name.as_str());
         let record = AccessRecord {
             time: crate::log::rfc3339_now(),
@@ -611,7 +613,7 @@ impl ProxyHttp for Gateway {
             status,
             bytes: session.body_bytes_sent(),
             duration_ms: (elapsed.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
-            route: &route,
+            route,
             upstream,
             decision: &ctx.decision,
             key_id: ctx.key_id.as_deref(),
@@ -652,11 +654,11 @@ impl Gateway {
         let entry = outcome.entry();
         let set = entry.map_or("none", |e| e.set.label());
         let result = outcome.result();
-        self.shared
-            .metrics
-            .api_key_auth
-            .with_label_values(&[policy.name.as_str(), set, result])
-            .inc();
+        policy.counted.inc(
+            outcome.metric_slot(),
+            &self.shared.metrics.api_key_auth,
+            &[policy.name.as_str(), set, result],
+        );
         let accepted = matches!(outcome, AuthOutcome::Accepted(_));
         if !accepted || policy.log_success {
             let event = AuthEvent {
@@ -900,30 +902,25 @@ impl Gateway {
                     .inc(),
             }
         }
-        let count = |policy: &str, result: &str| {
-            metrics
-                .rate_limit_decisions
-                .with_label_values(&[policy, result])
-                .inc();
-        };
+        let decisions = &metrics.rate_limit_decisions;
         match verdict {
             Verdict::Allowed(allowed) => {
                 for (policy, _) in &allowed {
-                    count(&policy.name, "allowed");
+                    policy.count(decisions, Decision::Allowed);
                 }
                 outcomes.extend(allowed);
                 None
             }
             Verdict::Limited(policy, outcome) => {
-                count(&policy.name, "limited");
+                policy.count(decisions, Decision::Limited);
                 Some(GatewayResponse::rate_limited(&policy, &outcome))
             }
             Verdict::MissingKey(policy, header) => {
-                count(&policy.name, "missing_key");
+                policy.count(decisions, Decision::MissingKey);
                 Some(GatewayResponse::missing_rate_limit_key(&policy, &header))
             }
             Verdict::Unavailable(policy) => {
-                count(&policy.name, "unavailable");
+                policy.count(decisions, Decision::Unavailable);
                 Some(GatewayResponse::rate_limit_unavailable(&policy))
             }
         }

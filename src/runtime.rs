@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use crate::config::diagnostics::Diagnostics;
 use crate::config::{Config, KeyPath, RouteConfig};
+use crate::metrics::RouteSeries;
 use crate::policy::access::IpRules;
 use crate::policy::access::MethodSet;
 use crate::policy::api_key::ApiKeyPolicy;
@@ -55,6 +56,8 @@ pub struct Route {
     pub schema: Option<Arc<BodySchema>>,
     /// `max_in_flight` and the counts it is checked against.
     pub in_flight: Option<(u32, Arc<InFlightTable>)>,
+    /// The route's request metrics, resolved on first use.
+    pub series: RouteSeries,
 }
 
 /// A route's `auth`: the key policy and the roles a key needs (any one of them).
@@ -93,6 +96,8 @@ pub struct Timeouts {
 
 pub struct Runtime {
     pub router: Router<Route>,
+    /// The request metrics of requests no route matched.
+    pub unrouted_series: RouteSeries,
     /// The response policy for requests no route matched, and the default for routes.
     pub default_headers: Option<Arc<HeaderPolicy>>,
     /// CORS for requests no route matched (the defaults').
@@ -318,6 +323,7 @@ impl Runtime {
         }
         Some(Runtime {
             router: Router::new(routes),
+            unrouted_series: RouteSeries::default(),
             default_headers,
             default_cors,
             statics,
@@ -603,6 +609,7 @@ fn compile_route(
         max_body: rc.max_body.map_or(policies.max_body, |b| b.0),
         content_types,
         schema,
+        series: RouteSeries::default(),
     })
 }
 

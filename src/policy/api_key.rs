@@ -16,6 +16,7 @@ use subtle::{ConditionallySelectable, ConstantTimeEq};
 
 use crate::config::diagnostics::Diagnostics;
 use crate::config::{KeyPath, SecretRef};
+use crate::metrics::CounterSlots;
 
 /// Keys shorter than this are refused unless given as digests: a short key can be guessed.
 pub const MIN_KEY_LEN: usize = 16;
@@ -125,6 +126,8 @@ pub struct ApiKeyPolicy {
     pub log_success: bool,
     /// `WWW-Authenticate` for a 401.
     pub challenge: HeaderValue,
+    /// `gateway_api_key_auth_total` of this policy, by [`AuthOutcome::metric_slot`].
+    pub counted: CounterSlots<20>,
 }
 
 /// The result of checking a request's key against a route's `auth`.
@@ -149,6 +152,24 @@ impl AuthOutcome<'_> {
             AuthOutcome::Expired(_) => "expired",
             AuthOutcome::Forbidden(_) => "forbidden",
         }
+    }
+
+    /// The outcome's slot in [`ApiKeyPolicy::counted`]: one per `set` and `result` label.
+    pub fn metric_slot(&self) -> usize {
+        let set = match self.entry().map(|e| e.set) {
+            Some(KeySet::Current) => 0,
+            Some(KeySet::Next) => 1,
+            Some(KeySet::Named) => 2,
+            None => 3,
+        };
+        let result = match self {
+            AuthOutcome::Accepted(_) => 0,
+            AuthOutcome::Missing => 1,
+            AuthOutcome::Invalid => 2,
+            AuthOutcome::Expired(_) => 3,
+            AuthOutcome::Forbidden(_) => 4,
+        };
+        set * 5 + result
     }
 
     pub fn entry(&self) -> Option<&KeyEntry> {
@@ -340,6 +361,7 @@ impl ApiKeyPolicy {
             log_success: cfg.log_success,
             challenge: HeaderValue::from_str(&challenge)
                 .unwrap_or_else(|_| HeaderValue::from_static("ApiKey")),
+            counted: CounterSlots::default(),
         })
     }
 
@@ -660,6 +682,35 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(name, HeaderValue::from_str(value).unwrap());
         h
+    }
+
+    #[test]
+    fn every_set_and_result_has_its_own_metric_slot() {
+        let entry = |set| KeyEntry {
+            digest: [0; 4],
+            id: Arc::from("k"),
+            set,
+            roles: Vec::new(),
+            roles_header: None,
+            expires_at: None,
+        };
+        let entries = [KeySet::Current, KeySet::Next, KeySet::Named].map(entry);
+        let mut seen = std::collections::HashMap::new();
+        let mut check = |o: AuthOutcome<'_>| {
+            let labels = (o.entry().map_or("none", |e| e.set.label()), o.result());
+            let slot = o.metric_slot();
+            assert!(slot < 20, "{labels:?} -> {slot}");
+            if let Some(other) = seen.insert(slot, labels) {
+                panic!("{labels:?} and {other:?} share slot {slot}");
+            }
+        };
+        check(AuthOutcome::Missing);
+        check(AuthOutcome::Invalid);
+        for e in &entries {
+            check(AuthOutcome::Accepted(e));
+            check(AuthOutcome::Expired(e));
+            check(AuthOutcome::Forbidden(e));
+        }
     }
 
     #[test]

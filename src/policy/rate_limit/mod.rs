@@ -17,6 +17,7 @@ use serde::Deserialize;
 use crate::config::diagnostics::Diagnostics;
 use crate::config::units::HumanDuration;
 use crate::config::{KeyPath, SecretRef};
+use crate::metrics::CounterSlots;
 use crate::state::Keep;
 use gcra::{Outcome, Rate};
 use local::LocalTable;
@@ -117,6 +118,39 @@ pub struct RateLimitPolicy {
     pub policy_item: String,
     /// The access log's `decision` when this policy refuses.
     pub decision: String,
+    /// `gateway_rate_limit_decisions_total` of this policy, one slot per [`Decision`].
+    pub counted: CounterSlots<4>,
+}
+
+/// The `result` label of `gateway_rate_limit_decisions_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Allowed,
+    Limited,
+    MissingKey,
+    Unavailable,
+}
+
+impl Decision {
+    fn label(self) -> &'static str {
+        match self {
+            Decision::Allowed => "allowed",
+            Decision::Limited => "limited",
+            Decision::MissingKey => "missing_key",
+            Decision::Unavailable => "unavailable",
+        }
+    }
+}
+
+impl RateLimitPolicy {
+    /// Counts one decision of this policy.
+    pub fn count(&self, vec: &prometheus::IntCounterVec, decision: Decision) {
+        self.counted.inc(
+            decision as usize,
+            vec,
+            &[self.name.as_str(), decision.label()],
+        );
+    }
 }
 
 /// The compiled `[redis]` section.
@@ -282,6 +316,7 @@ impl RateLimitPolicy {
             missing_shared,
             policy_item: format!("\"{name}\";q={};w={window_secs}", cfg.limit),
             decision: format!("rate_limited:{name}"),
+            counted: CounterSlots::default(),
         })
     }
 

@@ -5,7 +5,8 @@
 # Runs the gateway under callgrind twice (PROFILE_SMALL, then PROFILE_LARGE HTTP/1.1 keep-alive
 # requests through h2load --h1) in front of the bench's upstream, and subtracts the two runs,
 # so start-up and shutdown cancel out. Prints the total per request and the functions that cost
-# the most per request (inclusive), and keeps the callgrind files in target/bench/profile/.
+# the most per request (inclusive), and keeps the callgrind files (and h2load's report beside
+# each, with its header byte counts) in target/bench/profile/.
 #
 #   bench/profile.sh [full|pass|nginx]      default: full
 #
@@ -120,6 +121,7 @@ profile_run() {
     timeout 600 h2load --h1 -t1 -c4 -n "$n" -H "X-API-Key: $API_KEY" -H "Origin: https://app.example.com" \
       "http://127.0.0.1:$GW/" >"$RUN/h2load.out" 2>&1 || true
   fi
+  cp "$RUN/h2load.out" "$out.h2load.txt"
   grep -q "status codes: $n 2xx" "$RUN/h2load.out" || { cat "$RUN/h2load.out" >&2; echo "profile: not every request got a 2xx" >&2; exit 1; }
   if [ "$WHICH" = nginx ]; then kill -QUIT "$pid"; else kill -INT "$pid"; fi
   wait "$pid" || true

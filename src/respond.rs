@@ -422,6 +422,9 @@ pub fn finish_response(header: &mut ResponseHeader, ctx: &RequestCtx) -> Result<
     if form == HeaderForm::H2 {
         // HTTP/2 has no header case: every insert below then touches one map, not two.
         header.drop_case();
+        // Room for the gateway's headers at once (a strict preset's dozen, CORS, RateLimit,
+        // the request id), rather than growing and rehashing the map twice on the way.
+        header.reserve_headers(24);
     }
     let mut lines = ResponseLines::new(form);
     if let Some(policy) = ctx.header_policy() {

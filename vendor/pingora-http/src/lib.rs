@@ -817,6 +817,15 @@ impl ResponseHeader {
         self.header_name_map = None;
     }
 
+    /// Palisade: makes room for `additional` more headers at once, so a caller about to add
+    /// several does not grow (and rehash) the map more than once on the way.
+    pub fn reserve_headers(&mut self, additional: usize) {
+        self.base.headers.reserve(additional);
+        if let Some(map) = self.header_name_map.as_mut() {
+            map.reserve(additional);
+        }
+    }
+
     /// Helper function to set the HTTP content length on the response header.
     pub fn set_content_length(&mut self, len: usize) -> Result<()> {
         self.insert_header(http::header::CONTENT_LENGTH, len)

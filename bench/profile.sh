@@ -20,6 +20,7 @@ SMALL=${PROFILE_SMALL:-2000}
 LARGE=${PROFILE_LARGE:-12000}
 TOP=${PROFILE_TOP:-40}
 PROTO=${PROFILE_PROTO:-h1}
+TOOL=${PROFILE_TOOL:-callgrind}
 case "$PROTO" in
   h1) SUFFIX="" ;;
   h2) SUFFIX=".h2" ;;
@@ -33,8 +34,13 @@ OUT=$TARGET_DIR/bench/profile
 PATH=$PATH:/usr/sbin:/sbin
 export PATH PYTHONDONTWRITEBYTECODE=1
 
-for tool in valgrind callgrind_annotate nginx h2load curl; do
-  command -v "$tool" >/dev/null 2>&1 || { echo "profile: needs $tool (Debian: valgrind nginx nghttp2-client curl)" >&2; exit 1; }
+case "$TOOL" in
+  callgrind) TOOLS="valgrind callgrind_annotate" ;;
+  strace) TOOLS="strace pgrep" ;;
+  *) echo "profile: PROFILE_TOOL is callgrind or strace" >&2; exit 2 ;;
+esac
+for tool in $TOOLS nginx h2load curl; do
+  command -v "$tool" >/dev/null 2>&1 || { echo "profile: needs $tool (Debian: valgrind strace procps nginx nghttp2-client curl)" >&2; exit 1; }
 done
 if [ -n "${BENCH_BIN:-}" ]; then
   BIN=$BENCH_BIN
@@ -101,12 +107,12 @@ esac
 # profile_run REQUESTS: the gateway under callgrind serving REQUESTS requests; prints its file
 profile_run() {
   local n=$1 out=$OUT/callgrind.$WHICH$SUFFIX.$1 pid _
+  local tracer=(valgrind --tool=callgrind --callgrind-out-file="$out")
+  [ "$TOOL" = strace ] && { out=$OUT/strace.$WHICH$SUFFIX.$1; tracer=(strace -f -c -o "$out"); }
   if [ "$WHICH" = nginx ]; then
-    valgrind --tool=callgrind --callgrind-out-file="$out" \
-      nginx -e "$RUN/gw.error.log" -p "$RUN" -c "$RUN/gw.conf" >"$RUN/vg.log" 2>&1 &
+    "${tracer[@]}" nginx -e "$RUN/gw.error.log" -p "$RUN" -c "$RUN/gw.conf" >"$RUN/vg.log" 2>&1 &
   else
-    valgrind --tool=callgrind --callgrind-out-file="$out" \
-      "$BIN" run --config "$RUN/gw.conf" >/dev/null 2>"$RUN/vg.log" &
+    "${tracer[@]}" "$BIN" run --config "$RUN/gw.conf" >/dev/null 2>"$RUN/vg.log" &
   fi
   pid=$!
   PIDS+=("$pid")
@@ -123,7 +129,10 @@ profile_run() {
   fi
   cp "$RUN/h2load.out" "$out.h2load.txt"
   grep -q "status codes: $n 2xx" "$RUN/h2load.out" || { cat "$RUN/h2load.out" >&2; echo "profile: not every request got a 2xx" >&2; exit 1; }
-  if [ "$WHICH" = nginx ]; then kill -QUIT "$pid"; else kill -INT "$pid"; fi
+  local target=$pid
+  # strace's child is the gateway; strace writes its table when the child is gone.
+  [ "$TOOL" = strace ] && target=$(pgrep -o -P "$pid")
+  if [ "$WHICH" = nginx ]; then kill -QUIT "$target"; else kill -INT "$target"; fi
   wait "$pid" || true
   echo "$out"
 }
@@ -139,10 +148,23 @@ totals() {
 small=$(profile_run "$SMALL")
 large=$(profile_run "$LARGE")
 n=$((LARGE - SMALL))
+if [ "$PROTO" = h2 ]; then how="HTTP/2 over TLS, 4 connections x 10 streams"; else how="HTTP/1.1, 4 keep-alive connections"; fi
+if [ "$TOOL" = strace ]; then
+  # strace -c's table: calls in the fourth column (or third, when seconds are blank).
+  calls() { awk '$NF != "total" && $1 ~ /^[0-9.]+$/ { c = (NF >= 6) ? $4 : $(NF-1); if (c ~ /^[0-9]+$/) print $NF "\t" c }' "$1" | sort; }
+  calls "$small" >"$RUN/a"
+  calls "$large" >"$RUN/b"
+  echo "$WHICH: system calls per request ($SMALL vs $LARGE requests, $how; every thread and process)"
+  join -t"$(printf '\t')" -a2 -e0 -o0,1.2,2.2 "$RUN/a" "$RUN/b" |
+    awk -F'\t' -v n="$n" '{ d = ($3 - $2) / n; t += d; if (d >= 0.01) printf "%8.2f  %s\n", d, $1 } END { printf "%8.2f  total\n", t }' |
+    sort -rn
+  echo
+  echo "strace tables: $small $large"
+  exit 0
+fi
 total_small=$(awk '/^summary:/ { print $2 }' "$small")
 total_large=$(awk '/^summary:/ { print $2 }' "$large")
 if [ "$WHICH" = pass ]; then label="pass (no policies)"; else label="$WHICH (API key check $KEYS)"; fi
-if [ "$PROTO" = h2 ]; then how="HTTP/2 over TLS, 4 connections x 10 streams"; else how="HTTP/1.1, 4 keep-alive connections"; fi
 echo "$label: $(awk -v a="$total_small" -v b="$total_large" -v n="$n" 'BEGIN { printf "%.0f", (b - a) / n }') instructions per request (user space; $SMALL vs $LARGE requests, $how)"
 echo
 echo "per request, inclusive (a function's callees counted in it):"

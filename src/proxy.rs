@@ -396,10 +396,13 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if let (Some(started), Some(pool)) = (ctx.upstream_started, &ctx.pool) {
-            self.shared
-                .metrics
-                .upstream_duration
-                .with_label_values(&[pool.name.as_str()])
+            pool.duration
+                .get_or_init(|| {
+                    self.shared
+                        .metrics
+                        .upstream_duration
+                        .with_label_values(&[pool.name.as_str()])
+                })
                 .observe(started.elapsed().as_secs_f64());
         }
         Ok(())

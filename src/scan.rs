@@ -89,6 +89,34 @@ mod tests {
         }
     }
 
+    /// Pairs of bytes in one word, high bytes among them: a borrow from one lane must not
+    /// hide or invent a byte in the next.
+    #[test]
+    fn two_bytes_in_one_word_agree_with_byte_scans() {
+        let interesting = [
+            0x00u8, 0x01, 0x08, 0x09, 0x0a, 0x1f, 0x20, 0x21, b'"', b'\\', 0x5b, 0x7e, 0x7f, 0x80,
+            0x9f, 0xa0, 0xdc, 0xff,
+        ];
+        for i in 0..8 {
+            for j in 0..8 {
+                for &a in &interesting {
+                    for &b in &interesting {
+                        let mut text = *b"abcdefghij";
+                        text[i] = a;
+                        text[j] = b;
+                        let want = text.iter().position(|&c| json_escaped(c));
+                        assert_eq!(next_json_escape(&text, 0), want, "{text:?}");
+                        assert_eq!(
+                            is_header_value(&text),
+                            text.iter().all(|&c| header_value_byte(c)),
+                            "{text:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn the_scan_resumes_after_an_escape_and_stops_at_the_end() {
         let text = br#"0123456789"abcdefgh\ijklmnopq"#;

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use pingora_core::upstreams::peer::HttpPeer;
@@ -141,6 +141,9 @@ pub struct Pool {
     pub check: Option<ActiveCheck>,
     /// When the active check last ran (ms, [`now_ms`]).
     pub last_check_ms: AtomicU64,
+    /// `gateway_upstream_duration_seconds` of this pool, resolved on first use (see
+    /// [`crate::metrics::CounterSlots`] for why).
+    pub duration: OnceLock<prometheus::Histogram>,
 }
 
 impl Pool {
@@ -268,6 +271,7 @@ impl Pool {
             passive_rest: cfg.passive_health.rest.0,
             check,
             last_check_ms: AtomicU64::new(0),
+            duration: OnceLock::new(),
         })
     }
 }

@@ -443,13 +443,13 @@ pub fn finish_response(header: &mut ResponseHeader, ctx: &RequestCtx) -> Result<
                 header.remove_header(RATELIMIT.name());
             }
             policy.set(header, form)?;
-            lines.set(header, &RATELIMIT, value)?;
+            lines.set_unique(header, &RATELIMIT, value)?;
         }
     }
     if lines_form {
         header.remove_header(&X_REQUEST_ID);
     }
-    lines.set(
+    lines.set_unique(
         header,
         &X_REQUEST_ID_NAME,
         &header_value(ctx.request_id.as_str())?,

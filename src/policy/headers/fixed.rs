@@ -155,6 +155,28 @@ impl ResponseLines {
         }
     }
 
+    /// Sets a header whose value is new on (nearly) every response: the request id, the
+    /// `RateLimit` count. Over HTTP/2 the value is sent as a never-indexed literal. HPACK
+    /// would otherwise add each one to the connection's table, where it never matches again:
+    /// every later response of that name is compared against all of them (about 2k
+    /// instructions a response), and they push the constant headers out. The price is the
+    /// name, sent in full each time (about 9 bytes; nginx sends every header in full).
+    pub fn set_unique(
+        &mut self,
+        header: &mut ResponseHeader,
+        name: &ParsedHeaderName,
+        value: &HeaderValue,
+    ) -> pingora_error::Result<()> {
+        match self.form {
+            HeaderForm::H2 => {
+                let mut value = value.clone();
+                value.set_sensitive(true);
+                header.insert_parsed_header(name, value)
+            }
+            HeaderForm::Map | HeaderForm::H1Lines => self.set(header, name, value),
+        }
+    }
+
     /// Hands the gathered lines to the response.
     pub fn finish(self, header: &mut ResponseHeader) {
         if let Some(lines) = self.lines.into_bytes() {
@@ -251,6 +273,38 @@ mod tests {
             "Content-Type: text/plain\r\nVary: Accept-Encoding\r\nx-request-id: r-1\r\n\
              Cache-Control: no-store\r\n"
         );
+    }
+
+    /// Over HTTP/2 a per-response value is marked never-indexed (HPACK keeps it out of the
+    /// connection's table); for HTTP/1.x it is an ordinary line, and nothing else is marked.
+    #[test]
+    fn unique_values_are_never_indexed_over_http2_only() {
+        let name = ParsedHeaderName::new(HeaderName::from_static("x-request-id"));
+        let other = ParsedHeaderName::new(http::header::CACHE_CONTROL);
+        let value = HeaderValue::from_static("r-1");
+
+        let mut h = upstream();
+        h.drop_case();
+        let mut lines = ResponseLines::new(HeaderForm::H2);
+        lines.set_unique(&mut h, &name, &value).unwrap();
+        lines.set(&mut h, &other, &value).unwrap();
+        lines.finish(&mut h);
+        assert!(h.headers["x-request-id"].is_sensitive());
+        assert_eq!(h.headers["x-request-id"], "r-1");
+        assert!(!h.headers["cache-control"].is_sensitive());
+        assert!(
+            !value.is_sensitive(),
+            "the caller's value is left as it was"
+        );
+
+        for form in [HeaderForm::Map, HeaderForm::H1Lines] {
+            let mut h = upstream();
+            let mut lines = ResponseLines::new(form);
+            lines.set_unique(&mut h, &name, &value).unwrap();
+            lines.finish(&mut h);
+            assert!(wire(&h).contains("x-request-id: r-1\r\n"), "{form:?}");
+            assert!(h.headers.values().all(|v| !v.is_sensitive()), "{form:?}");
+        }
     }
 
     #[test]

@@ -324,12 +324,46 @@ impl<const N: usize> CounterSlots<N> {
     }
 }
 
-/// A route's request counters and duration histogram, kept with the route (or, for requests
-/// no route matched, with the runtime).
+/// Counters of one vec whose last label comes from an open set of `&'static str` (a refusal's
+/// reason): each of the first reasons seen claims a slot, without a lock (a thread that loses
+/// the race for a slot to another reason moves on to the next); reasons beyond the slots are
+/// counted by the vec's own lookup.
+pub struct ReasonSlots([OnceLock<(&'static str, IntCounter)>; 12]);
+
+impl Default for ReasonSlots {
+    fn default() -> Self {
+        ReasonSlots(std::array::from_fn(|_| OnceLock::new()))
+    }
+}
+
+impl ReasonSlots {
+    /// Adds one to the counter of `labels` and then `reason`.
+    pub fn inc(&self, vec: &IntCounterVec, labels: &[&str], reason: &'static str) {
+        let lookup = || {
+            let mut all = labels.to_vec();
+            all.push(reason);
+            vec.with_label_values(&all)
+        };
+        for slot in &self.0 {
+            let (held, counter) = slot.get_or_init(|| (reason, lookup()));
+            if *held == reason {
+                counter.inc();
+                return;
+            }
+        }
+        lookup().inc();
+    }
+}
+
+/// A route's request counters and duration histogram, its refusals and webhook checks, kept
+/// with the route (or, for requests no route matched, with the runtime).
 #[derive(Default)]
 pub struct RouteSeries {
     requests: CounterSlots<{ METHOD_LABELS.len() * STATUS_CLASSES.len() }>,
     duration: OnceLock<Histogram>,
+    rejected: ReasonSlots,
+    /// `gateway_webhook_verifications_total`, by the caller's slot for its result.
+    webhook: CounterSlots<8>,
 }
 
 impl RouteSeries {
@@ -351,6 +385,19 @@ impl RouteSeries {
         self.duration
             .get_or_init(|| metrics.request_duration.with_label_values(&[route]))
             .observe(seconds);
+    }
+
+    /// Counts a refusal in `gateway_requests_rejected_total`.
+    pub fn reject(&self, metrics: &Metrics, route: &str, reason: &'static str) {
+        self.rejected
+            .inc(&metrics.requests_rejected, &[route], reason);
+    }
+
+    /// Counts a webhook check in `gateway_webhook_verifications_total`; `slot` stands for
+    /// `result`.
+    pub fn webhook(&self, metrics: &Metrics, route: &str, slot: usize, result: &str) {
+        self.webhook
+            .inc(slot, &metrics.webhook_verifications, &[route, result]);
     }
 }
 
@@ -379,6 +426,28 @@ mod tests {
         assert_eq!(value(&m, &["api", "GET", "4xx"]), 0);
         let hist = m.request_duration.with_label_values(&["api"]);
         assert_eq!(hist.get_sample_count(), 5);
+    }
+
+    #[test]
+    fn reasons_claim_slots_and_the_ones_past_the_slots_still_count() {
+        let m = Metrics::new("test", "none").unwrap();
+        let slots = ReasonSlots::default();
+        let reasons: Vec<&'static str> = (0..20)
+            .map(|i| &*Box::leak(format!("reason_{i}").into_boxed_str()))
+            .collect();
+        for (i, reason) in reasons.iter().enumerate() {
+            for _ in 0..=i {
+                slots.inc(&m.requests_rejected, &["r"], reason);
+            }
+        }
+        slots.inc(&m.requests_rejected, &["r"], reasons[0]);
+        for (i, reason) in reasons.iter().enumerate() {
+            let want = if i == 0 { 2 } else { i as u64 + 1 };
+            assert_eq!(
+                m.requests_rejected.with_label_values(&["r", reason]).get(),
+                want
+            );
+        }
     }
 
     #[test]

@@ -86,7 +86,7 @@ impl ProxyHttp for Gateway {
         if let Some(refusal) =
             smuggling_refusal(session).or_else(|| hygiene_refusal(session.req_header(), ctx, &rt))
         {
-            self.count_rejected(crate::metrics::NO_ROUTE, refusal.reason());
+            self.count_rejected(ctx, refusal.reason());
             refusal.send(session, ctx).await?;
             return Ok(true);
         }
@@ -219,7 +219,7 @@ impl ProxyHttp for Gateway {
             ctx.body_seen += chunk.len() as u64;
             if ctx.body_seen > ctx.body_limit {
                 *body = None;
-                self.count_rejected(ctx.route_name(), "body_too_large");
+                self.count_rejected(ctx, "body_too_large");
                 return Error::e_explain(
                     ErrorType::HTTPStatus(413),
                     "request body over the route's limit",
@@ -245,7 +245,7 @@ impl ProxyHttp for Gateway {
                     api_key::unix_now(),
                 );
                 if let Err(failure) = self.count_webhook(ctx, checked) {
-                    self.count_rejected(ctx.route_name(), "webhook_signature");
+                    self.count_rejected(ctx, "webhook_signature");
                     ctx.webhook_failure = Some(failure);
                     return Error::e_explain(
                         ErrorType::HTTPStatus(401),
@@ -259,7 +259,7 @@ impl ProxyHttp for Gateway {
                     Ok(()) => *body = Some(Bytes::from(std::mem::take(&mut ctx.held_body))),
                     Err(mismatches) => {
                         ctx.schema_mismatches = Some(mismatches);
-                        self.count_rejected(ctx.route_name(), "schema");
+                        self.count_rejected(ctx, "schema");
                         return Error::e_explain(
                             ErrorType::HTTPStatus(400),
                             "request body does not match the schema",
@@ -596,10 +596,9 @@ impl ProxyHttp for Gateway {
         let route = ctx.route_name();
         // A request that never reached routing has no runtime to keep its series in.
         let unkept;
-        let series = match (&ctx.route, &ctx.runtime) {
-            (Some(r), _) => &r.series,
-            (None, Some(rt)) => &rt.unrouted_series,
-            (None, None) => {
+        let series = match ctx.series() {
+            Some(series) => series,
+            None => {
                 unkept = RouteSeries::default();
                 &unkept
             }
@@ -629,12 +628,15 @@ impl ProxyHttp for Gateway {
 
 impl Gateway {
     /// `gateway_requests_rejected_total{route, reason}`.
-    fn count_rejected(&self, route: &str, reason: &str) {
-        self.shared
-            .metrics
-            .requests_rejected
-            .with_label_values(&[route, reason])
-            .inc();
+    fn count_rejected(&self, ctx: &RequestCtx, reason: &'static str) {
+        let metrics = &self.shared.metrics;
+        match ctx.series() {
+            Some(series) => series.reject(metrics, ctx.route_name(), reason),
+            None => metrics
+                .requests_rejected
+                .with_label_values(&[ctx.route_name(), reason])
+                .inc(),
+        }
     }
 
     /// Checks the request's API key: the metric, the audit event, and a refusal when it fails.
@@ -711,15 +713,18 @@ impl Gateway {
         ctx: &RequestCtx,
         checked: std::result::Result<(), crate::policy::webhook::Failure>,
     ) -> std::result::Result<(), crate::policy::webhook::Failure> {
-        let result = match checked {
-            Ok(()) => "ok",
-            Err(f) => f.label(),
+        let (slot, result) = match checked {
+            Ok(()) => (0, "ok"),
+            Err(f) => (f as usize + 1, f.label()),
         };
-        self.shared
-            .metrics
-            .webhook_verifications
-            .with_label_values(&[ctx.route_name(), result])
-            .inc();
+        let metrics = &self.shared.metrics;
+        match ctx.series() {
+            Some(series) => series.webhook(metrics, ctx.route_name(), slot, result),
+            None => metrics
+                .webhook_verifications
+                .with_label_values(&[ctx.route_name(), result])
+                .inc(),
+        }
         checked
     }
 
@@ -736,8 +741,7 @@ impl Gateway {
         if !refusal.is_refusal() {
             return Some(refusal);
         }
-        let reason = refusal.reason();
-        self.count_rejected(&route.name, reason);
+        self.count_rejected(ctx, refusal.reason());
         Some(refusal)
     }
 

@@ -450,6 +450,38 @@ mod tests {
         }
     }
 
+    /// Threads racing for the same empty slots with different reasons: every reason still
+    /// counts exactly, in slots or past them.
+    #[test]
+    fn racing_reasons_all_count_exactly() {
+        let m = Metrics::new("test", "none").unwrap();
+        let slots = ReasonSlots::default();
+        let reasons: Vec<&'static str> = (0..16)
+            .map(|i| &*Box::leak(format!("race_{i}").into_boxed_str()))
+            .collect();
+        std::thread::scope(|scope| {
+            for t in 0..4 {
+                let (slots, m, reasons) = (&slots, &m, &reasons);
+                scope.spawn(move || {
+                    for n in 0..500 {
+                        let reason = reasons[(n + t * 5) % reasons.len()];
+                        slots.inc(&m.requests_rejected, &["r"], reason);
+                    }
+                });
+            }
+        });
+        let total: u64 = reasons
+            .iter()
+            .map(|r| m.requests_rejected.with_label_values(&["r", r]).get())
+            .sum();
+        assert_eq!(total, 4 * 500);
+        for r in &reasons {
+            // Each thread gives every reason 500 / 16 rounded up or down.
+            let n = m.requests_rejected.with_label_values(&["r", r]).get();
+            assert!((4 * 31..=4 * 32).contains(&n), "{r}: {n}");
+        }
+    }
+
     #[test]
     fn a_slot_past_the_end_still_counts() {
         let m = Metrics::new("test", "none").unwrap();

@@ -810,7 +810,7 @@ impl Gateway {
         }
         // Limits on who the client is (address, global) come before auth, so guessing keys
         // costs quota; limits per key come after it.
-        let mut outcomes = Vec::new();
+        let mut outcomes = rate_limit::Allowed::new();
         if !route.rate_limits.is_empty() {
             let refusal = self
                 .rate_limit(session, ctx, route, &route.rate_limits, &mut outcomes)
@@ -884,13 +884,13 @@ impl Gateway {
     }
 
     /// Runs the route's rate limits. `Some(response)` when the request is refused.
-    async fn rate_limit(
+    async fn rate_limit<'r>(
         &self,
         session: &Session,
         ctx: &RequestCtx,
         route: &Route,
-        policies: &[Arc<rate_limit::RateLimitPolicy>],
-        outcomes: &mut Vec<(Arc<rate_limit::RateLimitPolicy>, rate_limit::gcra::Outcome)>,
+        policies: &'r [Arc<rate_limit::RateLimitPolicy>],
+        outcomes: &mut rate_limit::Allowed<'r>,
     ) -> Option<GatewayResponse> {
         let metrics = &self.shared.metrics;
         let facts = RequestFacts {
@@ -920,15 +920,15 @@ impl Gateway {
             }
             Verdict::Limited(policy, outcome) => {
                 policy.count(decisions, Decision::Limited);
-                Some(GatewayResponse::rate_limited(&policy, &outcome))
+                Some(GatewayResponse::rate_limited(policy, &outcome))
             }
             Verdict::MissingKey(policy, header) => {
                 policy.count(decisions, Decision::MissingKey);
-                Some(GatewayResponse::missing_rate_limit_key(&policy, &header))
+                Some(GatewayResponse::missing_rate_limit_key(policy, &header))
             }
             Verdict::Unavailable(policy) => {
                 policy.count(decisions, Decision::Unavailable);
-                Some(GatewayResponse::rate_limit_unavailable(&policy))
+                Some(GatewayResponse::rate_limit_unavailable(policy))
             }
         }
     }

@@ -22,6 +22,7 @@ use crate::state::Keep;
 use gcra::{Outcome, Rate};
 use local::LocalTable;
 use redis::{OnError, RedisStore};
+use smallvec::SmallVec;
 
 /// One key or a list of them (a compound key).
 #[derive(Debug, Clone, Deserialize)]
@@ -322,8 +323,8 @@ impl RateLimitPolicy {
 
     /// The compound key for a request: length-prefixed parts, so parts never run together.
     /// `Err(header)` when a header the key needs is missing and the policy refuses then.
-    fn request_key(&self, req: &RequestFacts<'_>) -> Result<Vec<u8>, HeaderName> {
-        let mut out = Vec::with_capacity(32);
+    fn request_key(&self, req: &RequestFacts<'_>) -> Result<Key, HeaderName> {
+        let mut out = Key::new();
         let mut push = |bytes: &[u8]| {
             out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
             out.extend_from_slice(bytes);
@@ -454,37 +455,44 @@ pub enum Event {
     StoreError,
 }
 
-pub enum Verdict {
-    /// Every policy allowed; their outcomes, for the `RateLimit` header.
-    Allowed(Vec<(Arc<RateLimitPolicy>, Outcome)>),
-    Limited(Arc<RateLimitPolicy>, Outcome),
-    MissingKey(Arc<RateLimitPolicy>, HeaderName),
+/// A request's compound key: on the stack unless a header part makes it long.
+type Key = SmallVec<[u8; 48]>;
+
+/// Each allowing policy and its outcome, for the `RateLimit` header: on the stack for the
+/// usual one to four policies of a route, and borrowed from the route, so a request touches
+/// no policy's reference count (a cache line every request thread would share).
+pub type Allowed<'p> = SmallVec<[(&'p RateLimitPolicy, Outcome); 4]>;
+
+pub enum Verdict<'p> {
+    /// Every policy allowed; their outcomes.
+    Allowed(Allowed<'p>),
+    Limited(&'p RateLimitPolicy, Outcome),
+    MissingKey(&'p RateLimitPolicy, HeaderName),
     /// The store did not answer and the policy says `on_error = "deny"`.
-    Unavailable(Arc<RateLimitPolicy>),
+    Unavailable(&'p RateLimitPolicy),
 }
 
 /// Checks every policy in order. A refusal gives back what earlier policies charged, so a
 /// refused request costs nothing.
-pub async fn check_all(
-    policies: &[Arc<RateLimitPolicy>],
+pub async fn check_all<'p>(
+    policies: &'p [Arc<RateLimitPolicy>],
     req: &RequestFacts<'_>,
     now_us: u64,
     events: &mut Vec<Event>,
-) -> Verdict {
-    let mut charged: Vec<(Arc<RateLimitPolicy>, Vec<u8>, Outcome, Charged)> =
-        Vec::with_capacity(policies.len());
+) -> Verdict<'p> {
+    let mut charged: SmallVec<[(&RateLimitPolicy, Key, Outcome, Charged); 4]> = SmallVec::new();
     let refusal = 'check: {
         for policy in policies {
             let key = match policy.request_key(req) {
                 Ok(key) => key,
-                Err(header) => break 'check Verdict::MissingKey(policy.clone(), header),
+                Err(header) => break 'check Verdict::MissingKey(policy, header),
             };
             match policy.charge(&key, now_us, events).await {
                 Ok((outcome, store)) if outcome.allowed => {
-                    charged.push((policy.clone(), key, outcome, store))
+                    charged.push((policy, key, outcome, store))
                 }
-                Ok((outcome, _)) => break 'check Verdict::Limited(policy.clone(), outcome),
-                Err(()) => break 'check Verdict::Unavailable(policy.clone()),
+                Ok((outcome, _)) => break 'check Verdict::Limited(policy, outcome),
+                Err(()) => break 'check Verdict::Unavailable(policy),
             }
         }
         return Verdict::Allowed(charged.into_iter().map(|(p, _, o, _)| (p, o)).collect());
@@ -513,7 +521,7 @@ pub fn policy_header(policies: &[Arc<RateLimitPolicy>]) -> Option<HeaderValue> {
 }
 
 /// `RateLimit` for an allowed request: each policy's remaining quota and seconds to full.
-pub fn allowed_header(outcomes: &[(Arc<RateLimitPolicy>, Outcome)]) -> Option<HeaderValue> {
+pub fn allowed_header(outcomes: &[(&RateLimitPolicy, Outcome)]) -> Option<HeaderValue> {
     let mut out = String::with_capacity(64);
     let mut number = itoa::Buffer::new();
     for (policy, o) in outcomes.iter().filter(|(p, _)| p.send_headers) {

@@ -127,14 +127,13 @@ impl RequestCtx {
         }
     }
 
-    /// Where this request's metric series are kept: its route's, or the runtime's for a
-    /// request no route matched; `None` before the request reached the gateway's filters.
-    pub fn series(&self) -> Option<&crate::metrics::RouteSeries> {
-        match (&self.route, &self.runtime) {
-            (Some(r), _) => Some(&r.series),
-            (None, Some(rt)) => Some(&rt.unrouted_series),
-            (None, None) => None,
-        }
+    /// Where this request's metric series are kept: its route's, or `unrouted` for a request
+    /// no route matched.
+    pub fn series<'a>(
+        &'a self,
+        unrouted: &'a crate::metrics::RouteSeries,
+    ) -> &'a crate::metrics::RouteSeries {
+        self.route.as_ref().map_or(unrouted, |r| &r.series)
     }
 
     pub fn route_name(&self) -> &str {

@@ -13,6 +13,8 @@ use crate::runtime::Runtime;
 
 pub struct Metrics {
     registry: Registry,
+    /// The series of requests no route matched (`route="-"`, whatever the config).
+    pub unrouted: RouteSeries,
     pub requests: IntCounterVec,
     pub request_duration: HistogramVec,
     pub upstream_duration: HistogramVec,
@@ -221,6 +223,7 @@ impl Metrics {
             connections_rejected,
             config_last_reload_success,
             tls_cert_expiry,
+            unrouted: RouteSeries::default(),
         })
     }
 
@@ -281,10 +284,6 @@ fn method_index(method: &Method) -> usize {
     }
 }
 
-pub fn method_label(method: &Method) -> &'static str {
-    METHOD_LABELS[method_index(method)]
-}
-
 const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"];
 
 fn status_index(status: u16) -> usize {
@@ -296,10 +295,6 @@ fn status_index(status: u16) -> usize {
         500..=599 => 4,
         _ => 5,
     }
-}
-
-pub fn status_class(status: u16) -> &'static str {
-    STATUS_CLASSES[status_index(status)]
 }
 
 /// Counters of one metric vec for a small fixed set of label combinations, each looked up in
@@ -356,7 +351,7 @@ impl ReasonSlots {
 }
 
 /// A route's request counters and duration histogram, its refusals and webhook checks, kept
-/// with the route (or, for requests no route matched, with the runtime).
+/// with the route (or, for requests no route matched, in [`Metrics::unrouted`]).
 #[derive(Default)]
 pub struct RouteSeries {
     requests: CounterSlots<{ METHOD_LABELS.len() * STATUS_CLASSES.len() }>,

@@ -28,7 +28,7 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use crate::clock;
 use crate::ctx::RequestCtx;
 use crate::log::{AccessLog, AccessRecord, AuthEvent};
-use crate::metrics::{Metrics, RouteSeries};
+use crate::metrics::Metrics;
 use crate::policy::api_key::{self, AuthOutcome, Credential};
 use crate::policy::body::{self, Declared};
 use crate::policy::cors;
@@ -594,15 +594,7 @@ impl ProxyHttp for Gateway {
             ctx.request_id = forwarded::new_request_id();
         }
         let route = ctx.route_name();
-        // A request that never reached routing has no runtime to keep its series in.
-        let unkept;
-        let series = match ctx.series() {
-            Some(series) => series,
-            None => {
-                unkept = RouteSeries::default();
-                &unkept
-            }
-        };
+        let series = ctx.series(&metrics.unrouted);
         series.record(metrics, route, &req.method, status, elapsed.as_secs_f64());
         let upstream = ctx.pool.as_ref().map_or("", |p| p.name.as_str());
         let record = AccessRecord {
@@ -630,13 +622,8 @@ impl Gateway {
     /// `gateway_requests_rejected_total{route, reason}`.
     fn count_rejected(&self, ctx: &RequestCtx, reason: &'static str) {
         let metrics = &self.shared.metrics;
-        match ctx.series() {
-            Some(series) => series.reject(metrics, ctx.route_name(), reason),
-            None => metrics
-                .requests_rejected
-                .with_label_values(&[ctx.route_name(), reason])
-                .inc(),
-        }
+        ctx.series(&metrics.unrouted)
+            .reject(metrics, ctx.route_name(), reason);
     }
 
     /// Checks the request's API key: the metric, the audit event, and a refusal when it fails.
@@ -718,13 +705,8 @@ impl Gateway {
             Err(f) => (f as usize + 1, f.label()),
         };
         let metrics = &self.shared.metrics;
-        match ctx.series() {
-            Some(series) => series.webhook(metrics, ctx.route_name(), slot, result),
-            None => metrics
-                .webhook_verifications
-                .with_label_values(&[ctx.route_name(), result])
-                .inc(),
-        }
+        ctx.series(&metrics.unrouted)
+            .webhook(metrics, ctx.route_name(), slot, result);
         checked
     }
 

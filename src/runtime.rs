@@ -96,8 +96,6 @@ pub struct Timeouts {
 
 pub struct Runtime {
     pub router: Router<Route>,
-    /// The request metrics of requests no route matched.
-    pub unrouted_series: RouteSeries,
     /// The response policy for requests no route matched, and the default for routes.
     pub default_headers: Option<Arc<HeaderPolicy>>,
     /// CORS for requests no route matched (the defaults').
@@ -323,7 +321,6 @@ impl Runtime {
         }
         Some(Runtime {
             router: Router::new(routes),
-            unrouted_series: RouteSeries::default(),
             default_headers,
             default_cors,
             statics,

@@ -5,6 +5,9 @@ use reqwest::header::HeaderMap;
 
 use crate::harness::{check, gateway_error, Gateway, Upstream, Workdir, DEAD, TLS_BASICS};
 
+/// The API key of the `guarded` route.
+const KEY: &str = "pk_test_headers_0123456789abcdef";
+
 /// What `strict-api` must put on every HTTPS response.
 const STRICT_API: &[(&str, &str)] = &[
     (
@@ -78,6 +81,34 @@ upstream = "app"
 [[routes]]
 name = "down"
 path = "/down"
+upstream = "down"
+
+[cors.site]
+allow_origins = ["https://app.example.com"]
+
+[api_keys.clients]
+header = "X-API-Key"
+current = "{KEY}"
+
+[rate_limits.once]
+key = "client_ip"
+limit = 1
+per = "1h"
+
+[[routes]]
+name = "guarded"
+path = "/guarded"
+cors = "site"
+auth = {{ api_keys = "clients" }}
+max_body = "1KiB"
+content_types = ["application/json"]
+upstream = "down"
+
+[[routes]]
+name = "limited"
+path = "/limited"
+cors = "site"
+rate_limits = ["once"]
 upstream = "down"
 "#,
         app.addr
@@ -228,6 +259,56 @@ async fn every_gateway_made_response_carries_the_full_set() {
                     r.status()
                 );
             }
+        }
+        // The refusals of a route's policies: the headers, the route's CORS and the request
+        // id on each.
+        const ORIGIN: &str = "https://app.example.com";
+        let guarded = || c.post(url("/guarded/x")).header("Origin", ORIGIN);
+        let _ = c.get(url("/limited/x")).send().await.unwrap();
+        let refusals = [
+            ("401", guarded().send().await.unwrap(), 401),
+            (
+                "413",
+                guarded()
+                    .header("X-API-Key", KEY)
+                    .header("Content-Type", "application/json")
+                    .body(vec![b' '; 2000])
+                    .send()
+                    .await
+                    .unwrap(),
+                413,
+            ),
+            (
+                "415",
+                guarded()
+                    .header("X-API-Key", KEY)
+                    .header("Content-Type", "text/plain")
+                    .body("hi")
+                    .send()
+                    .await
+                    .unwrap(),
+                415,
+            ),
+            (
+                "429",
+                c.get(url("/limited/x"))
+                    .header("Origin", ORIGIN)
+                    .send()
+                    .await
+                    .unwrap(),
+                429,
+            ),
+        ];
+        for (what, r, status) in refusals {
+            let h = r.headers().clone();
+            let what = format!("{what} {:?}", r.version());
+            assert_strict(&h, https, &what);
+            assert_eq!(h["access-control-allow-origin"], ORIGIN, "{what}");
+            assert!(
+                h.get_all("vary").iter().any(|v| v == "Origin"),
+                "{what}: {h:?}"
+            );
+            gateway_error(r, status).await;
         }
         let r = c
             .get(url("/.well-known/security.txt"))

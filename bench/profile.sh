@@ -12,7 +12,8 @@
 #
 # Settings: PROFILE_SMALL=2000 PROFILE_LARGE=12000, PROFILE_TOP=40, PROFILE_PROTO=h1 (or h2:
 # HTTP/2 over TLS, 4 connections x 10 streams; the handshakes cancel out in the subtraction),
-# and as in run.sh BENCH_BIN and BENCH_API_KEY_CHECK (auto | on | off).
+# and as in run.sh BENCH_BIN and BENCH_API_KEY_CHECK (auto | on | off). PROFILE_VALGRIND_ARGS adds
+# callgrind options, e.g. '--separate-callers=2' to split a function's cost by its callers.
 set -euo pipefail
 
 WHICH=${1:-full}
@@ -107,7 +108,8 @@ esac
 # profile_run REQUESTS: the gateway under callgrind serving REQUESTS requests; prints its file
 profile_run() {
   local n=$1 out=$OUT/callgrind.$WHICH$SUFFIX.$1 pid _
-  local tracer=(valgrind --tool=callgrind --callgrind-out-file="$out")
+  # shellcheck disable=SC2086 # PROFILE_VALGRIND_ARGS is a list of options
+  local tracer=(valgrind --tool=callgrind --callgrind-out-file="$out" ${PROFILE_VALGRIND_ARGS:-})
   [ "$TOOL" = strace ] && { out=$OUT/strace.$WHICH$SUFFIX.$1; tracer=(strace -f -c -o "$out"); }
   if [ "$WHICH" = nginx ]; then
     "${tracer[@]}" nginx -e "$RUN/gw.error.log" -p "$RUN" -c "$RUN/gw.conf" >"$RUN/vg.log" 2>&1 &

@@ -3,7 +3,7 @@
 //! upstream pool, rustls) costs too; the gap between this and nginx is not Palisade's policies.
 //!
 //! It runs as Palisade runs: the same thread count, one single-threaded runtime per thread (no
-//! work stealing), mimalloc, HTTP/2 on the TLS listener, and the pingora-core this tree builds
+//! work stealing), mimalloc as malloc, HTTP/2 on the TLS listener, and the pingora-core this tree builds
 //! (`vendor/pingora-core`, see its PATCHES.md).
 //!
 //!   cargo run --release --example bare_pingora -- HTTP_ADDR HTTPS_ADDR CERT KEY UPSTREAM THREADS
@@ -15,8 +15,8 @@ use pingora_core::server::Server;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_proxy::{ProxyHttp, Session};
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+// mimalloc in place of malloc and free, as in Palisade (src/main.rs).
+extern crate mimalloc;
 
 struct Bare {
     peer: HttpPeer,

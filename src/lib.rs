@@ -19,6 +19,7 @@ pub mod runtime;
 pub mod scan;
 pub mod server;
 pub mod state;
+pub mod stdout;
 pub mod tls;
 pub mod upstream;
 pub mod verify;

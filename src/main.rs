@@ -54,7 +54,7 @@ fn main() -> ExitCode {
         ["check"] => check(Path::new("gateway.toml")),
         ["check", file] => check(Path::new(file)),
         ["version"] | ["--version"] | ["-V"] => {
-            println!(
+            palisade::outln!(
                 "palisade {} (git {}, build {})",
                 version::VERSION,
                 version::GIT_SHA,
@@ -73,7 +73,7 @@ fn main() -> ExitCode {
         ["keys", "new", "--prefix", prefix] => keys_new(prefix),
         ["keys", "hash"] => keys_hash(),
         ["help"] | ["--help"] | ["-h"] => {
-            println!("{USAGE}");
+            palisade::outln!("{USAGE}");
             0
         }
         _ => usage_error("unknown command"),
@@ -127,8 +127,8 @@ fn keys_new(prefix: &str) -> i32 {
     }
     match palisade::policy::api_key::new_key(prefix) {
         Ok(key) => {
-            println!("{key}");
-            println!(
+            palisade::outln!("{key}");
+            palisade::outln!(
                 "{}",
                 palisade::policy::api_key::digest_string(key.as_bytes())
             );
@@ -157,7 +157,7 @@ fn keys_hash() -> i32 {
         if key.is_empty() || key.starts_with('#') {
             continue;
         }
-        println!(
+        palisade::outln!(
             "{}",
             palisade::policy::api_key::digest_string(key.as_bytes())
         );
@@ -185,7 +185,7 @@ fn audit(args: &[&str]) -> i32 {
     };
     let findings = palisade::audit::audit(&checked.config, &checked.runtime);
     // Written with errors ignored, not `println!`: `palisade audit | head` must not panic when
-    // the reader goes away.
+    // the reader goes away (see `palisade::stdout`). The loop stops at the first failed write.
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     if json {
@@ -246,7 +246,7 @@ fn reload(args: &[&str]) -> i32 {
         .status()
     {
         Ok(status) if status.success() => {
-            println!("sent SIGHUP to {pid}; the result is in its log and in gateway_config_reloads_total");
+            palisade::outln!("sent SIGHUP to {pid}; the result is in its log and in gateway_config_reloads_total");
             0
         }
         _ => {
@@ -263,7 +263,7 @@ fn check(file: &Path) -> i32 {
             for warning in &checked.warnings {
                 eprintln!("{warning}");
             }
-            println!("{}: ok: {}", file.display(), checked.runtime.summary());
+            palisade::outln!("{}: ok: {}", file.display(), checked.runtime.summary());
             0
         }
         Err(lines) => {
@@ -295,7 +295,7 @@ fn cert_dev(args: &[&str]) -> i32 {
     }
     match tls::write_dev_cert(&out, &hosts, days) {
         Ok((cert, key)) => {
-            println!(
+            palisade::outln!(
                 "wrote {} and {} (development only; keys are never committed)",
                 cert.display(),
                 key.display()

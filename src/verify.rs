@@ -140,7 +140,7 @@ pub fn run(options: &Options) -> i32 {
     );
     if options.json {
         match serde_json::to_string_pretty(&findings) {
-            Ok(text) => println!("{text}"),
+            Ok(text) => crate::outln!("{text}"),
             Err(e) => {
                 eprintln!("palisade: {e}");
                 return 1;
@@ -151,12 +151,12 @@ pub fn run(options: &Options) -> i32 {
         for f in &findings {
             let grade = f.grade.label();
             if f.fix.is_empty() {
-                println!("{grade}  {:<15} {}", f.check, f.reason);
+                crate::outln!("{grade}  {:<15} {}", f.check, f.reason);
             } else {
-                println!("{grade}  {:<15} {} (fix: {})", f.check, f.reason, f.fix);
+                crate::outln!("{grade}  {:<15} {} (fix: {})", f.check, f.reason, f.fix);
             }
         }
-        println!("{summary}");
+        crate::outln!("{summary}");
     }
     i32::from(findings.iter().any(|f| f.grade == Grade::Fail))
 }

@@ -3,6 +3,7 @@
 
 mod admin;
 mod auth;
+mod cli;
 mod config_errors;
 mod connections;
 mod deploy;

@@ -183,6 +183,22 @@ pub struct TransportConnector {
 
 const DEFAULT_POOL_SIZE: usize = 128;
 
+/// Palisade: whether a pooled stream was connected to `peer`'s address, by the address its
+/// socket digest recorded when it connected (`connectors::l4::connect`), with no system call.
+/// Upstream asked the kernel (`getpeername`, in `Peer::matches_fd`) on every reuse: one system
+/// call per proxied request. The stream owns its socket, so the recorded address is the
+/// socket's; a stream without a digest, or whose address differs, still gets the kernel's
+/// check (which also allows for a peer address of 0.0.0.0). Whether the connection is still
+/// open is `test_reusable_stream`'s read, as before.
+#[cfg(unix)]
+fn connected_to<P: Peer>(peer: &P, stream: &Stream) -> bool {
+    let recorded = stream.get_socket_digest();
+    match recorded.as_ref().and_then(|d| d.peer_addr.get()) {
+        Some(Some(addr)) if addr == peer.address() => true,
+        _ => peer.matches_fd(stream.id()),
+    }
+}
+
 impl TransportConnector {
     /// Create a new [TransportConnector] with the given [ConnectorOptions]
     pub fn new(mut options: Option<ConnectorOptions>) -> Self {
@@ -261,7 +277,7 @@ impl TransportConnector {
                         // test_reusable_stream: we assume server would never actively send data
                         // first on an idle stream.
                         #[cfg(unix)]
-                        if peer.matches_fd(stream.id())
+                        if connected_to(peer, &stream)
                             && test_reusable_stream(&mut stream, &self.unexpected_data_conn_count)
                         {
                             Some(stream)

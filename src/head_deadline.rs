@@ -245,22 +245,19 @@ impl HeadDeadline {
         if read.is_empty() {
             return;
         }
-        let (deadline, mut tail) = match self.phase {
+        let (deadline, tail) = match self.phase {
             Phase::Body => return,
             Phase::Between => (Instant::now() + self.limit, [0; 2]),
             Phase::Head { deadline, tail } => (deadline, tail),
         };
-        for &b in read {
-            // `\n\n` or `\n\r\n`: the empty line that ends a head (httparse accepts both).
-            if b == b'\n' && (tail[1] == b'\n' || (tail[1] == b'\r' && tail[0] == b'\n')) {
+        match head_end(tail, read) {
+            Ok(_) => {
                 self.phase = Phase::Body;
                 // Not kept for the next head: an idle keep-alive connection holds no timer.
                 self.timer = None;
-                return;
             }
-            tail = [tail[1], b];
+            Err(tail) => self.phase = Phase::Head { deadline, tail },
         }
-        self.phase = Phase::Head { deadline, tail };
     }
 
     /// Reads from the connection under the head deadline (when a head is being read).
@@ -296,6 +293,31 @@ impl HeadDeadline {
             ready => ready,
         }
     }
+}
+
+/// Where the empty line that ends a head (`\n\n` or `\n\r\n`: httparse accepts both) ends in
+/// `read`, given the two bytes read before it (`tail`): `Ok(index just past it)`, or
+/// `Err(the last two bytes read so far)` when the head goes on. Only the line feeds are looked
+/// at one by one (`memchr` finds them a word at a time); a head is mostly everything else.
+fn head_end(tail: [u8; 2], read: &[u8]) -> Result<usize, [u8; 2]> {
+    // The byte `back` places before `at`, from `read` or, before its start, from `tail`.
+    let before = |at: usize, back: usize| -> u8 {
+        if at >= back {
+            read[at - back]
+        } else {
+            tail[2 + at - back]
+        }
+    };
+    for at in memchr::memchr_iter(b'\n', read) {
+        let prev = before(at, 1);
+        if prev == b'\n' || (prev == b'\r' && before(at, 2) == b'\n') {
+            return Ok(at + 1);
+        }
+    }
+    Err(match read.len() {
+        0 => tail,
+        n => [before(n, 2), read[n - 1]],
+    })
 }
 
 impl AsyncRead for HeadDeadline {
@@ -703,7 +725,29 @@ mod tests {
         assert_eq!(counter.get(), 0);
     }
 
+    /// The definition `head_end` implements: byte by byte.
+    fn head_end_bytewise(mut tail: [u8; 2], read: &[u8]) -> Result<usize, [u8; 2]> {
+        for (i, &b) in read.iter().enumerate() {
+            if b == b'\n' && (tail[1] == b'\n' || (tail[1] == b'\r' && tail[0] == b'\n')) {
+                return Ok(i + 1);
+            }
+            tail = [tail[1], b];
+        }
+        Err(tail)
+    }
+
     proptest::proptest! {
+        /// `head_end` agrees with the byte-by-byte definition on any bytes after any two:
+        /// mostly `\r`, `\n` and a letter, so every way a blank line can start, end or be cut
+        /// off by the start of a read comes up.
+        #[test]
+        fn head_end_is_the_bytewise_scan(
+            tail in proptest::array::uniform2(proptest::sample::select(vec![b'\r', b'\n', b'a', 0u8])),
+            read in proptest::collection::vec(proptest::sample::select(vec![b'\r', b'\n', b'a', b':', 0xff]), 0..40),
+        ) {
+            proptest::prop_assert_eq!(head_end(tail, &read), head_end_bytewise(tail, &read));
+        }
+
         /// However a head is cut into reads, it ends exactly at its blank line, with CRLF or
         /// bare LF line ends.
         #[test]

@@ -184,15 +184,11 @@ fn audit(args: &[&str]) -> i32 {
         }
     };
     let findings = palisade::audit::audit(&checked.config, &checked.runtime);
-    // Written with errors ignored, not `println!`: `palisade audit | head` must not panic when
-    // the reader goes away (see `palisade::stdout`). The loop stops at the first failed write.
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
+    // Through `outln!`, as every command's output: `palisade audit | head` must not panic when
+    // the reader goes away (see `palisade::stdout`).
     if json {
         match serde_json::to_string_pretty(&findings) {
-            Ok(text) => {
-                let _ = writeln!(out, "{text}");
-            }
+            Ok(text) => palisade::outln!("{text}"),
             Err(e) => {
                 eprintln!("palisade: {e}");
                 return 1;
@@ -205,17 +201,10 @@ fn audit(args: &[&str]) -> i32 {
                 palisade::audit::Grade::Warn => "WARN",
                 palisade::audit::Grade::Fail => "FAIL",
             };
-            let written = if f.fix.is_empty() {
-                writeln!(out, "{grade}  {:<15} {}", f.check, f.reason)
+            if f.fix.is_empty() {
+                palisade::outln!("{grade}  {:<15} {}", f.check, f.reason);
             } else {
-                writeln!(
-                    out,
-                    "{grade}  {:<15} {} (fix: {})",
-                    f.check, f.reason, f.fix
-                )
-            };
-            if written.is_err() {
-                break;
+                palisade::outln!("{grade}  {:<15} {} (fix: {})", f.check, f.reason, f.fix);
             }
         }
     }

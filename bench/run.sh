@@ -6,6 +6,9 @@
 #
 #   HTTP/1.1 keep-alive   wrk    -t2 -c32 --latency, plain HTTP
 #   HTTP/2 over TLS       h2load -t2 -c32 -m10 (percentiles from its per-request log)
+#   the same load         h2load [--h1] -t2 -c32 --rps: h1 and h2 again, every gateway offered
+#                         one fixed request rate (half the slowest gateway's), for latency
+#                         and CPU compared at equal load rather than at saturation
 #   TLS handshakes        BENCH_CONNECTIONS parallel `openssl s_time -new`: each connection a
 #                         full handshake (no session resumption), then closed. Not wrk or h2load
 #                         with `Connection: close`: both resume the TLS session on reconnect
@@ -32,7 +35,9 @@
 #                           it on when `palisade check` accepts [api_keys] and off otherwise
 #                           (the key itself is made at run time and given to Palisade in
 #                           BENCH_API_KEYS, as its config says)
-#   BENCH_TESTS="h1 h2 tls" which load tests to run
+#   BENCH_TESTS="h1 h2 tls fixed"  which load tests to run ("fixed": after the others, h1
+#                           and h2 again at one fixed request rate for every gateway)
+#   BENCH_RATE_SHARE=0.5    the fixed rate, as a share of the slowest gateway's median req/s
 #   BENCH_BIN=              a palisade binary to measure instead of building this tree (e.g. one
 #                           built from a clean checkout while the work tree is mid-edit)
 #   BENCH_BARE_BIN=         likewise for the bare_pingora example
@@ -49,7 +54,8 @@ THREADS=${BENCH_THREADS:-2}
 UPSTREAM_WORKERS=${BENCH_UPSTREAM_WORKERS:-1}
 IDLE_CONNS=${BENCH_IDLE_CONNS:-10000}
 API_KEYS_MODE=${BENCH_API_KEY_CHECK:-auto}
-TESTS=${BENCH_TESTS:-h1 h2 tls}
+TESTS=${BENCH_TESTS:-h1 h2 tls fixed}
+RATE_SHARE=${BENCH_RATE_SHARE:-0.5}
 ORIGIN="https://app.example.com"
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -306,6 +312,8 @@ meta idle_conns "$IDLE_CONNS"
 meta rounds "$ROUNDS"
 meta cmd_h1 "wrk -t$LOAD_THREADS -c$CONNS -d${SECS}s --latency -H 'X-API-Key: ...' -H 'Origin: $ORIGIN' http://127.0.0.1:PORT/"
 meta cmd_h2 "h2load -t$LOAD_THREADS -c$CONNS -m$H2_STREAMS -D $SECS -H 'x-api-key: ...' -H 'origin: $ORIGIN' https://127.0.0.1:PORT/"
+meta cmd_fixed "h2load -t$LOAD_THREADS -c$CONNS -m$H2_STREAMS --rps=RATE/$CONNS -D $SECS (HTTP/1.1: --h1 -m1), the same headers"
+meta rate_share "$RATE_SHARE"
 meta cmd_tls "$CONNS x openssl s_time -connect 127.0.0.1:PORT -new -time $SECS (in parallel)"
 
 # memory_row GATEWAY PHASE CONNS: one line of $MEM
@@ -381,6 +389,20 @@ load() {
       grep -q '^Application protocol: h2' "$RUN/load.out" || die "h2load did not speak h2 to $gw: $(tail -3 "$RUN/load.out")"
       parse_h2load "$RUN/load.out" "$RUN/h2.log"
       ;;
+    h1fixed | h2fixed)
+      # The same load for every gateway: FIXED_RATE requests per second on each connection.
+      local proto=() url="https://127.0.0.1:$(gw_https "$gw")/" streams=$H2_STREAMS
+      if [ "$test" = h1fixed ]; then
+        proto=(--h1)
+        url="http://127.0.0.1:$(gw_http "$gw")/"
+        streams=1 # h2load --h1 with more than one stream would pipeline
+      fi
+      rm -f "$RUN/h2.log"
+      timeout "$deadline" h2load "${proto[@]}" -t"$LOAD_THREADS" -c"$CONNS" -m"$streams" \
+        --rps="${FIXED_RATE[${test%fixed}]}" -D "$secs" --log-file="$RUN/h2.log" \
+        -H "x-api-key: $API_KEY" -H "origin: $ORIGIN" "$url" >"$RUN/load.out" 2>&1 || true
+      parse_h2load "$RUN/load.out" "$RUN/h2.log"
+      ;;
     tls)
       # CONNS sequential clients in parallel, each a new full handshake per connection; the rate
       # is over the wall time the clients ran, the mean handshake time is CONNS x wall / count.
@@ -413,37 +435,66 @@ if [ "$WARMUP" -gt 0 ]; then
   for gw in $GATEWAYS; do : >"$(gw_log "$gw")"; done
 fi
 
+# measure TEST GATEWAY ROUND: one run, its numbers appended to $RAW
+measure() {
+  local test=$1 gw=$2 round=$3 pids upids c0 c1 u0 u1 b0 b1 t0 t1 o0 o1 rps p50 p99 reqs errors
+  local log lines cpu ucpu busy
+  read -ra pids < <(gw_pids "$gw")
+  read -ra upids < <(gw_pids upstream)
+  c0=$(cpu_seconds "${pids[@]}")
+  u0=$(cpu_seconds "${upids[@]}")
+  read -r b0 t0 < <(machine_jiffies)
+  o0=$(tcp_active_opens)
+  read -r rps p50 p99 reqs errors < <(load "$test" "$gw" "$SECS")
+  o1=$(tcp_active_opens)
+  read -r b1 t1 < <(machine_jiffies)
+  u1=$(cpu_seconds "${upids[@]}")
+  c1=$(cpu_seconds "${pids[@]}")
+  log=$(gw_log "$gw")
+  lines=$(wc -l <"$log")
+  [ "$log" = /dev/null ] || : >"$log"
+  cpu=$(awk -v a="$c0" -v b="$c1" 'BEGIN { printf "%.2f", b - a }')
+  ucpu=$(awk -v a="$u0" -v b="$u1" 'BEGIN { printf "%.2f", b - a }')
+  busy=$(awk -v b="$((b1 - b0))" -v t="$((t1 - t0))" 'BEGIN { printf "%.0f", t ? 100 * b / t : 0 }')
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$test" "$gw" "$round" \
+    "$rps" "$p50" "$p99" "$reqs" "$cpu" "$errors" "$lines" "$ucpu" "$busy" "$((o1 - o0))" >>"$RAW"
+  say "$(printf 'round %s %-7s %-20s %10.0f/s  p50 %6.2f ms  p99 %6.2f ms  cpu %5.2f s  errors %s' \
+    "$round" "$test" "$(label "$gw")" "$rps" "$p50" "$p99" "$cpu" "$errors")"
+  if [ "$reqs" = 0 ]; then
+    tail -5 "$RUN/load.out" >&2
+    die "$test against $gw served no request"
+  fi
+}
+
 for round in $(seq "$ROUNDS"); do
   for test in $TESTS; do
-    for gw in $GATEWAYS; do
-      read -ra pids < <(gw_pids "$gw")
-      read -ra upids < <(gw_pids upstream)
-      c0=$(cpu_seconds "${pids[@]}")
-      u0=$(cpu_seconds "${upids[@]}")
-      read -r b0 t0 < <(machine_jiffies)
-      o0=$(tcp_active_opens)
-      read -r rps p50 p99 reqs errors < <(load "$test" "$gw" "$SECS")
-      o1=$(tcp_active_opens)
-      read -r b1 t1 < <(machine_jiffies)
-      u1=$(cpu_seconds "${upids[@]}")
-      c1=$(cpu_seconds "${pids[@]}")
-      log=$(gw_log "$gw")
-      lines=$(wc -l <"$log")
-      [ "$log" = /dev/null ] || : >"$log"
-      cpu=$(awk -v a="$c0" -v b="$c1" 'BEGIN { printf "%.2f", b - a }')
-      ucpu=$(awk -v a="$u0" -v b="$u1" 'BEGIN { printf "%.2f", b - a }')
-      busy=$(awk -v b="$((b1 - b0))" -v t="$((t1 - t0))" 'BEGIN { printf "%.0f", t ? 100 * b / t : 0 }')
-      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$test" "$gw" "$round" \
-        "$rps" "$p50" "$p99" "$reqs" "$cpu" "$errors" "$lines" "$ucpu" "$busy" "$((o1 - o0))" >>"$RAW"
-      say "$(printf 'round %s %-3s %-20s %10.0f/s  p50 %6.2f ms  p99 %6.2f ms  cpu %5.2f s  errors %s' \
-        "$round" "$test" "$(label "$gw")" "$rps" "$p50" "$p99" "$cpu" "$errors")"
-      if [ "$reqs" = 0 ]; then
-        tail -5 "$RUN/load.out" >&2
-        die "$test against $gw served no request"
-      fi
-    done
+    [ "$test" = fixed ] && continue
+    for gw in $GATEWAYS; do measure "$test" "$gw" "$round"; done
   done
 done
+
+# --- latency at the same load: every gateway offered the same request rate ----------------
+# The runs above saturate the machine, where the slower gateway's latency is longer by
+# queueing alone. Here each gateway is offered one fixed rate (a share of the slowest
+# gateway's throughput) by h2load --rps, so the percentiles compare the same load.
+
+declare -A FIXED_RATE=()
+if [[ " $TESTS " == *" fixed "* ]]; then
+  for base in h1 h2; do
+    [[ " $TESTS " == *" $base "* ]] || continue
+    rate=$(python3 "$BENCH_DIR/report.py" rate "$RAW" "$base" "$RATE_SHARE" "$CONNS")
+    [ "${rate%% *}" -gt 0 ] || die "no throughput measured for $base to set a fixed rate from"
+    FIXED_RATE[$base]=${rate##* }
+    meta "rate_$base" "${rate%% *}"
+    say "fixed load for $base: ${rate%% *} req/s (${rate##* } per connection)"
+  done
+  for round in $(seq "$ROUNDS"); do
+    for base in h1 h2; do
+      [ -n "${FIXED_RATE[$base]:-}" ] || continue
+      for gw in $GATEWAYS; do measure "${base}fixed" "$gw" "$round"; done
+    done
+  done
+fi
 
 # --- memory: idle after the load, then with many idle keep-alive connections --------------
 

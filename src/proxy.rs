@@ -33,7 +33,7 @@ use crate::policy::api_key::{self, AuthOutcome, Credential};
 use crate::policy::body::{self, Declared};
 use crate::policy::cors;
 use crate::policy::forwarded;
-use crate::policy::headers::{HeaderForm, HeaderLines};
+use crate::policy::headers::{next_match, HeaderForm, HeaderLines};
 use crate::policy::hygiene::{self, TooLarge};
 use crate::policy::lockout::Recorded;
 use crate::policy::rate_limit::{self, Decision, Event, RequestFacts, Verdict};
@@ -279,17 +279,11 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         // 6. What the upstream is told about the client, and nothing the client made up.
         // One pass over the request's few headers, rather than a removal per listed name.
-        let doomed: Vec<HeaderName> = upstream
-            .headers
-            .keys()
-            .filter(|k| match forwarded::DROPPED.get(*k) {
-                Some(forwarded::Dropped::Always) => true,
-                Some(forwarded::Dropped::Untrusted) => !ctx.peer_trusted,
-                None => false,
-            })
-            .cloned()
-            .collect();
-        for name in doomed {
+        while let Some(name) = next_match(&upstream.headers, |k| match forwarded::DROPPED.get(k) {
+            Some(forwarded::Dropped::Always) => true,
+            Some(forwarded::Dropped::Untrusted) => !ctx.peer_trusted,
+            None => false,
+        }) {
             upstream.remove_header(&name);
         }
         // The gateway's own headers, in one buffer of HTTP/1.1 lines (upstreams speak

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use crate::config::diagnostics::Diagnostics;
 use crate::config::units::HumanDuration;
 use crate::config::KeyPath;
-use crate::policy::headers::{FixedHeaders, ResponseLines};
+use crate::policy::headers::{next_match, FixedHeaders, ResponseLines};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -348,13 +348,9 @@ impl CorsPolicy {
         lines: &mut ResponseLines,
     ) -> pingora_error::Result<()> {
         let form = lines.form();
-        let app_cors: Vec<HeaderName> = header
-            .headers
-            .keys()
-            .filter(|k| k.as_str().starts_with("access-control-"))
-            .cloned()
-            .collect();
-        for name in app_cors {
+        while let Some(name) = next_match(&header.headers, |k| {
+            k.as_str().starts_with("access-control-")
+        }) {
             header.remove_header(&name);
         }
         self.vary.append(header, form)?;

@@ -422,20 +422,14 @@ impl HeaderPolicy {
         form: HeaderForm,
     ) -> pingora_error::Result<()> {
         // Walk the response's few headers rather than the long fingerprint list.
-        let doomed: Vec<HeaderName> = header
-            .headers
-            .keys()
-            .filter(|k| {
-                self.strip.contains_key(*k)
-                    || (k.as_str().starts_with("x-")
-                        && self
-                            .remove_prefixes
-                            .iter()
-                            .any(|p| k.as_str().starts_with(p)))
-            })
-            .cloned()
-            .collect();
-        for name in doomed {
+        while let Some(name) = next_match(&header.headers, |k| {
+            self.strip.contains_key(k)
+                || (k.as_str().starts_with("x-")
+                    && self
+                        .remove_prefixes
+                        .iter()
+                        .any(|p| k.as_str().starts_with(p)))
+        }) {
             header.remove_header(&name);
         }
         // RFC 6797 §7.2: HSTS never over plain HTTP.
@@ -453,6 +447,16 @@ impl HeaderPolicy {
         }
         Ok(())
     }
+}
+
+/// The first header name that `doomed` picks, to remove: called until `None`, it removes every
+/// match without collecting them first. A message has a few headers and a match is rare, so
+/// the rescans cost less than the `Vec` they replace, which was an allocation per message.
+pub fn next_match(
+    headers: &http::HeaderMap,
+    doomed: impl Fn(&HeaderName) -> bool,
+) -> Option<HeaderName> {
+    headers.keys().find(|k| doomed(k)).cloned()
 }
 
 fn harden_cookies(

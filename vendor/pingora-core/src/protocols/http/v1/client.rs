@@ -31,6 +31,9 @@ use crate::protocols::http::HttpTask;
 use crate::protocols::{Digest, SocketAddr, Stream, UniqueID, UniqueIDType};
 use crate::utils::{BufRef, KVRef};
 
+/// The response header `get_keepalive_values` reads, kept by `read_resp_header_parts`.
+const KEEP_ALIVE: header::HeaderName = header::HeaderName::from_static("keep-alive");
+
 /// The HTTP 1.x client session
 pub struct HttpSession {
     buf: Bytes,
@@ -434,11 +437,31 @@ impl HttpSession {
         }
     }
 
-    /// Similar to [`Self::read_response()`], read the response header and then return a copy of it.
+    /// Similar to [`Self::read_response()`], read the response header and then return it.
+    ///
+    /// Palisade: the header moves to the caller, and the session keeps a copy of only what it
+    /// reads of it afterwards (upstream: a clone of every header, and of their spellings):
+    /// the status, the version, and the framing and connection headers. [`Self::resp_header`]
+    /// and [`Self::get_header`] see those alone after this call.
     pub async fn read_resp_header_parts(&mut self) -> Result<Box<ResponseHeader>> {
         self.read_response().await?;
-        // safe to unwrap because it is just read
-        Ok(Box::new(self.resp_header().unwrap().clone()))
+        let Some(full) = self.response_header.take() else {
+            return Error::e_explain(InternalError, "no response header after reading one");
+        };
+        let mut kept = ResponseHeader::build_no_case(full.status, Some(4))?;
+        kept.set_version(full.version);
+        // One pass over the response's few headers: a lookup by name costs a hash each.
+        for (name, value) in full.headers.iter() {
+            if name == header::CONTENT_LENGTH
+                || name == header::CONNECTION
+                || name == header::TRANSFER_ENCODING
+                || name == KEEP_ALIVE
+            {
+                kept.append_header(name.clone(), value.clone())?;
+            }
+        }
+        self.response_header = Some(Box::new(kept));
+        Ok(full)
     }
 
     /// Return a reference of the [`ResponseHeader`] if the response is read
@@ -623,7 +646,7 @@ impl HttpSession {
     /// it's behavior is different on different platforms.
     /// https://developer.mozilla.org/en-US/docs/Web/HTTP/Headers/Keep-Alive
     fn get_keepalive_values(&self) -> (Option<u64>, Option<usize>) {
-        let Some(keep_alive_header) = self.get_header("Keep-Alive") else {
+        let Some(keep_alive_header) = self.get_header(KEEP_ALIVE) else {
             return (None, None);
         };
 
@@ -1206,8 +1229,8 @@ mod tests_stream {
         let mock_io = Builder::new().read(input).build();
         let mut http_stream = HttpSession::new(Box::new(mock_io));
         let resp = http_stream.read_resp_header_parts().await.unwrap();
-        assert_eq!(1, http_stream.resp_header().unwrap().headers.len());
-        assert_eq!(http_stream.get_header("Server👍").unwrap(), "pingora");
+        // Palisade: the session keeps the framing and connection headers only.
+        assert_eq!(0, http_stream.resp_header().unwrap().headers.len());
         assert_eq!(resp.headers.get("Server👍").unwrap(), "pingora");
     }
 

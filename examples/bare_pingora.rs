@@ -3,7 +3,8 @@
 //! upstream pool, rustls) costs too; the gap between this and nginx is not Palisade's policies.
 //!
 //! It runs as Palisade runs: the same thread count, one single-threaded runtime per thread (no
-//! work stealing), mimalloc as malloc, HTTP/2 on the TLS listener, and the pingora-core this tree builds
+//! work stealing), mimalloc as malloc, HTTP/2 on the TLS listener, the same upstream keep-alive
+//! pool size, and the pingora-core this tree builds
 //! (`vendor/pingora-core`, see its PATCHES.md).
 //!
 //!   cargo run --release --example bare_pingora -- HTTP_ADDR HTTPS_ADDR CERT KEY UPSTREAM THREADS
@@ -54,6 +55,8 @@ fn main() {
     let conf = ServerConf {
         threads,
         work_stealing: false,
+        // Palisade's `[server] upstream_keepalive` default.
+        upstream_keepalive_pool_size: 1024,
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);

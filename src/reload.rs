@@ -95,6 +95,9 @@ fn needs_restart(old: &Runtime, new: &Runtime) -> Option<&'static str> {
     if old.threads != new.threads {
         return Some("[server] threads");
     }
+    if old.upstream_keepalive != new.upstream_keepalive {
+        return Some("[server] upstream_keepalive");
+    }
     if old.shutdown_grace != new.shutdown_grace || old.timeouts.idle != new.timeouts.idle {
         return Some("[server] shutdown_grace or timeouts.idle");
     }

@@ -112,6 +112,8 @@ pub struct Runtime {
     pub timeouts: Timeouts,
     pub tls: Option<Arc<CertStore>>,
     pub threads: usize,
+    /// Idle upstream connections kept per thread (Pingora's pool, restart to change).
+    pub upstream_keepalive: usize,
     pub shutdown_grace: Duration,
     pub head_limits: HeadLimits,
     pub max_connections_per_ip: u32,
@@ -213,6 +215,12 @@ impl Runtime {
         }
         if server.threads == Some(0) {
             diags.error(server_path.key("threads"), "must be at least 1");
+        }
+        if server.upstream_keepalive == 0 {
+            diags.error(
+                server_path.key("upstream_keepalive"),
+                "must be at least 1: it is how many idle upstream connections each thread keeps",
+            );
         }
 
         let mut upstreams = BTreeMap::new();
@@ -343,6 +351,7 @@ impl Runtime {
             threads: server
                 .threads
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+            upstream_keepalive: server.upstream_keepalive,
             shutdown_grace: server.shutdown_grace.0,
             max_connections_per_ip: server.max_connections_per_ip,
             max_requests_per_connection: server.max_requests_per_connection,

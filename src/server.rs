@@ -142,6 +142,7 @@ pub fn run(file: &Path, upgrade: bool, pid_file: Option<&Path>, upgrade_sock: &P
     let idle = runtime.timeouts.idle;
     let max_requests = runtime.max_requests_per_connection;
     let threads = runtime.threads;
+    let upstream_keepalive = runtime.upstream_keepalive;
     let grace = runtime.shutdown_grace;
     let listeners = (
         runtime.listeners.plain.clone(),
@@ -164,6 +165,7 @@ pub fn run(file: &Path, upgrade: bool, pid_file: Option<&Path>, upgrade_sock: &P
         // it, with no cross-thread wake-ups (work stealing costs more than it balances for a
         // proxy whose requests are all alike).
         work_stealing: false,
+        upstream_keepalive_pool_size: upstream_keepalive,
         upgrade_sock: upgrade_sock.to_string_lossy().into_owned(),
         ..ServerConf::default()
     };

@@ -53,6 +53,10 @@ pub struct ServerConfig {
     pub max_uri_bytes: ByteSize,
     /// Worker threads. Default: the number of cores.
     pub threads: Option<usize>,
+    /// Idle upstream keep-alive connections kept per thread, across all upstreams; beyond it
+    /// the least recently used is closed. Default 1024.
+    #[serde(default = "default_upstream_keepalive")]
+    pub upstream_keepalive: usize,
     /// How many Palisade instances share the traffic. Only `palisade audit` reads it: local
     /// rate limits on several instances allow that many times their limit. Default 1.
     #[serde(default = "default_instances")]
@@ -255,6 +259,7 @@ impl Default for ServerConfig {
             max_requests_per_connection: default_max_requests_per_connection(),
             max_uri_bytes: default_max_uri_bytes(),
             threads: None,
+            upstream_keepalive: default_upstream_keepalive(),
             shutdown_grace: default_shutdown_grace(),
             instances: default_instances(),
         }
@@ -314,6 +319,12 @@ fn default_shutdown_grace() -> HumanDuration {
 }
 fn default_instances() -> u32 {
     1
+}
+/// Above the streams a busy thread has in flight at once (a few hundred HTTP/2 streams, each
+/// holding its own upstream connection), so a burst's connections are kept for the next one
+/// rather than closed and reopened. An idle connection costs a socket and a few KB.
+fn default_upstream_keepalive() -> usize {
+    1024
 }
 fn default_header_read() -> HumanDuration {
     HumanDuration::secs(10)

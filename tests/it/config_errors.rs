@@ -378,10 +378,14 @@ fn audit_passes_the_shipped_gateway_toml() {
 }
 
 #[test]
-fn a_header_deadline_under_a_second_and_zero_instances_are_refused() {
+fn a_header_deadline_under_a_second_and_zero_instances_or_keepalive_are_refused() {
     let (code, _, err) = check_text(&format!(
-        "{UPSTREAM}\n[server]\nlisten = [\"127.0.0.1:8080\"]\ninstances = 0\ntimeouts = {{ header_read = \"0s\" }}\n"
+        "{UPSTREAM}\n[server]\nlisten = [\"127.0.0.1:8080\"]\ninstances = 0\nupstream_keepalive = 0\ntimeouts = {{ header_read = \"0s\" }}\n"
     ));
+    assert!(
+        err.contains("server.upstream_keepalive: must be at least 1"),
+        "{err}"
+    );
     assert_eq!(code, 78, "{err}");
     assert!(
         err.contains("server.timeouts.header_read: must be at least 1s"),

@@ -3,6 +3,8 @@
 //! between requests (it waits for a request's first bytes before Pingora takes over, and
 //! gathers each response into one write), so these pin down that nothing is lost doing so.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -415,4 +417,162 @@ async fn upstream_connections_are_reused_without_a_race_between_threads() {
         app.connections(),
         CLIENTS * REQUESTS
     );
+}
+
+/// A raw upstream that answers every request on a connection with `answer` and never closes a
+/// connection itself. Counts the connections it was given and those the gateway closed.
+async fn start_answering_upstream(
+    answer: &'static [u8],
+    delay: Duration,
+) -> (std::net::SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let opened = Arc::new(AtomicUsize::new(0));
+    let closed = Arc::new(AtomicUsize::new(0));
+    let (o, c) = (opened.clone(), closed.clone());
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            o.fetch_add(1, Ordering::SeqCst);
+            let c = c.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                    // One answer per request head (the gateway sends GETs without a body).
+                    while let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                        head.drain(..end + 4);
+                        tokio::time::sleep(delay).await;
+                        if s.write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                c.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (addr, opened, closed)
+}
+
+/// Whether an upstream connection may be used again is the upstream's to say, in its
+/// response's `Connection` header and HTTP version: the gateway reads them after handing the
+/// response on (the vendored pingora-core keeps those headers, not a clone of every header).
+/// An upstream that says `close` but leaves the socket open is closed by the gateway and never
+/// sent a second request; one that keeps alive is reused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upstream_response_decides_whether_its_connection_is_reused() {
+    let cases: [(&'static [u8], bool); 4] = [
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+            false,
+        ),
+        (b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", false),
+        (
+            b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok",
+            true,
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nKeep-Alive: timeout=30\r\n\r\nok",
+            true,
+        ),
+    ];
+    for (answer, reused) in cases {
+        let first = format!("{:?}", String::from_utf8_lossy(answer));
+        let (addr, opened, closed) = start_answering_upstream(answer, Duration::ZERO).await;
+        let gw = Gateway::start(&raw_upstream_config(addr, "threads = 1")).await;
+        let client = gw.client();
+        for i in 0..3 {
+            let r = client.get(gw.http_url("/raw/x")).send().await.unwrap();
+            assert_eq!(r.status(), 200, "{first}: request {i}");
+            assert_eq!(r.text().await.unwrap(), "ok", "{first}: request {i}");
+        }
+        let want = if reused { 1 } else { 3 };
+        assert_eq!(
+            opened.load(Ordering::SeqCst),
+            want,
+            "upstream connections for three requests answered with {first}"
+        );
+        if !reused {
+            // Every connection is closed by the gateway, though the upstream left it open.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while closed.load(Ordering::SeqCst) < 3 && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert_eq!(closed.load(Ordering::SeqCst), 3, "closed after {first}");
+        }
+    }
+}
+
+fn raw_upstream_config(addr: std::net::SocketAddr, extra_server: &str) -> String {
+    format!(
+        r#"{}
+[upstreams.raw]
+servers = ["{addr}"]
+
+[[routes]]
+name = "raw"
+path = "/raw"
+upstream = "raw"
+"#,
+        TLS_BASICS.replace(
+            "redirect_https = false",
+            &format!("redirect_https = false\n{extra_server}")
+        ),
+    )
+}
+
+/// `[server] upstream_keepalive` is how many idle upstream connections a thread keeps: four
+/// requests at once need four connections; afterwards two are kept and two closed, and the
+/// next four reuse the two kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_keepalive_caps_the_idle_upstream_connections() {
+    let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    let (addr, opened, closed) = start_answering_upstream(answer, Duration::from_millis(300)).await;
+    let gw = Gateway::start(&raw_upstream_config(
+        addr,
+        "threads = 1\nupstream_keepalive = 2",
+    ))
+    .await;
+    let burst = || async {
+        let mut tasks = Vec::new();
+        for i in 0..4 {
+            // A client each: four client connections, four requests in flight at once.
+            let client = gw.client();
+            let url = gw.http_url("/raw/burst");
+            tasks.push(tokio::spawn(async move {
+                let r = client.get(url).send().await.expect("request");
+                assert_eq!(r.status(), 200, "request {i}");
+                assert_eq!(r.text().await.expect("body"), "ok", "request {i}");
+            }));
+        }
+        for task in tasks {
+            task.await.expect("client task");
+        }
+    };
+    let settle = |want: usize| {
+        let closed = closed.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while closed.load(Ordering::SeqCst) < want && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            // Long enough for a wrong extra close to show.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            closed.load(Ordering::SeqCst)
+        }
+    };
+    burst().await;
+    assert_eq!(opened.load(Ordering::SeqCst), 4, "four requests at once");
+    assert_eq!(settle(2).await, 2, "two of four idle connections closed");
+    burst().await;
+    assert_eq!(
+        opened.load(Ordering::SeqCst),
+        6,
+        "the second burst reused the two kept connections"
+    );
+    assert_eq!(settle(4).await, 4, "again two of four closed");
 }

@@ -531,7 +531,8 @@ upstream = "raw"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_keepalive_caps_the_idle_upstream_connections() {
     let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
-    let (addr, opened, closed) = start_answering_upstream(answer, Duration::from_millis(300)).await;
+    // Slow answers: all four requests are in flight at once, even on a loaded machine.
+    let (addr, opened, closed) = start_answering_upstream(answer, Duration::from_secs(1)).await;
     let gw = Gateway::start(&raw_upstream_config(
         addr,
         "threads = 1\nupstream_keepalive = 2",

@@ -30,6 +30,9 @@ use crate::state::State;
 use crate::tls::CertStore;
 use crate::upstream::Pool;
 
+/// The most `[server] upstream_keepalive` allows: idle upstream connections per thread.
+const MAX_UPSTREAM_KEEPALIVE: usize = 65_536;
+
 pub struct Route {
     /// The configured name: the metrics label.
     pub name: String,
@@ -220,6 +223,14 @@ impl Runtime {
             diags.error(
                 server_path.key("upstream_keepalive"),
                 "must be at least 1: it is how many idle upstream connections each thread keeps",
+            );
+        } else if server.upstream_keepalive > MAX_UPSTREAM_KEEPALIVE {
+            // Pingora sizes its pool's map by it at start.
+            diags.error(
+                server_path.key("upstream_keepalive"),
+                format!(
+                    "must be at most {MAX_UPSTREAM_KEEPALIVE}: each idle connection holds a socket"
+                ),
             );
         }
 

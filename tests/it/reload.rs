@@ -105,6 +105,24 @@ async fn a_listener_change_needs_an_upgrade_and_is_not_half_applied() {
         "a",
         "the route change was not applied either"
     );
+    // The upstream pool is sized once, at start.
+    let pool = config(&a, &b, "b", "").replace(
+        "redirect_https = false",
+        "redirect_https = false\nupstream_keepalive = 16",
+    );
+    assert_eq!(gw.reload(&pool).await, "error");
+    assert!(
+        gw.stderr()
+            .contains("[server] upstream_keepalive changed, which needs a restart or an upgrade"),
+        "{}",
+        gw.stderr()
+    );
+    assert_eq!(
+        seen(gw.client().get(gw.https_url("/")).send().await.unwrap())
+            .await
+            .server(),
+        "a"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

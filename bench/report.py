@@ -13,6 +13,7 @@
 RUN_TSV columns: test gateway round rps p50_ms p99_ms requests cpu_s errors log_lines
                  upstream_cpu_s machine_busy_pct tcp_connections_opened (machine-wide, so
                  other work on the box shows in it too: kept in the raw file only)
+                 system_cpu_s (the kernel's part of cpu_s; absent from files written before it)
                  (for the handshake test: rps = handshakes/s, p50_ms = the mean handshake time,
                  requests = handshakes)
 MEM_TSV columns: gateway phase rss_kb pss_kb conns
@@ -76,6 +77,13 @@ def ratio(a, b):
     return f"{a / b:.2f}x"
 
 
+def split(a, b):
+    """CPU per request A/B divided into user space and kernel, where the raw file has both."""
+    if a["sys"] != a["sys"] or b["sys"] != b["sys"]:
+        return ""
+    return f" (user space {ratio(a['user'], b['user'])}, kernel {ratio(a['sys'], b['sys'])})"
+
+
 TESTS = {
     "h1": ("HTTP/1.1 keep-alive, plain", "req/s"),
     "h2": ("HTTP/2 over TLS", "req/s"),
@@ -130,9 +138,9 @@ def render(run_tsv, mem_tsv, meta_path, out_md):
         tls = test == "tls"
         latency = "mean handshake ms | " if tls else "p50 ms | p99 ms | "
         per = "handshakes" if tls else "requests"
-        w(f"| gateway | {unit} (median) | min–max | {latency}CPU s / 100k {per} | errors "
-          f"| {'' if tls else 'access log lines / request | '}machine busy |")
-        w("| --- | ---: | ---: | " + ("---: | " * (4 if tls else 6)).rstrip())
+        w(f"| gateway | {unit} (median) | min–max | {latency}CPU s / 100k {per} | of it kernel "
+          f"| errors | {'' if tls else 'access log lines / request | '}machine busy |")
+        w("| --- | ---: | ---: | " + ("---: | " * (5 if tls else 7)).rstrip())
         for gw, label in GATEWAYS:
             g = [r for r in test_rows if r[1] == gw]
             if not g:
@@ -142,25 +150,30 @@ def render(run_tsv, mem_tsv, meta_path, out_md):
             p99 = [float(r[5]) for r in g]
             reqs = sum(int(r[6]) for r in g)
             cpu = sum(float(r[7]) for r in g)
+            # The kernel's part, in raw files that have it.
+            sys_cpu = sum(float(r[13]) for r in g) if all(len(r) > 13 for r in g) else None
             errors = sum(int(r[8]) for r in g)
             lines = sum(int(r[9]) for r in g)
             busy = statistics.median(float(r[11]) for r in g)
             cpu100k = cpu / reqs * 100000 if reqs else float("nan")
+            sys100k = (sys_cpu / reqs * 100000 if reqs and sys_cpu is not None
+                       else float("nan"))
             per_req_lines = (f"{lines / reqs:.2f} | " if reqs and gw not in NO_ACCESS_LOG
                              else "n/a | ")
             s = dict(rps=statistics.median(rps), p50=statistics.median(p50),
-                     p99=statistics.median(p99), cpu=cpu100k)
+                     p99=statistics.median(p99), cpu=cpu100k, sys=sys100k,
+                     user=cpu100k - sys100k)
             summary[(test, gw)] = s
             lat = f"{s['p50']:.2f}" if tls else f"{s['p50']:.2f} | {s['p99']:.2f}"
             w(f"| {label} | {fmt(s['rps'])} | {fmt(min(rps))}–{fmt(max(rps))} | {lat} "
-              f"| {cpu100k:.2f} | {errors} | {'' if tls else per_req_lines}"
+              f"| {cpu100k:.2f} | {'n/a' if sys100k != sys100k else f'{sys100k:.2f}'} | {errors} | {'' if tls else per_req_lines}"
               f"{busy:.0f}% |")
         w("")
         full, ngx, pas, bare = (summary.get((test, g)) for g in ("full", "nginx", "pass", "bare"))
         if full and ngx and fixed:
             w(f"- Palisade full / nginx at the same load: p99 **{ratio(full['p99'], ngx['p99'])}** "
               f"(target ≤ 1.00x), p50 {ratio(full['p50'], ngx['p50'])}, CPU per request "
-              f"{ratio(full['cpu'], ngx['cpu'])}")
+              f"{ratio(full['cpu'], ngx['cpu'])}{split(full, ngx)}")
         if full and pas and fixed:
             w(f"- Palisade full / passthrough at the same load: p99 {ratio(full['p99'], pas['p99'])}, "
               f"CPU per request {ratio(full['cpu'], pas['cpu'])}")
@@ -170,7 +183,8 @@ def render(run_tsv, mem_tsv, meta_path, out_md):
         if full and ngx:
             p99 = "" if tls else f"p99 {ratio(full['p99'], ngx['p99'])} (at saturation), "
             w(f"- Palisade full / nginx: {unit} **{ratio(full['rps'], ngx['rps'])}** "
-              f"(target ≥ 1.00x), {p99}CPU per {per[:-1]} {ratio(full['cpu'], ngx['cpu'])}")
+              f"(target ≥ 1.00x), {p99}CPU per {per[:-1]} {ratio(full['cpu'], ngx['cpu'])}"
+              f"{split(full, ngx)}")
         if full and pas:
             target = "" if tls else " (target ≥ 0.95x)"
             w(f"- Palisade full / passthrough: {unit} **{ratio(full['rps'], pas['rps'])}**"
@@ -178,7 +192,7 @@ def render(run_tsv, mem_tsv, meta_path, out_md):
         if bare and ngx:
             w(f"- bare Pingora / nginx (the architecture's floor): {unit} "
               f"{ratio(bare['rps'], ngx['rps'])}, CPU per {per[:-1]} "
-              f"{ratio(bare['cpu'], ngx['cpu'])}")
+              f"{ratio(bare['cpu'], ngx['cpu'])}{split(bare, ngx)}")
         if pas and bare:
             w(f"- Palisade passthrough / bare Pingora: {unit} {ratio(pas['rps'], bare['rps'])}, "
               f"CPU per {per[:-1]} {ratio(pas['cpu'], bare['cpu'])}")

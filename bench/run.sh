@@ -16,7 +16,7 @@
 #   memory                RSS at start, idle after the load, and with 10,000 idle keep-alive
 #                         connections (bench/idle_conns.py)
 #   CPU                   the gateway's utime+stime (/proc/PID/stat; nginx: master + workers)
-#                         around each run, per 100k requests
+#                         around each run, per 100k requests, and the stime (kernel) part apart
 #
 # The gateways run alternating (full, nginx, passthrough, bare, full, ...) for BENCH_ROUNDS rounds so
 # drift hits each alike. Results: target/bench/results.md (and raw numbers beside it).
@@ -255,15 +255,17 @@ gw_https() { case "$1" in full) echo "$FULL_HTTPS" ;; pass) echo "$PASS_HTTPS" ;
 gw_log() { case "$1" in full) echo "$RUN/full.access.log" ;; pass) echo "$RUN/pass.access.log" ;; nginx) echo "$RUN/nginx-gateway.access.log" ;; *) echo /dev/null ;; esac; }
 
 CLK_TCK=$(getconf CLK_TCK)
-# CPU seconds (user + system) used so far by the given processes.
+# CPU seconds used so far by the given processes: "TOTAL SYSTEM" (user + system, and the
+# system part alone: the kernel's share, which for a proxy on loopback is mostly TCP).
 cpu_seconds() {
-  local pid total=0 t
+  local pid total=0 sys=0 t s
   for pid in "$@"; do
     # Fields after the command name: state is $1, utime $12, stime $13.
-    t=$(sed 's/.*) //' "/proc/$pid/stat" | awk '{print $12 + $13}')
+    read -r t s < <(sed 's/.*) //' "/proc/$pid/stat" | awk '{print $12 + $13, $13}')
     total=$((total + t))
+    sys=$((sys + s))
   done
-  awk -v t="$total" -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", t / hz }'
+  awk -v t="$total" -v s="$sys" -v hz="$CLK_TCK" 'BEGIN { printf "%.2f %.2f\n", t / hz, s / hz }'
 }
 # TCP connections this machine opened so far (a handshake test must open one per handshake).
 tcp_active_opens() { awk '/^Tcp:/ { if (h) { print $6; exit } h = 1 }' /proc/net/snmp; }
@@ -437,27 +439,29 @@ fi
 
 # measure TEST GATEWAY ROUND: one run, its numbers appended to $RAW
 measure() {
-  local test=$1 gw=$2 round=$3 pids upids c0 c1 u0 u1 b0 b1 t0 t1 o0 o1 rps p50 p99 reqs errors
-  local log lines cpu ucpu busy
+  local test=$1 gw=$2 round=$3 pids upids c0 c1 s0 s1 u0 u1 b0 b1 t0 t1 o0 o1 rps p50 p99 reqs
+  local errors log lines cpu scpu ucpu busy
   read -ra pids < <(gw_pids "$gw")
   read -ra upids < <(gw_pids upstream)
-  c0=$(cpu_seconds "${pids[@]}")
-  u0=$(cpu_seconds "${upids[@]}")
+  read -r c0 s0 < <(cpu_seconds "${pids[@]}")
+  read -r u0 _ < <(cpu_seconds "${upids[@]}")
   read -r b0 t0 < <(machine_jiffies)
   o0=$(tcp_active_opens)
   read -r rps p50 p99 reqs errors < <(load "$test" "$gw" "$SECS")
   o1=$(tcp_active_opens)
   read -r b1 t1 < <(machine_jiffies)
-  u1=$(cpu_seconds "${upids[@]}")
-  c1=$(cpu_seconds "${pids[@]}")
+  read -r u1 _ < <(cpu_seconds "${upids[@]}")
+  read -r c1 s1 < <(cpu_seconds "${pids[@]}")
   log=$(gw_log "$gw")
   lines=$(wc -l <"$log")
   [ "$log" = /dev/null ] || : >"$log"
   cpu=$(awk -v a="$c0" -v b="$c1" 'BEGIN { printf "%.2f", b - a }')
+  scpu=$(awk -v a="$s0" -v b="$s1" 'BEGIN { printf "%.2f", b - a }')
   ucpu=$(awk -v a="$u0" -v b="$u1" 'BEGIN { printf "%.2f", b - a }')
   busy=$(awk -v b="$((b1 - b0))" -v t="$((t1 - t0))" 'BEGIN { printf "%.0f", t ? 100 * b / t : 0 }')
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$test" "$gw" "$round" \
-    "$rps" "$p50" "$p99" "$reqs" "$cpu" "$errors" "$lines" "$ucpu" "$busy" "$((o1 - o0))" >>"$RAW"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$test" "$gw" "$round" \
+    "$rps" "$p50" "$p99" "$reqs" "$cpu" "$errors" "$lines" "$ucpu" "$busy" "$((o1 - o0))" \
+    "$scpu" >>"$RAW"
   say "$(printf 'round %s %-7s %-20s %10.0f/s  p50 %6.2f ms  p99 %6.2f ms  cpu %5.2f s  errors %s' \
     "$round" "$test" "$(label "$gw")" "$rps" "$p50" "$p99" "$cpu" "$errors")"
   if [ "$reqs" = 0 ]; then
@@ -534,7 +538,7 @@ meta load_end "$(uptime | sed 's/.*load average/load average/')"
 NOTES+=("nginx cannot send Palisade's per-request RateLimit header (remaining/reset); it sends the static RateLimit-Policy only. nginx still sends \`Server: nginx\` (server_tokens off); Palisade sends no Server header.")
 NOTES+=("bare Pingora (examples/bare_pingora.rs) is a Pingora proxy with nothing but an upstream, run as Palisade runs (same threads, no work stealing, mimalloc, the vendored pingora-core): no policy, no access log, no metrics. Whatever it costs, Palisade's architecture costs too.")
 NOTES+=("Palisade's access log is written by its own thread to stdout (a file here); nginx's with \`buffer=64k\`. Both logs were truncated after every run; 'access log lines / req' checks that every request was logged.")
-NOTES+=("CPU s / 100k: the gateway's own CPU (utime+stime) per 100,000 requests (or handshakes); the upstream and the load tools run on the same cores and are not counted. 'machine busy' is the whole machine's non-idle share during the run: near 100% means the numbers are CPU-bound for everyone on the box.")
+NOTES+=("CPU s / 100k: the gateway's own CPU (utime+stime) per 100,000 requests (or handshakes), and 'of it kernel' its stime part (system calls, and loopback TCP, which the sender's system call carries to the receiving socket); the user-space part is the difference. The upstream and the load tools run on the same cores and are not counted. 'machine busy' is the whole machine's non-idle share during the run: near 100% means the numbers are CPU-bound for everyone on the box.")
 meta notes "$(printf '%s || ' "${NOTES[@]}" | sed 's/ || $//')"
 
 python3 "$BENCH_DIR/report.py" render "$RAW" "$MEM" "$META" "$OUT/results.md"

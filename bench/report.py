@@ -13,7 +13,8 @@
 RUN_TSV columns: test gateway round rps p50_ms p99_ms requests cpu_s errors log_lines
                  upstream_cpu_s machine_busy_pct tcp_connections_opened (machine-wide, so
                  other work on the box shows in it too: kept in the raw file only)
-                 system_cpu_s (the kernel's part of cpu_s; absent from files written before it)
+                 system_cpu_s (the kernel's part of cpu_s) load_tool_cpu_s (wrk's, h2load's or the
+                 openssl clients' user + system CPU; both absent from files written before them)
                  (for the handshake test: rps = handshakes/s, p50_ms = the mean handshake time,
                  requests = handshakes)
 MEM_TSV columns: gateway phase rss_kb pss_kb conns
@@ -75,6 +76,11 @@ def ratio(a, b):
     if not b or a != a or b != b:
         return "n/a"
     return f"{a / b:.2f}x"
+
+
+def figure(x):
+    """Two decimals, or n/a for a figure the raw file does not have."""
+    return "n/a" if x != x else f"{x:.2f}"
 
 
 def split(a, b):
@@ -139,8 +145,8 @@ def render(run_tsv, mem_tsv, meta_path, out_md):
         latency = "mean handshake ms | " if tls else "p50 ms | p99 ms | "
         per = "handshakes" if tls else "requests"
         w(f"| gateway | {unit} (median) | min–max | {latency}CPU s / 100k {per} | of it kernel "
-          f"| errors | {'' if tls else 'access log lines / request | '}machine busy |")
-        w("| --- | ---: | ---: | " + ("---: | " * (5 if tls else 7)).rstrip())
+          f"| load tool CPU s / 100k | errors | {'' if tls else 'access log lines / request | '}machine busy |")
+        w("| --- | ---: | ---: | " + ("---: | " * (6 if tls else 8)).rstrip())
         for gw, label in GATEWAYS:
             g = [r for r in test_rows if r[1] == gw]
             if not g:
@@ -152,12 +158,15 @@ def render(run_tsv, mem_tsv, meta_path, out_md):
             cpu = sum(float(r[7]) for r in g)
             # The kernel's part, in raw files that have it.
             sys_cpu = sum(float(r[13]) for r in g) if all(len(r) > 13 for r in g) else None
+            tool_cpu = sum(float(r[14]) for r in g) if all(len(r) > 14 for r in g) else None
             errors = sum(int(r[8]) for r in g)
             lines = sum(int(r[9]) for r in g)
             busy = statistics.median(float(r[11]) for r in g)
             cpu100k = cpu / reqs * 100000 if reqs else float("nan")
             sys100k = (sys_cpu / reqs * 100000 if reqs and sys_cpu is not None
                        else float("nan"))
+            tool100k = (tool_cpu / reqs * 100000 if reqs and tool_cpu is not None
+                        else float("nan"))
             per_req_lines = (f"{lines / reqs:.2f} | " if reqs and gw not in NO_ACCESS_LOG
                              else "n/a | ")
             s = dict(rps=statistics.median(rps), p50=statistics.median(p50),
@@ -166,7 +175,7 @@ def render(run_tsv, mem_tsv, meta_path, out_md):
             summary[(test, gw)] = s
             lat = f"{s['p50']:.2f}" if tls else f"{s['p50']:.2f} | {s['p99']:.2f}"
             w(f"| {label} | {fmt(s['rps'])} | {fmt(min(rps))}–{fmt(max(rps))} | {lat} "
-              f"| {cpu100k:.2f} | {'n/a' if sys100k != sys100k else f'{sys100k:.2f}'} | {errors} | {'' if tls else per_req_lines}"
+              f"| {cpu100k:.2f} | {figure(sys100k)} | {figure(tool100k)} | {errors} | {'' if tls else per_req_lines}"
               f"{busy:.0f}% |")
         w("")
         full, ngx, pas, bare = (summary.get((test, g)) for g in ("full", "nginx", "pass", "bare"))

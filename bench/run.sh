@@ -16,7 +16,8 @@
 #   memory                RSS at start, idle after the load, and with 10,000 idle keep-alive
 #                         connections (bench/idle_conns.py)
 #   CPU                   the gateway's utime+stime (/proc/PID/stat; nginx: master + workers)
-#                         around each run, per 100k requests, and the stime (kernel) part apart
+#                         around each run, per 100k requests, and the stime (kernel) part apart;
+#                         and the load tool's own CPU (bash's `times`)
 #
 # The gateways run alternating (full, nginx, passthrough, bare, full, ...) for BENCH_ROUNDS rounds so
 # drift hits each alike. Results: target/bench/results.md (and raw numbers beside it).
@@ -426,6 +427,17 @@ load() {
   esac
 }
 
+# CPU seconds (user + system) that this shell's finished children used, from bash's `times`
+# (its second line; "XmY.YYYs" fields): after `load`, the load tool's own CPU.
+children_cpu() {
+  # `times` itself must run in this shell (a pipe or $(...) would run it in a child, which has
+  # no children of its own): into a file, then read.
+  times >"$RUN/times.out"
+  awk 'NR == 2 {
+    for (i = 1; i <= 2; i++) { split($i, t, "m"); sub(/s$/, "", t[2]); total += t[1] * 60 + t[2] }
+    printf "%.2f\n", total }' "$RUN/times.out"
+}
+
 label() { case "$1" in full) echo "palisade full" ;; pass) echo "palisade passthrough" ;; bare) echo "bare pingora" ;; *) echo "$1" ;; esac; }
 
 if [ "$WARMUP" -gt 0 ]; then
@@ -440,14 +452,18 @@ fi
 # measure TEST GATEWAY ROUND: one run, its numbers appended to $RAW
 measure() {
   local test=$1 gw=$2 round=$3 pids upids c0 c1 s0 s1 u0 u1 b0 b1 t0 t1 o0 o1 rps p50 p99 reqs
-  local errors log lines cpu scpu ucpu busy
+  local errors log lines cpu scpu ucpu busy lcpu
   read -ra pids < <(gw_pids "$gw")
   read -ra upids < <(gw_pids upstream)
   read -r c0 s0 < <(cpu_seconds "${pids[@]}")
   read -r u0 _ < <(cpu_seconds "${upids[@]}")
   read -r b0 t0 < <(machine_jiffies)
   o0=$(tcp_active_opens)
-  read -r rps p50 p99 reqs errors < <(load "$test" "$gw" "$SECS")
+  # One line: the load's five figures, then the load tool's CPU seconds.
+  read -r rps p50 p99 reqs errors lcpu < <(
+    load "$test" "$gw" "$SECS" | tr '\n' ' '
+    children_cpu
+  )
   o1=$(tcp_active_opens)
   read -r b1 t1 < <(machine_jiffies)
   read -r u1 _ < <(cpu_seconds "${upids[@]}")
@@ -459,9 +475,9 @@ measure() {
   scpu=$(awk -v a="$s0" -v b="$s1" 'BEGIN { printf "%.2f", b - a }')
   ucpu=$(awk -v a="$u0" -v b="$u1" 'BEGIN { printf "%.2f", b - a }')
   busy=$(awk -v b="$((b1 - b0))" -v t="$((t1 - t0))" 'BEGIN { printf "%.0f", t ? 100 * b / t : 0 }')
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$test" "$gw" "$round" \
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$test" "$gw" "$round" \
     "$rps" "$p50" "$p99" "$reqs" "$cpu" "$errors" "$lines" "$ucpu" "$busy" "$((o1 - o0))" \
-    "$scpu" >>"$RAW"
+    "$scpu" "$lcpu" >>"$RAW"
   say "$(printf 'round %s %-7s %-20s %10.0f/s  p50 %6.2f ms  p99 %6.2f ms  cpu %5.2f s  errors %s' \
     "$round" "$test" "$(label "$gw")" "$rps" "$p50" "$p99" "$cpu" "$errors")"
   if [ "$reqs" = 0 ]; then

@@ -14,6 +14,9 @@
 # HTTP/2 over TLS, 4 connections x 10 streams; the handshakes cancel out in the subtraction),
 # and as in run.sh BENCH_BIN and BENCH_API_KEY_CHECK (auto | on | off). PROFILE_VALGRIND_ARGS adds
 # callgrind options, e.g. '--separate-callers=2' to split a function's cost by its callers.
+# PROFILE_TOOL=strace counts system calls per request instead; PROFILE_TOOL=perf samples one
+# run of PROFILE_LARGE requests at full speed (perf record -e cpu-clock; PROFILE_PERF_ARGS adds
+# options) and prints each symbol's share of the gateway's CPU.
 set -euo pipefail
 
 WHICH=${1:-full}
@@ -38,7 +41,8 @@ export PATH PYTHONDONTWRITEBYTECODE=1
 case "$TOOL" in
   callgrind) TOOLS="valgrind callgrind_annotate" ;;
   strace) TOOLS="strace pgrep" ;;
-  *) echo "profile: PROFILE_TOOL is callgrind or strace" >&2; exit 2 ;;
+  perf) TOOLS="perf pgrep" ;;
+  *) echo "profile: PROFILE_TOOL is callgrind, strace or perf" >&2; exit 2 ;;
 esac
 for tool in $TOOLS nginx h2load curl; do
   command -v "$tool" >/dev/null 2>&1 || { echo "profile: needs $tool (Debian: valgrind strace procps nginx nghttp2-client curl)" >&2; exit 1; }
@@ -111,6 +115,8 @@ profile_run() {
   # shellcheck disable=SC2086 # PROFILE_VALGRIND_ARGS is a list of options
   local tracer=(valgrind --tool=callgrind --callgrind-out-file="$out" ${PROFILE_VALGRIND_ARGS:-})
   [ "$TOOL" = strace ] && { out=$OUT/strace.$WHICH$SUFFIX.$1; tracer=(strace -f -c -o "$out"); }
+  # shellcheck disable=SC2086 # PROFILE_PERF_ARGS is a list of options
+  [ "$TOOL" = perf ] && { out=$OUT/perf.$WHICH$SUFFIX.$1; tracer=(perf record -q -e cpu-clock -F 4999 ${PROFILE_PERF_ARGS:-} -o "$out" --); }
   if [ "$WHICH" = nginx ]; then
     "${tracer[@]}" nginx -e "$RUN/gw.error.log" -p "$RUN" -c "$RUN/gw.conf" >"$RUN/vg.log" 2>&1 &
   else
@@ -132,8 +138,8 @@ profile_run() {
   cp "$RUN/h2load.out" "$out.h2load.txt"
   grep -q "status codes: $n 2xx" "$RUN/h2load.out" || { cat "$RUN/h2load.out" >&2; echo "profile: not every request got a 2xx" >&2; exit 1; }
   local target=$pid
-  # strace's child is the gateway; strace writes its table when the child is gone.
-  [ "$TOOL" = strace ] && target=$(pgrep -o -P "$pid")
+  # strace's and perf's child is the gateway; they write their files when the child is gone.
+  [ "$TOOL" != callgrind ] && target=$(pgrep -o -P "$pid")
   if [ "$WHICH" = nginx ]; then kill -QUIT "$target"; else kill -INT "$target"; fi
   wait "$pid" || true
   echo "$out"
@@ -147,6 +153,16 @@ totals() {
     awk -F'\t' '{ s[$2] += $1 } END { for (k in s) print k "\t" s[k] }' | sort -t"$(printf '\t')" -k1,1
 }
 
+if [ "$TOOL" = perf ]; then
+  # Sampling, not counting: one run, and the share of the gateway's CPU samples per symbol
+  # (start-up and shutdown included, which a large PROFILE_LARGE makes negligible).
+  large=$(profile_run "$LARGE")
+  echo "$WHICH: share of the gateway's CPU samples (perf, cpu-clock; $LARGE requests)"
+  perf report -q -i "$large" --no-children --sort dso,symbol --percent-limit 0.3 2>/dev/null | head -n "$TOP" | cut -c1-200
+  echo
+  echo "perf file: $large (perf report -i FILE)"
+  exit 0
+fi
 small=$(profile_run "$SMALL")
 large=$(profile_run "$LARGE")
 n=$((LARGE - SMALL))

@@ -577,3 +577,88 @@ async fn upstream_keepalive_caps_the_idle_upstream_connections() {
     );
     assert_eq!(settle(4).await, 4, "again two of four closed");
 }
+
+/// A kept-alive upstream connection the upstream closes while it is idle is never used again,
+/// and the gateway closes its end soon, even with no further request. The vendored
+/// pingora-core parks a released connection on its thread for the next request (no task
+/// watches it there) and moves it into the watched pool within a second: this pins down both
+/// the check on taking a parked connection back and the move.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_upstream_connection_the_upstream_closes_is_dropped_not_reused() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let opened = Arc::new(AtomicUsize::new(0));
+    // Connections whose other end the gateway closed after the upstream closed its own.
+    let closed_by_gateway = Arc::new(AtomicUsize::new(0));
+    // Requests that arrived on a connection after the upstream closed its side of it.
+    let sent_after_close = Arc::new(AtomicUsize::new(0));
+    let (o, c, late) = (
+        opened.clone(),
+        closed_by_gateway.clone(),
+        sent_after_close.clone(),
+    );
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            o.fetch_add(1, Ordering::SeqCst);
+            let (c, late) = (c.clone(), late.clone());
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                if s.write_all(answer).await.is_err() {
+                    return;
+                }
+                // Idle for a moment, then the upstream closes its side (a FIN, as a server
+                // whose keep-alive timeout passed sends).
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if s.shutdown().await.is_err() {
+                    return;
+                }
+                match s.read(&mut buf).await {
+                    Ok(0) => {
+                        c.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Ok(_) => {
+                        late.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Err(_) => {}
+                }
+            });
+        }
+    });
+    let gw = Gateway::start(&raw_upstream_config(addr, "threads = 1")).await;
+    let client = gw.client();
+    for i in 0..2 {
+        let r = client.get(gw.http_url("/raw/x")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "request {i}");
+        assert_eq!(r.text().await.unwrap(), "ok", "request {i}");
+        // Long enough for the upstream's FIN, short of the move into the watched pool.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(
+        opened.load(Ordering::SeqCst),
+        2,
+        "the second request needed a new connection"
+    );
+    // The second connection is closed by the gateway with no request to find it closed.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while closed_by_gateway.load(Ordering::SeqCst) < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        closed_by_gateway.load(Ordering::SeqCst),
+        2,
+        "both connections closed by the gateway after the upstream closed them"
+    );
+    assert_eq!(
+        sent_after_close.load(Ordering::SeqCst),
+        0,
+        "no request on a connection the upstream had closed"
+    );
+}

@@ -16,6 +16,7 @@
 
 pub mod http;
 pub mod l4;
+mod parked;
 #[cfg(feature = "any_tls")]
 mod tls;
 
@@ -179,9 +180,55 @@ pub struct TransportConnector {
     /// for periodic metric reporting without needing access to the connector itself.
     unexpected_data_conn_count: Arc<AtomicU64>,
     keepalive_pool_callback: Option<PoolCallback>,
+    /// Palisade: the pool's size, which also caps the connections parked per thread.
+    pool_size: usize,
 }
 
 const DEFAULT_POOL_SIZE: usize = 128;
+
+/// Palisade: the shared pool's type, named for `parked`.
+type StreamPool = ConnectionPool<Arc<Mutex<Stream>>>;
+
+/// Palisade: puts `stream` into the shared pool and spawns the task that watches it while it
+/// is idle; upstream's `release_stream` after its reusability check, unchanged, so that the
+/// connections parked per thread (`parked`) can move into the pool the same way.
+fn pool_put(
+    connection_pool: &Arc<StreamPool>,
+    keepalive_pool_callback: Option<PoolCallback>,
+    stream: Stream,
+    key: u64,
+    idle_timeout: Option<Duration>,
+) {
+    let id = stream.id();
+    let meta = ConnectionMeta::new(key, id);
+    debug!("Try to keepalive client session");
+    let stream = Arc::new(Mutex::new(stream));
+    let locked_stream = stream.clone().try_lock_owned().unwrap(); // safe as we just created it
+    let (notify_close, watch_use) = connection_pool.put(&meta, stream);
+    let idle_meta = IdleConnection::new(meta);
+    let pool = connection_pool.clone();
+    // Palisade: watch the idle connection on the thread that released it (upstream:
+    // `current_handle()`, a random thread under NoSteal). A request on this thread that
+    // reuses the connection then takes it without a cross-thread wake-up, and without the
+    // race in which the watcher has released the lock but not yet dropped its Arc (the
+    // "failed to acquire reusable stream" error and a needless new connection).
+    tokio::spawn(async move {
+        if pool
+            .idle_poll(
+                locked_stream,
+                &idle_meta.connection,
+                idle_timeout,
+                notify_close,
+                watch_use,
+            )
+            .await
+        {
+            if let Some(callback) = keepalive_pool_callback {
+                callback(idle_meta.elapsed());
+            }
+        }
+    });
+}
 
 /// Palisade: whether a pooled stream was connected to `peer`'s address, by the address its
 /// socket digest recorded when it connected (`connectors::l4::connect`), with no system call.
@@ -220,6 +267,7 @@ impl TransportConnector {
         TransportConnector {
             tls_ctx: tls::Connector::new(options),
             connection_pool: Arc::new(ConnectionPool::new(pool_size)),
+            pool_size,
             offload: offload.map(|v| OffloadRuntime::new("upstream connect offload", v.0, v.1)),
             bind_to_v4,
             bind_to_v6,
@@ -265,7 +313,17 @@ impl TransportConnector {
 
     /// Try to find a reusable connection to the given server [Peer]
     pub async fn reused_stream<P: Peer + Send + Sync>(&self, peer: &P) -> Option<Stream> {
-        match self.connection_pool.get(&peer.reuse_hash()) {
+        let key = peer.reuse_hash();
+        // Palisade: a connection this thread parked first (see `parked`).
+        #[cfg(unix)]
+        if let Some(stream) =
+            parked::take(&self.connection_pool, &self.unexpected_data_conn_count, key)
+        {
+            if connected_to(peer, &stream) {
+                return Some(stream);
+            }
+        }
+        match self.connection_pool.get(&key) {
             Some(s) => {
                 debug!("find reusable stream, trying to acquire it");
                 {
@@ -334,36 +392,30 @@ impl TransportConnector {
         if !test_reusable_stream(&mut stream, &self.unexpected_data_conn_count) {
             return;
         }
-        let id = stream.id();
-        let meta = ConnectionMeta::new(key, id);
-        debug!("Try to keepalive client session");
-        let stream = Arc::new(Mutex::new(stream));
-        let locked_stream = stream.clone().try_lock_owned().unwrap(); // safe as we just created it
-        let (notify_close, watch_use) = self.connection_pool.put(&meta, stream);
-        let idle_meta = IdleConnection::new(meta);
-        let pool = self.connection_pool.clone(); //clone the arc
-        let keepalive_pool_callback = self.keepalive_pool_callback.clone();
-        // Palisade: watch the idle connection on the thread that released it (upstream:
-        // `current_handle()`, a random thread under NoSteal). A request on this thread that
-        // reuses the connection then takes it without a cross-thread wake-up, and without the
-        // race in which the watcher has released the lock but not yet dropped its Arc (the
-        // "failed to acquire reusable stream" error and a needless new connection).
-        tokio::spawn(async move {
-            if pool
-                .idle_poll(
-                    locked_stream,
-                    &idle_meta.connection,
-                    idle_timeout,
-                    notify_close,
-                    watch_use,
-                )
-                .await
-            {
-                if let Some(callback) = keepalive_pool_callback {
-                    callback(idle_meta.elapsed());
-                }
+        // Palisade: park it on this thread for the next request (see `parked`); into the
+        // shared pool when it cannot be parked, or when a pool callback wants the idle time.
+        let stream = if self.keepalive_pool_callback.is_none() {
+            match parked::park(
+                &self.connection_pool,
+                &self.unexpected_data_conn_count,
+                self.pool_size,
+                stream,
+                key,
+                idle_timeout,
+            ) {
+                Ok(()) => return,
+                Err(stream) => stream,
             }
-        });
+        } else {
+            stream
+        };
+        pool_put(
+            &self.connection_pool,
+            self.keepalive_pool_callback.clone(),
+            stream,
+            key,
+            idle_timeout,
+        );
     }
 
     /// Get a stream to the given server [Peer]

@@ -10,7 +10,8 @@
 #
 #   bench/profile.sh [full|pass|nginx]      default: full
 #
-# Settings: PROFILE_SMALL=2000 PROFILE_LARGE=12000, PROFILE_TOP=40, PROFILE_PROTO=h1 (or h2:
+# Settings: PROFILE_SMALL=2000 PROFILE_LARGE=12000, PROFILE_TOP=40, PROFILE_CONNS=4 (connections),
+# PROFILE_PROTO=h1 (or h2:
 # HTTP/2 over TLS, 4 connections x 10 streams; the handshakes cancel out in the subtraction),
 # and as in run.sh BENCH_BIN and BENCH_API_KEY_CHECK (auto | on | off). PROFILE_VALGRIND_ARGS adds
 # callgrind options, e.g. '--separate-callers=2' to split a function's cost by its callers.
@@ -25,6 +26,7 @@ LARGE=${PROFILE_LARGE:-12000}
 TOP=${PROFILE_TOP:-40}
 PROTO=${PROFILE_PROTO:-h1}
 TOOL=${PROFILE_TOOL:-callgrind}
+CONNS=${PROFILE_CONNS:-4}
 case "$PROTO" in
   h1) SUFFIX="" ;;
   h2) SUFFIX=".h2" ;;
@@ -129,10 +131,10 @@ profile_run() {
     sleep 0.5
   done
   if [ "$PROTO" = h2 ]; then
-    timeout 600 h2load -t1 -c4 -m10 -n "$n" -H "X-API-Key: $API_KEY" -H "Origin: https://app.example.com" \
+    timeout 600 h2load -t1 -c"$CONNS" -m10 -n "$n" -H "X-API-Key: $API_KEY" -H "Origin: https://app.example.com" \
       "https://127.0.0.1:$GWS/" >"$RUN/h2load.out" 2>&1 || true
   else
-    timeout 600 h2load --h1 -t1 -c4 -n "$n" -H "X-API-Key: $API_KEY" -H "Origin: https://app.example.com" \
+    timeout 600 h2load --h1 -t1 -c"$CONNS" -n "$n" -H "X-API-Key: $API_KEY" -H "Origin: https://app.example.com" \
       "http://127.0.0.1:$GW/" >"$RUN/h2load.out" 2>&1 || true
   fi
   cp "$RUN/h2load.out" "$out.h2load.txt"
@@ -166,7 +168,7 @@ fi
 small=$(profile_run "$SMALL")
 large=$(profile_run "$LARGE")
 n=$((LARGE - SMALL))
-if [ "$PROTO" = h2 ]; then how="HTTP/2 over TLS, 4 connections x 10 streams"; else how="HTTP/1.1, 4 keep-alive connections"; fi
+if [ "$PROTO" = h2 ]; then how="HTTP/2 over TLS, $CONNS connections x 10 streams"; else how="HTTP/1.1, $CONNS keep-alive connections"; fi
 if [ "$TOOL" = strace ]; then
   # strace -c's table: calls in the fourth column (or third, when seconds are blank).
   calls() { awk '$NF != "total" && $1 ~ /^[0-9.]+$/ { c = (NF >= 6) ? $4 : $(NF-1); if (c ~ /^[0-9]+$/) print $NF "\t" c }' "$1" | sort; }

@@ -185,13 +185,48 @@ fn write_lines(rx: Receiver<Vec<u8>>) {
 /// How long the writer lets lines gather after a write.
 const BATCH: std::time::Duration = std::time::Duration::from_millis(20);
 
+/// The time now, RFC 3339 in UTC with milliseconds, for log lines. Formatted at most once per
+/// millisecond per thread: a busy thread writes several lines in each.
 pub fn rfc3339_now() -> String {
-    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+    thread_local! {
+        static LAST: std::cell::RefCell<(u128, String)> = const {
+            std::cell::RefCell::new((0, String::new()))
+        };
+    }
+    let now = SystemTime::now();
+    let ms = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    LAST.with_borrow_mut(|(at, text)| {
+        if *at != ms || text.is_empty() {
+            *text = humantime::format_rfc3339_millis(now).to_string();
+            *at = ms;
+        }
+        text.clone()
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The per-thread cache gives the time now, to the millisecond, across milliseconds.
+    #[test]
+    fn the_log_time_is_now_to_the_millisecond() {
+        for _ in 0..3 {
+            let before = SystemTime::now();
+            let text = rfc3339_now();
+            let after = SystemTime::now();
+            let logged = humantime::parse_rfc3339(&text).expect("RFC 3339");
+            let ms = std::time::Duration::from_millis(1);
+            assert!(
+                logged <= after && logged + ms > before,
+                "{text} is not between {before:?} and {after:?}"
+            );
+            assert!(text.ends_with('Z') && text.len() == 24, "{text}");
+            std::thread::sleep(2 * ms);
+        }
+    }
 
     fn record<'a>(text: &'a str, duration_ms: f64, key_id: Option<&'a str>) -> AccessRecord<'a> {
         AccessRecord {

@@ -436,18 +436,25 @@ pub fn finish_response(header: &mut ResponseHeader, ctx: &RequestCtx) -> Result<
     if let Some(cors) = ctx.cors_policy().filter(|_| !preflight) {
         cors.apply(header, ctx.origin.as_ref(), &mut lines)?;
     }
-    if let (Some(route), Some(value)) = (&ctx.route, &ctx.rate_limit) {
-        if let Some(policy) = &route.rate_limit_policy {
-            if lines_form {
-                header.remove_header(&RATELIMIT_POLICY_NAME);
-                header.remove_header(RATELIMIT.name());
-            }
-            policy.set(header, form)?;
-            lines.set_unique(header, &RATELIMIT, value)?;
+    let rate_limit = match (&ctx.route, &ctx.rate_limit) {
+        (Some(route), Some(value)) => route.rate_limit_policy.as_ref().map(|p| (p, value)),
+        _ => None,
+    };
+    if lines_form {
+        // The response's own of the names below go (the gateway's lines do not replace them):
+        // one walk over its few headers, where a removal per name costs two hash lookups even
+        // when the name is absent, as it nearly always is.
+        let rate_limited = rate_limit.is_some();
+        while let Some(name) = crate::policy::headers::next_match(&header.headers, |k| {
+            *k == X_REQUEST_ID
+                || (rate_limited && (*k == RATELIMIT_POLICY_NAME || k == RATELIMIT.name()))
+        }) {
+            header.remove_header(&name);
         }
     }
-    if lines_form {
-        header.remove_header(&X_REQUEST_ID);
+    if let Some((policy, value)) = rate_limit {
+        policy.set(header, form)?;
+        lines.set_unique(header, &RATELIMIT, value)?;
     }
     lines.set_unique(
         header,

@@ -8,7 +8,7 @@
 # the most per request (inclusive), and keeps the callgrind files (and h2load's report beside
 # each, with its header byte counts) in target/bench/profile/.
 #
-#   bench/profile.sh [full|pass|nginx]      default: full
+#   bench/profile.sh [full|pass|nginx|bare]      default: full (bare: examples/bare_pingora.rs)
 #
 # Settings: PROFILE_SMALL=2000 PROFILE_LARGE=12000, PROFILE_TOP=40, PROFILE_CONNS=4 (connections),
 # PROFILE_PROTO=h1 (or h2:
@@ -108,7 +108,10 @@ case "$WHICH" in
     # One process: the worker's work is what callgrind sees.
     sed -i 's/^master_process on;/master_process off;/' "$RUN/gw.conf"
     ;;
-  *) echo "usage: bench/profile.sh [full|pass|nginx]" >&2; exit 2 ;;
+  bare) BARE_BIN=${BENCH_BARE_BIN:-$TARGET_DIR/release/examples/bare_pingora}
+    [ -n "${BENCH_BARE_BIN:-}" ] || cargo build --release --example bare_pingora
+    ;;
+  *) echo "usage: bench/profile.sh [full|pass|nginx|bare]" >&2; exit 2 ;;
 esac
 
 # profile_run REQUESTS: the gateway under callgrind serving REQUESTS requests; prints its file
@@ -121,6 +124,9 @@ profile_run() {
   [ "$TOOL" = perf ] && { out=$OUT/perf.$WHICH$SUFFIX.$1; tracer=(perf record -q -e cpu-clock -F 4999 ${PROFILE_PERF_ARGS:-} -o "$out" --); }
   if [ "$WHICH" = nginx ]; then
     "${tracer[@]}" nginx -e "$RUN/gw.error.log" -p "$RUN" -c "$RUN/gw.conf" >"$RUN/vg.log" 2>&1 &
+  elif [ "$WHICH" = bare ]; then
+    "${tracer[@]}" "$BARE_BIN" "127.0.0.1:$GW" "127.0.0.1:$GWS" "$RUN/cert/dev.pem" "$RUN/cert/dev-key.pem" \
+      "127.0.0.1:$UP" 2 >/dev/null 2>"$RUN/vg.log" &
   else
     "${tracer[@]}" "$BIN" run --config "$RUN/gw.conf" >/dev/null 2>"$RUN/vg.log" &
   fi

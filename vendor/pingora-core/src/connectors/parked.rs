@@ -28,7 +28,7 @@ use tokio::runtime::{Handle, RuntimeFlavor};
 pub(super) const PARK_FOR: Duration = Duration::from_millis(500);
 
 /// The most connections a thread parks per connector; more go to the shared pool at once.
-const MAX_PARKED: usize = 32;
+const MAX_PARKED: usize = 256;
 
 struct Parked {
     key: u64,

@@ -273,19 +273,29 @@ async fn large_and_small_responses_alternate_intact_on_one_connection() {
 }
 
 /// A WebSocket upstream in miniature: answers the upgrade with 101, then echoes every byte.
+/// Reads one request head (up to its blank line) off an upstream's socket; `false` when the
+/// gateway closed it or it broke first.
+async fn read_request_head(s: &mut TcpStream) -> bool {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    true
+}
+
 async fn start_echo_upgrade_upstream() -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((mut s, _)) = listener.accept().await {
             tokio::spawn(async move {
-                let mut head = Vec::new();
                 let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
+                if !read_request_head(&mut s).await {
+                    return;
                 }
                 let answer = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
                 if s.write_all(answer).await.is_err() {
@@ -602,13 +612,9 @@ async fn an_idle_upstream_connection_the_upstream_closes_is_dropped_not_reused()
             o.fetch_add(1, Ordering::SeqCst);
             let (c, late) = (c.clone(), late.clone());
             tokio::spawn(async move {
-                let mut head = Vec::new();
                 let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
+                if !read_request_head(&mut s).await {
+                    return;
                 }
                 let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
                 if s.write_all(answer).await.is_err() {

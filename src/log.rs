@@ -189,8 +189,9 @@ const BATCH: std::time::Duration = std::time::Duration::from_millis(20);
 /// millisecond per thread: a busy thread writes several lines in each.
 pub fn rfc3339_now() -> String {
     thread_local! {
+        // No millisecond is u128::MAX: the first call always formats.
         static LAST: std::cell::RefCell<(u128, String)> = const {
-            std::cell::RefCell::new((0, String::new()))
+            std::cell::RefCell::new((u128::MAX, String::new()))
         };
     }
     let now = SystemTime::now();
@@ -198,7 +199,7 @@ pub fn rfc3339_now() -> String {
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
     LAST.with_borrow_mut(|(at, text)| {
-        if *at != ms || text.is_empty() {
+        if *at != ms {
             *text = humantime::format_rfc3339_millis(now).to_string();
             *at = ms;
         }

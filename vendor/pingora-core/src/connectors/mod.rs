@@ -394,7 +394,8 @@ impl TransportConnector {
         }
         // Palisade: park it on this thread for the next request (see `parked`); into the
         // shared pool when it cannot be parked, or when a pool callback wants the idle time.
-        let stream = if self.keepalive_pool_callback.is_none() {
+        // Unix only, as `reused_stream`'s look at the parked ones (`connected_to` is).
+        let stream = if cfg!(unix) && self.keepalive_pool_callback.is_none() {
             match parked::park(
                 &self.connection_pool,
                 &self.unexpected_data_conn_count,

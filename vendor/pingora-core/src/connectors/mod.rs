@@ -433,7 +433,9 @@ impl TransportConnector {
         if let Some(s) = reused_stream {
             Ok((s, true))
         } else {
-            let s = self.new_stream(peer).await?;
+            // Palisade: boxed, so the connect and TLS handshake (about 8 KB of future) take
+            // no room in the future of every request that reuses a connection (see PATCHES.md).
+            let s = Box::pin(self.new_stream(peer)).await?;
             Ok((s, false))
         }
     }

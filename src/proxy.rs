@@ -67,6 +67,11 @@ impl ProxyHttp for Gateway {
         RequestCtx::new()
     }
 
+    /// None. Pingora's default adds its response compression module, switched off, which
+    /// still costs three allocations and an `Accept-Encoding` parse per request; the gateway
+    /// compresses nothing.
+    fn init_downstream_modules(&self, _modules: &mut pingora_core::modules::http::HttpModules) {}
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let rt = self.shared.runtime.load_full();
         ctx.runtime = Some(rt.clone());

@@ -120,10 +120,7 @@ impl RedisStore {
         if self.open_until_ms.load(Ordering::Relaxed) > now {
             return Err(StoreUnavailable);
         }
-        // Boxed: the round trip's future (about 3.5 KB, most of it the connection set-up)
-        // would otherwise sit in every request's future, Redis or not, and be copied with it.
-        let result =
-            tokio::time::timeout(self.timeout, Box::pin(self.run(key, rate, refund))).await;
+        let result = tokio::time::timeout(self.timeout, self.run(key, rate, refund)).await;
         match result {
             Ok(Ok(outcome)) => {
                 self.failures.store(0, Ordering::Relaxed);

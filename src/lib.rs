@@ -18,6 +18,7 @@ pub mod router;
 pub mod runtime;
 pub mod scan;
 pub mod server;
+pub mod stack_str;
 pub mod state;
 pub mod stdout;
 pub mod tls;

@@ -2,18 +2,22 @@
 //! slow stdout never blocks a request. Lines are dropped (and counted) rather than queued
 //! without bound when the writer falls behind.
 
+use std::fmt::Write as _;
 use std::io::Write;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::time::SystemTime;
 
 use serde::Serialize;
 
+use crate::policy::forwarded::IpText;
+use crate::stack_str::StackStr;
+
 /// One access log line. Never holds a secret: the path is logged without its query string.
 #[derive(Serialize)]
 pub struct AccessRecord<'a> {
-    pub time: String,
+    pub time: LogTime,
     pub request_id: &'a str,
-    pub client_ip: String,
+    pub client_ip: IpText,
     pub method: &'a str,
     pub host: &'a str,
     pub path: &'a str,
@@ -110,13 +114,13 @@ fn json_str(out: &mut Vec<u8>, text: &str) {
 /// key by its id, never the key itself, and never holds the `Authorization` header.
 #[derive(Serialize)]
 pub struct AuthEvent<'a> {
-    pub time: String,
+    pub time: LogTime,
     /// Always `"auth"`: tells these lines from access records.
     pub event: &'static str,
     /// `info` for an accepted key, `warn` for a refusal.
     pub level: &'static str,
     pub request_id: &'a str,
-    pub client_ip: String,
+    pub client_ip: IpText,
     pub route: &'a str,
     pub policy: &'a str,
     /// `ok`, `missing`, `invalid`, `expired` or `forbidden`.
@@ -185,26 +189,31 @@ fn write_lines(rx: Receiver<Vec<u8>>) {
 /// How long the writer lets lines gather after a write.
 const BATCH: std::time::Duration = std::time::Duration::from_millis(20);
 
+/// A log line's time: RFC 3339 in UTC with milliseconds is 24 bytes (to the year 9999).
+pub type LogTime = StackStr<24>;
+
 /// The time now, RFC 3339 in UTC with milliseconds, for log lines. Formatted at most once per
 /// millisecond per thread: a busy thread writes several lines in each.
-pub fn rfc3339_now() -> String {
+pub fn rfc3339_now() -> LogTime {
     thread_local! {
         // No millisecond is u128::MAX: the first call always formats.
-        static LAST: std::cell::RefCell<(u128, String)> = const {
-            std::cell::RefCell::new((u128::MAX, String::new()))
+        static LAST: std::cell::Cell<(u128, LogTime)> = const {
+            std::cell::Cell::new((u128::MAX, LogTime::new()))
         };
     }
     let now = SystemTime::now();
     let ms = now
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
-    LAST.with_borrow_mut(|(at, text)| {
-        if *at != ms {
-            *text = humantime::format_rfc3339_millis(now).to_string();
-            *at = ms;
-        }
-        text.clone()
-    })
+    let (at, text) = LAST.get();
+    if at == ms {
+        return text;
+    }
+    let mut text = LogTime::new();
+    // Fits until the year 10000.
+    let _ = write!(text, "{}", humantime::format_rfc3339_millis(now));
+    LAST.set((ms, text));
+    text
 }
 
 #[cfg(test)]
@@ -233,7 +242,7 @@ mod tests {
         AccessRecord {
             time: rfc3339_now(),
             request_id: "0123456789abcdef0123456789abcdef",
-            client_ip: "203.0.113.7".to_string(),
+            client_ip: crate::policy::forwarded::ip_text([203, 0, 113, 7].into()),
             method: "GET",
             host: text,
             path: text,

@@ -657,7 +657,7 @@ impl Gateway {
                 event: "auth",
                 level: if accepted { "info" } else { "warn" },
                 request_id: &ctx.request_id,
-                client_ip: ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+                client_ip: ctx.client_ip.map(forwarded::ip_text).unwrap_or_default(),
                 route: &route.name,
                 policy: &policy.name,
                 result,

@@ -230,6 +230,44 @@ async fn an_upstream_slower_than_read_timeout_is_a_504() {
     );
 }
 
+/// Upstream read timeouts of different lengths on one thread: a short one that starts while a
+/// long one waits still fires on time, and the long one is not cut short by it. (A timer list
+/// per thread that slept until its earliest deadline without re-arming for a shorter one
+/// failed this: the 300 ms timeout answered after the 5 s one's deadline.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_read_timeout_fires_on_time_beside_a_long_one_on_the_same_thread() {
+    let slow = Upstream::start("slow").await;
+    let config = format!(
+        "{}\n[upstreams.patient]\nservers = [\"{addr}\"]\nread_timeout = \"5s\"\nretries = 0\n\n\
+         [upstreams.hasty]\nservers = [\"{addr}\"]\nread_timeout = \"300ms\"\nretries = 0\n\n\
+         [[routes]]\nname = \"patient\"\npath = \"/patient\"\nupstream = \"patient\"\n\n\
+         [[routes]]\nname = \"hasty\"\nupstream = \"hasty\"\n",
+        TLS_BASICS.replace("[server]\n", "[server]\nthreads = 1\n"),
+        addr = slow.addr,
+    );
+    let gw = Gateway::start(&config).await;
+    let c = gw.client();
+    let patient = tokio::spawn({
+        let (c, url) = (c.clone(), gw.https_url("/patient/slow?ms=2500"));
+        async move { c.get(url).send().await.unwrap() }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let body = gateway_error(
+        c.get(gw.https_url("/slow?ms=3000")).send().await.unwrap(),
+        504,
+    )
+    .await;
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(1500),
+        "the 300 ms timeout took {took:?}"
+    );
+    assert_eq!(body["error"], "the upstream did not answer in time");
+    let answered = patient.await.unwrap();
+    assert_eq!(answered.status(), 200, "the 5 s timeout fired early");
+}
+
 /// TLS to the upstream, with SNI and a CA file: the upstream is a second Palisade over HTTPS.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_to_the_upstream_verifies_it_with_the_ca_file_and_sni() {

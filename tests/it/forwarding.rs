@@ -163,3 +163,52 @@ async fn behind_a_trusted_tls_terminating_proxy_the_request_counts_as_https() {
         "a trusted proxy's claims pass"
     );
 }
+
+/// Hop-by-hop headers (RFC 9110 section 7.6.1), and what the client's `Connection` names, end
+/// at the gateway; the rest of the request reaches the app.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hop_by_hop_headers_and_the_ones_connection_names_never_reach_the_app() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream = Upstream::start("app").await;
+    let gw = Gateway::start(&config(&upstream, "")).await;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", gw.ports.http))
+        .await
+        .unwrap();
+    s.write_all(
+        b"GET /hop HTTP/1.1\r\nHost: app.test\r\nConnection: close, x-hop-nominated\r\n\
+          X-Hop-Nominated: 1\r\nKeep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\n\
+          TE: trailers\r\nTrailer: x-t\r\nProxy-Authorization: Basic Zm9vOmJhcg==\r\n\
+          Proxy-Authenticate: Basic\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\nX-Kept: yes\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        s.read_to_end(&mut response),
+    )
+    .await
+    .expect("the gateway closes after Connection: close")
+    .unwrap();
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let body = &response[response.find("\r\n\r\n").expect("a head") + 4..];
+    let echoed: serde_json::Value = serde_json::from_str(body).expect("the app's JSON echo");
+    for name in [
+        "x-hop-nominated",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "proxy-authorization",
+        "proxy-authenticate",
+        "http2-settings",
+        "upgrade",
+    ] {
+        assert!(
+            echoed["headers"][name].is_null(),
+            "{name} reached the app: {echoed}"
+        );
+    }
+    assert_eq!(echoed["headers"]["x-kept"], "yes", "{echoed}");
+}

@@ -188,6 +188,27 @@ fn strip_standard_hop_by_hop_headers(req: &mut RequestHeader) {
     req.remove_header(HTTP2_SETTINGS);
 }
 
+/// Palisade: whether the request carries any of the names
+/// [`strip_standard_hop_by_hop_headers`] removes. Without one (no `Connection`, no
+/// `Upgrade`, ...) the sanitizers below have nothing to do: no nominations, no upgrade, and
+/// every removal would find nothing. Standard names compare as enum values, the others as
+/// short strings.
+fn has_hop_by_hop_header(req: &RequestHeader) -> bool {
+    req.headers.keys().any(|name| {
+        name == header::PROXY_AUTHENTICATE
+            || name == header::PROXY_AUTHORIZATION
+            || name == header::TE
+            || name == header::TRAILER
+            || name == header::TRANSFER_ENCODING
+            || name == header::CONNECTION
+            || name == header::UPGRADE
+            || matches!(
+                name.as_str(),
+                KEEP_ALIVE | PROXY_CONNECTION | HTTP2_SETTINGS
+            )
+    })
+}
+
 /// Set H1 `Host` from the URI or absolute-form authority.
 ///
 /// A single matching `Host` is preserved; others are replaced ([RFC 9113 section 8.3.1]). Without
@@ -336,6 +357,11 @@ pub(crate) fn sanitize_h1_upstream_request(
     if policy == HttpUpstreamRequestPolicy::preserve() {
         return Ok(());
     }
+    // Palisade: one pass over the request's few headers instead of thirteen removals, two
+    // hash lookups each, of names a request almost never carries (see PATCHES.md).
+    if !has_hop_by_hop_header(req) {
+        return Ok(());
+    }
 
     let nominations = policy
         .strip_connection_nominated
@@ -398,6 +424,10 @@ pub(crate) fn sanitize_h2_upstream_request(
     req: &mut RequestHeader,
     policy: HttpUpstreamRequestPolicy,
 ) -> Result<()> {
+    // Palisade: as in `sanitize_h1_upstream_request`.
+    if !has_hop_by_hop_header(req) {
+        return Ok(());
+    }
     if policy.strip_connection_nominated {
         ConnectionNominations::parse(req, policy.reject_malformed_connection_nominations)?
             .remove_from(req);

@@ -1,6 +1,7 @@
 //! What the upstream is told about the client, and what the access log says.
 
-use crate::harness::{seen, Gateway, Upstream, TLS_BASICS};
+use crate::harness::{hex, pattern_bytes, seen, Gateway, Upstream, TLS_BASICS};
+use sha2::{Digest, Sha256};
 
 fn config(upstream: &Upstream, trusted: &str) -> String {
     let server = TLS_BASICS.replace(
@@ -211,4 +212,48 @@ async fn hop_by_hop_headers_and_the_ones_connection_names_never_reach_the_app() 
         );
     }
     assert_eq!(echoed["headers"]["x-kept"], "yes", "{echoed}");
+}
+
+/// Bodies many times larger than the pipes between the proxy's two halves (four tasks each
+/// way) and its socket reads: every byte arrives once and in order, both ways, over HTTP/1.1
+/// (the two halves' pipes) and HTTP/2, one request after another on one connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_bodies_stream_through_whole_both_ways() {
+    let upstream = Upstream::start("app").await;
+    let conf =
+        config(&upstream, "").replace("name = \"all\"", "name = \"all\"\nmax_body = \"8MiB\"");
+    let gw = Gateway::start(&conf).await;
+    let size = 6 * 1024 * 1024 + 7;
+    let expected = hex(&Sha256::digest(pattern_bytes(size)));
+    let h1 = gw.client_builder().http1_only().build().unwrap();
+    for (client, url) in [
+        (&h1, gw.http_url(&format!("/dl/bytes?n={size}"))),
+        (&h1, gw.https_url(&format!("/dl/bytes?n={size}"))),
+        (&gw.client(), gw.https_url(&format!("/dl/bytes?n={size}"))),
+    ] {
+        for round in 0..2 {
+            let r = client.get(&url).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            let body = r.bytes().await.unwrap();
+            assert_eq!(body.len(), size, "{url} round {round}");
+            assert_eq!(hex(&Sha256::digest(&body)), expected, "{url} round {round}");
+        }
+        let upload = pattern_bytes(size);
+        let chunks: Vec<Result<bytes::Bytes, std::io::Error>> = upload
+            .chunks(64 * 1024)
+            .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+            .collect();
+        let r = client
+            .post(url.replace("/dl/bytes", "/up"))
+            .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+                chunks,
+            )))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "upload to {url}");
+        let s = seen(r).await;
+        assert_eq!(s.0["body_len"], size, "upload to {url}");
+        assert_eq!(s.body_sha256(), expected, "upload to {url}");
+    }
 }

@@ -173,6 +173,20 @@ async fn echo(
         }
     }
     let query = req.uri().query().map(str::to_string);
+    if path.ends_with("/bytes") {
+        // `?n=N`: N bytes of a fixed pattern (`pattern_bytes`), for bodies far larger than
+        // any buffer on the way.
+        let n = query
+            .as_deref()
+            .and_then(|q| q.strip_prefix("n="))
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(0);
+        return Ok(respond(
+            200,
+            "application/octet-stream",
+            Bytes::from(pattern_bytes(n)),
+        ));
+    }
     if path.ends_with("/slow") {
         let ms = query
             .as_deref()
@@ -242,6 +256,12 @@ fn respond(status: u16, content_type: &str, body: Bytes) -> Response<Full<Bytes>
     r.headers_mut()
         .insert("content-type", content_type.parse().expect("content type"));
     r
+}
+
+/// `n` bytes that no run of a few repeats: a body that arrives reordered, cut or doubled
+/// does not hash the same.
+pub fn pattern_bytes(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i % 251) as u8 ^ (i / 251) as u8).collect()
 }
 
 pub fn hex(bytes: &[u8]) -> String {

@@ -95,6 +95,9 @@ mod proxy_h2;
 mod proxy_purge;
 mod proxy_trait;
 pub mod subrequest;
+// Palisade: the HTTP/1.x proxy's task pipes; public only for Palisade's tests.
+#[doc(hidden)]
+pub mod task_pipe;
 
 use subrequest::{BodyMode, Ctx as SubrequestCtx};
 

@@ -19,6 +19,7 @@ use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use pingora_http::RequestHeader;
 use prometheus::IntGauge;
+use tokio::sync::futures::Notified;
 use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 
@@ -141,8 +142,10 @@ pub struct CountConnections<A> {
 
 /// The end of the keep-alive linger: connections waiting for a request stop waiting.
 ///
-/// Every request registers a waiter here, so the waiters are spread over shards by thread
-/// (as Pingora does for its own): threads do not contend for one lock on every request.
+/// Every HTTP/1.x connection registers a waiter here, once for its life (not once per
+/// request: a registration and its removal each take the shard's lock). The waiters are
+/// spread over shards by thread (as Pingora does for its own), so threads do not contend for
+/// one lock.
 pub struct Closing {
     closed: AtomicBool,
     shards: Box<[Notify]>,
@@ -167,16 +170,17 @@ impl Closing {
         }
     }
 
-    async fn wait(&self) {
-        let shard = &self.shards[thread_index() % self.shards.len()];
-        let notified = shard.notified();
-        tokio::pin!(notified);
+    /// A waiter for this thread's shard; [`Closing::register`] it before the first wait.
+    fn waiter(&self) -> Notified<'_> {
+        self.shards[thread_index() % self.shards.len()].notified()
+    }
+
+    /// Registers `waiter` (it stays registered until dropped, across any number of waits);
+    /// `false` when the linger already ended.
+    fn register(&self, waiter: Pin<&mut Notified<'_>>) -> bool {
         // Registered before the flag is read: a close in between is not missed.
-        notified.as_mut().enable();
-        if self.closed.load(Ordering::Acquire) {
-            return;
-        }
-        notified.await;
+        waiter.enable();
+        !self.closed.load(Ordering::Acquire)
     }
 }
 
@@ -191,9 +195,13 @@ impl<A: HttpServerApp + Send + Sync + 'static> CountConnections<A> {
     ) {
         let mut reused: Option<Option<HttpPersistentSettings>> = None;
         let mut idle = IdleTimer::new(idle);
+        let closing = self.closing.waiter();
+        tokio::pin!(closing);
+        let lingering = self.closing.register(closing.as_mut());
         loop {
             let timer = reused.is_some().then_some(&mut idle);
-            if !self.wait_for_request(&mut conn, timer).await {
+            let closing = lingering.then_some(closing.as_mut());
+            if !self.wait_for_request(&mut conn, timer, closing).await {
                 return;
             }
             let mut session = ServerSession::new_http1(conn);
@@ -238,6 +246,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> CountConnections<A> {
         &self,
         conn: &mut HeadDeadline,
         idle: Option<&mut IdleTimer>,
+        closing: Option<Pin<&mut Notified<'_>>>,
     ) -> bool {
         let idle = async {
             match idle {
@@ -245,11 +254,18 @@ impl<A: HttpServerApp + Send + Sync + 'static> CountConnections<A> {
                 None => std::future::pending().await,
             }
         };
+        // `None`: the linger had ended when the connection came; only a request already
+        // there is served.
+        let closing = async {
+            if let Some(closing) = closing {
+                closing.await;
+            }
+        };
         tokio::select! {
             biased;
             arrived = conn.wait_readable() => matches!(arrived, Ok(true)),
             () = idle => false,
-            () = self.closing.wait() => false,
+            () = closing => false,
         }
     }
 }

@@ -668,3 +668,67 @@ async fn an_idle_upstream_connection_the_upstream_closes_is_dropped_not_reused()
         "no request on a connection the upstream had closed"
     );
 }
+
+/// SIGTERM: a keep-alive connection that waits for its next request is let linger (its
+/// client may still send one), then closed when the linger ends, well before `timeouts.idle`
+/// would close it; a request sent during the linger on another one is answered with
+/// `Connection: close`. Both waits are the gateway's own connection loop's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_idle_keep_alive_connections_linger_then_closes_them() {
+    let app = Upstream::start("app").await;
+    let mut gw = Gateway::start(&config(
+        &app,
+        "shutdown_grace = \"30s\"\ntimeouts = { idle = \"60s\" }",
+    ))
+    .await;
+    let mut idle = TcpStream::connect(("127.0.0.1", gw.ports.http))
+        .await
+        .unwrap();
+    let mut late = TcpStream::connect(("127.0.0.1", gw.ports.http))
+        .await
+        .unwrap();
+    let (mut pending_idle, mut pending_late) = (Vec::new(), Vec::new());
+    for (s, pending) in [
+        (&mut idle, &mut pending_idle),
+        (&mut late, &mut pending_late),
+    ] {
+        s.write_all(b"GET /api/first HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        assert_eq!(read_answer(s, pending).await.status(), 200);
+    }
+    let sent = Instant::now();
+    gw.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    late.write_all(b"GET /api/during HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_answer(&mut late, &mut pending_late).await;
+    assert_eq!(
+        answer.status(),
+        200,
+        "a request during the linger is served"
+    );
+    assert!(
+        answer
+            .head
+            .to_ascii_lowercase()
+            .contains("connection: close"),
+        "and told to move on: {}",
+        answer.head
+    );
+    assert!(
+        closed_within(&mut idle, Duration::from_secs(9)).await,
+        "the idle connection is closed when the linger ends, not after timeouts.idle"
+    );
+    let waited = sent.elapsed();
+    assert!(
+        waited >= Duration::from_secs(3),
+        "closed before the linger ended: {waited:?}"
+    );
+    let status = gw
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .expect("exits once no connection is left");
+    assert!(status.success(), "{status}");
+}

@@ -176,11 +176,7 @@ async fn echo(
     if path.ends_with("/bytes") {
         // `?n=N`: N bytes of a fixed pattern (`pattern_bytes`), for bodies far larger than
         // any buffer on the way.
-        let n = query
-            .as_deref()
-            .and_then(|q| q.strip_prefix("n="))
-            .and_then(|v| v.parse::<usize>().ok())
-            .unwrap_or(0);
+        let n = query_number(query.as_deref(), "n=").unwrap_or(0);
         return Ok(respond(
             200,
             "application/octet-stream",
@@ -188,11 +184,7 @@ async fn echo(
         ));
     }
     if path.ends_with("/slow") {
-        let ms = query
-            .as_deref()
-            .and_then(|q| q.strip_prefix("ms="))
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(1000);
+        let ms = query_number(query.as_deref(), "ms=").unwrap_or(1000);
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
     let method = req.method().to_string();
@@ -228,6 +220,11 @@ async fn echo(
         announce_like_a_legacy_app(&mut r);
     }
     Ok(r)
+}
+
+/// The number in a query of one parameter, `key` its name and `=`.
+fn query_number<N: std::str::FromStr>(query: Option<&str>, key: &str) -> Option<N> {
+    query?.strip_prefix(key)?.parse().ok()
 }
 
 fn announce_like_a_legacy_app(r: &mut Response<Full<Bytes>>) {

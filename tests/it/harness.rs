@@ -255,6 +255,38 @@ fn respond(status: u16, content_type: &str, body: Bytes) -> Response<Full<Bytes>
     r
 }
 
+/// Whether process `pid` holds a TCP socket listening on `port` (IPv4 or IPv6), by the
+/// socket inodes of its open files and the kernel's tables in `/proc`.
+fn listens_on(pid: u32, port: u16) -> bool {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    let inodes: std::collections::HashSet<String> = fds
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .filter_map(|target| {
+            let target = target.to_string_lossy().into_owned();
+            let inode = target.strip_prefix("socket:[")?.strip_suffix(']')?;
+            Some(inode.to_string())
+        })
+        .collect();
+    let wanted = format!(":{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|table| {
+        std::fs::read_to_string(table)
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+            .any(|line| {
+                // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                fields.len() > 9
+                    && fields[1].ends_with(&wanted)
+                    && fields[3] == "0A"
+                    && inodes.contains(fields[9])
+            })
+    })
+}
+
 /// `n` bytes that no run of a few repeats: a body that arrives reordered, cut or doubled
 /// does not hash the same.
 pub fn pattern_bytes(n: usize) -> Vec<u8> {
@@ -592,7 +624,7 @@ impl Gateway {
                 ));
             }
             if let Ok(r) = reqwest::get(&url).await {
-                if r.status() == 200 && self.gateway_listeners_bound().await {
+                if r.status() == 200 && self.gateway_listeners_bound() {
                     return Ok(());
                 }
             }
@@ -603,16 +635,15 @@ impl Gateway {
 
     /// Pingora binds each service's listeners when the service starts, so the admin listener
     /// can answer before the gateway's own are bound: wait for those the config names too.
-    async fn gateway_listeners_bound(&self) -> bool {
+    fn gateway_listeners_bound(&self) -> bool {
         let config =
             std::fs::read_to_string(self.work.path().join("gateway.toml")).unwrap_or_default();
         for port in [self.ports.http, self.ports.https] {
             let named = config.contains(&format!("127.0.0.1:{port}\""));
-            if named
-                && tokio::net::TcpStream::connect(("127.0.0.1", port))
-                    .await
-                    .is_err()
-            {
+            // Listening in this process, not merely accepting: a port picked by `free_port`
+            // can be taken by another test's process before palisade binds it, and then a
+            // connect succeeds (to that process) while palisade is about to exit.
+            if named && !listens_on(self.child.id(), port) {
                 return false;
             }
         }

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod audit;
 pub mod background;
+pub mod boxed;
 pub mod clock;
 pub mod config;
 pub mod ctx;

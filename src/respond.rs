@@ -337,10 +337,7 @@ impl GatewayResponse {
         session: &'a mut Session,
         ctx: &'a mut RequestCtx,
     ) -> Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>> {
-        // Allocated first and written into, so the future is built in place, not copied.
-        let slot = Box::new_uninit();
-        let future = Box::write(slot, self.write(session, ctx));
-        Box::into_pin(future)
+        crate::boxed::in_place(|| self.write(session, ctx))
     }
 
     async fn write(self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {

@@ -17,7 +17,9 @@
 # callgrind options, e.g. '--separate-callers=2' to split a function's cost by its callers.
 # PROFILE_TOOL=strace counts system calls per request instead; PROFILE_TOOL=perf samples one
 # run of PROFILE_LARGE requests at full speed (perf record -e cpu-clock; PROFILE_PERF_ARGS adds
-# options) and prints each symbol's share of the gateway's CPU.
+# options) and prints each symbol's share of the gateway's CPU. PROFILE_TOOL=dhat counts heap
+# allocations per request by where they are made (valgrind's DHAT, the two runs subtracted by
+# bench/dhat_diff.py; mimalloc's malloc in the binary is intercepted with --soname-synonyms).
 set -euo pipefail
 
 WHICH=${1:-full}
@@ -44,7 +46,8 @@ case "$TOOL" in
   callgrind) TOOLS="valgrind callgrind_annotate" ;;
   strace) TOOLS="strace pgrep" ;;
   perf) TOOLS="perf pgrep" ;;
-  *) echo "profile: PROFILE_TOOL is callgrind, strace or perf" >&2; exit 2 ;;
+  dhat) TOOLS="valgrind python3" ;;
+  *) echo "profile: PROFILE_TOOL is callgrind, strace, perf or dhat" >&2; exit 2 ;;
 esac
 for tool in $TOOLS nginx h2load curl; do
   command -v "$tool" >/dev/null 2>&1 || { echo "profile: needs $tool (Debian: valgrind strace procps nginx nghttp2-client curl)" >&2; exit 1; }
@@ -120,6 +123,7 @@ profile_run() {
   # shellcheck disable=SC2086 # PROFILE_VALGRIND_ARGS is a list of options
   local tracer=(valgrind --tool=callgrind --callgrind-out-file="$out" ${PROFILE_VALGRIND_ARGS:-})
   [ "$TOOL" = strace ] && { out=$OUT/strace.$WHICH$SUFFIX.$1; tracer=(strace -f -c -o "$out"); }
+  [ "$TOOL" = dhat ] && { out=$OUT/dhat.$WHICH$SUFFIX.$1.json; tracer=(valgrind --tool=dhat --soname-synonyms=somalloc=NONE --dhat-out-file="$out"); }
   # shellcheck disable=SC2086 # PROFILE_PERF_ARGS is a list of options
   [ "$TOOL" = perf ] && { out=$OUT/perf.$WHICH$SUFFIX.$1; tracer=(perf record -q -e cpu-clock -F 4999 ${PROFILE_PERF_ARGS:-} -o "$out" --); }
   if [ "$WHICH" = nginx ]; then
@@ -147,7 +151,7 @@ profile_run() {
   grep -q "status codes: $n 2xx" "$RUN/h2load.out" || { cat "$RUN/h2load.out" >&2; echo "profile: not every request got a 2xx" >&2; exit 1; }
   local target=$pid
   # strace's and perf's child is the gateway; they write their files when the child is gone.
-  [ "$TOOL" != callgrind ] && target=$(pgrep -o -P "$pid")
+  case "$TOOL" in strace | perf) target=$(pgrep -o -P "$pid") ;; esac
   if [ "$WHICH" = nginx ]; then kill -QUIT "$target"; else kill -INT "$target"; fi
   wait "$pid" || true
   echo "$out"
@@ -175,6 +179,13 @@ small=$(profile_run "$SMALL")
 large=$(profile_run "$LARGE")
 n=$((LARGE - SMALL))
 if [ "$PROTO" = h2 ]; then how="HTTP/2 over TLS, $CONNS connections x 10 streams"; else how="HTTP/1.1, $CONNS keep-alive connections"; fi
+if [ "$TOOL" = dhat ]; then
+  echo "$WHICH: heap allocations per request ($SMALL vs $LARGE requests, $how)"
+  python3 "$BENCH_DIR/dhat_diff.py" "$small" "$large" "$n" "$TOP"
+  echo
+  echo "DHAT files: $small $large (valgrind's dh_view.html reads them)"
+  exit 0
+fi
 if [ "$TOOL" = strace ]; then
   # strace -c's table: calls in the fourth column (or third, when seconds are blank).
   calls() { awk '$NF != "total" && $1 ~ /^[0-9.]+$/ { c = (NF >= 6) ? $4 : $(NF-1); if (c ~ /^[0-9]+$/) print $NF "\t" c }' "$1" | sort; }

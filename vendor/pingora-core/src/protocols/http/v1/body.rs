@@ -245,6 +245,15 @@ impl BodyReader {
                     self.body_buf_overread = Some(overread);
                 }
             }
+            _ if buf_to_rewind.len() >= cl => {
+                // Palisade: the whole body came with the header (a small response read in
+                // one go): a buffer of its size, not `body_buf_size` (64 KiB), whose
+                // allocation every such response paid for. No read follows, so nothing needs
+                // the room.
+                self.rewind_buf_len = buf_to_rewind.len();
+                self.body_buf = Some(BytesMut::from(buf_to_rewind));
+                self.body_state = PS::Partial(0, cl);
+            }
             _ => {
                 self.prepare_buf(buf_to_rewind);
                 self.body_state = PS::Partial(0, cl);

@@ -24,9 +24,7 @@
 
 use bytes::BufMut;
 use http::header::{AsHeaderName, HeaderName, HeaderValue};
-use http::request::Builder as ReqBuilder;
 use http::request::Parts as ReqParts;
-use http::response::Builder as RespBuilder;
 use http::response::Parts as RespParts;
 use http::uri::Uri;
 use pingora_error::{ErrorType::*, OrErr, Result};
@@ -182,7 +180,9 @@ impl Deref for RequestHeader {
 
 impl RequestHeader {
     fn new_no_case(size_hint: Option<usize>) -> Self {
-        let mut base = ReqBuilder::new().body(()).unwrap().into_parts().0;
+        // Palisade: `Request::new`, not the builder, whose by-value steps move the parts
+        // (with a `Result` around them) from one stack slot to the next. Same defaults.
+        let mut base = http::Request::new(()).into_parts().0;
         base.headers.reserve(http_header_map_upper_bound(size_hint));
         RequestHeader {
             base,
@@ -585,7 +585,8 @@ impl ResponseHeader {
     }
 
     fn new_no_case(size_hint: Option<usize>) -> Self {
-        let mut base = RespBuilder::new().body(()).unwrap().into_parts().0;
+        // Palisade: `Response::new`, not the builder (see `RequestHeader::new_no_case`).
+        let mut base = http::Response::new(()).into_parts().0;
         base.headers.reserve(http_header_map_upper_bound(size_hint));
         ResponseHeader {
             base,
@@ -795,13 +796,9 @@ impl ResponseHeader {
     /// extensions copied), leaving `self` with its status line, an empty header map and no
     /// spellings. What an HTTP/2 response needs, without cloning every header.
     pub fn take_owned_parts(&mut self) -> RespParts {
-        let mut parts = RespBuilder::new()
-            .status(self.base.status)
-            .version(self.base.version)
-            .body(())
-            .unwrap()
-            .into_parts()
-            .0;
+        let mut parts = http::Response::new(()).into_parts().0;
+        parts.status = self.base.status;
+        parts.version = self.base.version;
         parts.headers = std::mem::take(&mut self.base.headers);
         parts.extensions = self.base.extensions.clone();
         self.header_name_map = None;
@@ -937,28 +934,23 @@ fn parse_request_target(target: &[u8]) -> Result<ParsedRequestTarget> {
     })
 }
 
+// Palisade: the two clones start from `Request::new` and `Response::new` rather than the
+// builders (see `RequestHeader::new_no_case`): one `RequestHeader` is cloned per proxied
+// request, for the upstream.
 fn clone_req_parts(me: &ReqParts) -> ReqParts {
-    let mut parts = ReqBuilder::new()
-        .method(me.method.clone())
-        .uri(me.uri.clone())
-        .version(me.version)
-        .body(())
-        .unwrap()
-        .into_parts()
-        .0;
+    let mut parts = http::Request::new(()).into_parts().0;
+    parts.method = me.method.clone();
+    parts.uri = me.uri.clone();
+    parts.version = me.version;
     parts.headers = me.headers.clone();
     parts.extensions = me.extensions.clone();
     parts
 }
 
 fn clone_resp_parts(me: &RespParts) -> RespParts {
-    let mut parts = RespBuilder::new()
-        .status(me.status)
-        .version(me.version)
-        .body(())
-        .unwrap()
-        .into_parts()
-        .0;
+    let mut parts = http::Response::new(()).into_parts().0;
+    parts.status = me.status;
+    parts.version = me.version;
     parts.headers = me.headers.clone();
     parts.extensions = me.extensions.clone();
     parts

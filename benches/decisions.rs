@@ -175,7 +175,6 @@ expose_headers = ["X-Request-Id"]"#,
                     policy
                         .apply(&mut h, Some(black_box(&origin)), &mut lines)
                         .unwrap();
-                    lines.finish(&mut h);
                     h
                 },
                 criterion::BatchSize::SmallInput,

@@ -311,9 +311,7 @@ impl ProxyHttp for Gateway {
                 }
             }
         }
-        if let Some(lines) = lines.into_bytes() {
-            upstream.append_h1_lines(lines);
-        }
+        upstream.append_h1_lines_owned(lines.into_vec());
         let query = session.req_header().uri.query();
         let query_changes = strip_param.is_some() && query.is_some();
         if ctx.normalized_path.is_some() || query_changes {

@@ -469,12 +469,7 @@ pub fn finish_response(header: &mut ResponseHeader, ctx: &RequestCtx) -> Result<
         policy.set(header, form)?;
         lines.set_unique(header, &RATELIMIT, value)?;
     }
-    lines.set_unique(
-        header,
-        &X_REQUEST_ID_NAME,
-        &header_value(ctx.request_id.as_str())?,
-    )?;
-    lines.finish(header);
+    lines.set_unique_text(header, &X_REQUEST_ID_NAME, &ctx.request_id)?;
     Ok(())
 }
 

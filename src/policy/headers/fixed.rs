@@ -5,10 +5,9 @@
 //! hash maps, and their growth); the strict presets add ten of them to every response. For an
 //! HTTP/1.x client the same headers can go out as one ready-made block of lines instead
 //! (`ResponseHeader::append_h1_lines`, a patch in `vendor/pingora-http`), which costs a
-//! reference count. HTTP/2 needs them in the map (HPACK encodes from it), and so does anything
+//! `memcpy` into the response's one buffer of lines. HTTP/2 needs them in the map (HPACK encodes from it), and so does anything
 //! that reads the map afterwards, so the map form stays for those.
 
-use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 use pingora_http::{ParsedHeaderName, ResponseHeader};
 
@@ -30,7 +29,7 @@ pub enum HeaderForm {
 pub struct FixedHeaders {
     map: Vec<(ParsedHeaderName, HeaderValue)>,
     /// The same headers as HTTP/1.x lines, spelled as `header_to_h1_wire` spells the map's.
-    lines: Bytes,
+    lines: Box<[u8]>,
 }
 
 impl FixedHeaders {
@@ -50,7 +49,7 @@ impl FixedHeaders {
         }
         FixedHeaders {
             map,
-            lines: Bytes::from(lines),
+            lines: lines.into_boxed_slice(),
         }
     }
 
@@ -85,12 +84,22 @@ impl FixedHeaders {
         Ok(())
     }
 
+    /// The length of the lines form, for reserving room before appending it.
+    pub fn lines_len(&self) -> usize {
+        self.lines.len()
+    }
+
     fn append_lines(&self, header: &mut ResponseHeader) {
         if !self.lines.is_empty() {
-            header.append_h1_lines(self.lines.clone());
+            header.append_h1_lines(&self.lines);
         }
     }
 }
+
+/// Room kept for a response's own lines after its fixed ones, so they stay one allocation:
+/// the request id (47 bytes), `RateLimit` and its policy (about 80), and CORS (an echoed
+/// origin, `Vary`, credentials and exposed headers: about 150).
+pub(super) const PER_RESPONSE_LINES: usize = 384;
 
 /// Header lines in HTTP/1.x form, gathered into one buffer: for the values that change per
 /// request or response. Each value is checked as a `HeaderValue` is (no control character
@@ -116,25 +125,27 @@ impl HeaderLines {
         Ok(())
     }
 
-    /// The lines, for `append_h1_lines`; `None` when there are none.
-    pub fn into_bytes(self) -> Option<Bytes> {
-        (!self.0.is_empty()).then(|| Bytes::from(self.0))
+    /// Lines to add to, already in the buffer (a header's own, from `take_h1_lines`).
+    pub fn continuing(buffer: Vec<u8>) -> HeaderLines {
+        HeaderLines(buffer)
+    }
+
+    /// The buffer, for `append_h1_lines_owned`.
+    pub fn into_vec(self) -> Vec<u8> {
+        self.0
     }
 }
 
 /// Headers whose values change per response (the echoed origin, `RateLimit`, the request
-/// id): inserted into the map, or gathered as [`HeaderLines`].
+/// id): inserted into the map, or written as lines straight into the response's own (one
+/// buffer with its fixed lines, see [`HeaderLines`]).
 pub struct ResponseLines {
     form: HeaderForm,
-    lines: HeaderLines,
 }
 
 impl ResponseLines {
     pub fn new(form: HeaderForm) -> ResponseLines {
-        ResponseLines {
-            form,
-            lines: HeaderLines::default(),
-        }
+        ResponseLines { form }
     }
 
     pub fn form(&self) -> HeaderForm {
@@ -151,7 +162,7 @@ impl ResponseLines {
     ) -> pingora_error::Result<()> {
         match self.form {
             HeaderForm::Map | HeaderForm::H2 => header.insert_parsed_header(name, value.clone()),
-            HeaderForm::H1Lines => self.lines.push(name.spelling(), value.as_bytes()),
+            HeaderForm::H1Lines => push_line(header, name, value.as_bytes()),
         }
     }
 
@@ -177,12 +188,39 @@ impl ResponseLines {
         }
     }
 
-    /// Hands the gathered lines to the response.
-    pub fn finish(self, header: &mut ResponseHeader) {
-        if let Some(lines) = self.lines.into_bytes() {
-            header.append_h1_lines(lines);
+    /// [`Self::set_unique`] for a value the gateway made as text (the request id): as a line
+    /// it is written as it is, with no `HeaderValue` (an allocation) made for it.
+    pub fn set_unique_text(
+        &mut self,
+        header: &mut ResponseHeader,
+        name: &ParsedHeaderName,
+        value: &str,
+    ) -> pingora_error::Result<()> {
+        match self.form {
+            HeaderForm::H1Lines => push_line(header, name, value.as_bytes()),
+            HeaderForm::Map | HeaderForm::H2 => {
+                let value = HeaderValue::from_str(value).map_err(|_| {
+                    pingora_error::Error::explain(
+                        pingora_error::ErrorType::InvalidHTTPHeader,
+                        "invalid header value",
+                    )
+                })?;
+                self.set_unique(header, name, &value)
+            }
         }
     }
+}
+
+/// Writes one line into the response's own lines, checked as [`HeaderLines::push`] checks.
+fn push_line(
+    header: &mut ResponseHeader,
+    name: &ParsedHeaderName,
+    value: &[u8],
+) -> pingora_error::Result<()> {
+    let mut lines = HeaderLines::continuing(header.take_h1_lines());
+    let pushed = lines.push(name.spelling(), value);
+    header.append_h1_lines_owned(lines.into_vec());
+    pushed
 }
 
 #[cfg(test)]
@@ -264,7 +302,6 @@ mod tests {
             for (name, value) in names.iter().zip(&values) {
                 lines.set(&mut h, name, value).unwrap();
             }
-            lines.finish(&mut h);
             out.push(wire(&h));
         }
         assert_eq!(out[0], out[1]);
@@ -288,7 +325,6 @@ mod tests {
         let mut lines = ResponseLines::new(HeaderForm::H2);
         lines.set_unique(&mut h, &name, &value).unwrap();
         lines.set(&mut h, &other, &value).unwrap();
-        lines.finish(&mut h);
         assert!(h.headers["x-request-id"].is_sensitive());
         assert_eq!(h.headers["x-request-id"], "r-1");
         assert!(!h.headers["cache-control"].is_sensitive());
@@ -301,9 +337,35 @@ mod tests {
             let mut h = upstream();
             let mut lines = ResponseLines::new(form);
             lines.set_unique(&mut h, &name, &value).unwrap();
-            lines.finish(&mut h);
             assert!(wire(&h).contains("x-request-id: r-1\r\n"), "{form:?}");
             assert!(h.headers.values().all(|v| !v.is_sensitive()), "{form:?}");
+        }
+    }
+
+    /// The request id goes out as text: the same line as through a `HeaderValue`, never
+    /// indexed over HTTP/2, and refused in every form if it could split a line.
+    #[test]
+    fn a_unique_text_value_is_sent_as_a_unique_value_is() {
+        let name = ParsedHeaderName::new(HeaderName::from_static("x-request-id"));
+        for form in [HeaderForm::Map, HeaderForm::H1Lines, HeaderForm::H2] {
+            let (mut text, mut value) = (upstream(), upstream());
+            let mut lines = ResponseLines::new(form);
+            lines.set_unique_text(&mut text, &name, "r-1").unwrap();
+            let r1 = HeaderValue::from_static("r-1");
+            lines.set_unique(&mut value, &name, &r1).unwrap();
+            assert_eq!(wire(&text), wire(&value), "{form:?}");
+            assert_eq!(text.h1_lines(), value.h1_lines(), "{form:?}");
+            if form == HeaderForm::H2 {
+                assert!(text.headers["x-request-id"].is_sensitive());
+            }
+            let mut bad = upstream();
+            assert!(
+                lines
+                    .set_unique_text(&mut bad, &name, "r\r\nx-evil: 1")
+                    .is_err(),
+                "{form:?}"
+            );
+            assert!(!wire(&bad).contains("x-evil"), "{form:?}");
         }
     }
 
@@ -314,11 +376,8 @@ mod tests {
             assert!(lines.push(b"x-a", bad).is_err(), "{bad:?}");
         }
         lines.push(b"x-a", "tab\tand é".as_bytes()).unwrap();
-        assert_eq!(
-            &lines.into_bytes().unwrap()[..],
-            "x-a: tab\tand é\r\n".as_bytes()
-        );
-        assert!(HeaderLines::default().into_bytes().is_none());
+        assert_eq!(lines.into_vec(), "x-a: tab\tand é\r\n".as_bytes());
+        assert!(HeaderLines::default().into_vec().is_empty());
     }
 
     #[test]

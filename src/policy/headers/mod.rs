@@ -18,6 +18,7 @@ use serde::Deserialize;
 use crate::config::diagnostics::Diagnostics;
 use crate::config::KeyPath;
 use cookies::{CookiePolicy, SameSite};
+use fixed::PER_RESPONSE_LINES;
 pub use fixed::{FixedHeaders, HeaderForm, HeaderLines, ResponseLines};
 
 /// A string value, or `false` to turn the thing off.
@@ -163,6 +164,9 @@ pub struct HeaderPolicy {
     remove_prefixes: &'static [&'static str],
     cookies: Option<CookiePolicy>,
     pub mask_errors: bool,
+    /// Bytes to reserve for a response's HTTP/1.x lines, once: every line this policy can
+    /// add, and room for the gateway's per-response ones after them.
+    h1_lines_room: usize,
 }
 
 const HSTS: HeaderName = HeaderName::from_static("strict-transport-security");
@@ -376,13 +380,18 @@ impl HeaderPolicy {
                 .cloned()
                 .chain(hsts.iter().map(|v| (HSTS, v.clone()))),
         );
+        let fill: Vec<(HeaderName, FixedHeaders)> = fill
+            .into_iter()
+            .map(|(n, v)| (n.clone(), FixedHeaders::new([(n, v)])))
+            .collect();
+        let h1_lines_room = set_https.lines_len()
+            + fill.iter().map(|(_, f)| f.lines_len()).sum::<usize>()
+            + PER_RESPONSE_LINES;
         Some(HeaderPolicy {
             set: FixedHeaders::new(set),
             set_https,
-            fill: fill
-                .into_iter()
-                .map(|(n, v)| (n.clone(), FixedHeaders::new([(n, v)])))
-                .collect(),
+            fill,
+            h1_lines_room,
             has_csp,
             hsts,
             strip,
@@ -431,6 +440,9 @@ impl HeaderPolicy {
                         .any(|p| k.as_str().starts_with(p)))
         }) {
             header.remove_header(&name);
+        }
+        if form == HeaderForm::H1Lines {
+            header.reserve_h1_lines(self.h1_lines_room);
         }
         // RFC 6797 §7.2: HSTS never over plain HTTP.
         let set = if https { &self.set_https } else { &self.set };

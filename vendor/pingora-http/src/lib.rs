@@ -118,8 +118,9 @@ pub struct RequestHeader {
     raw_target: RawTarget,
     // whether we send END_STREAM with HEADERS for h2 requests
     send_end_stream: bool,
-    // Palisade: ready-made header lines for the HTTP/1.x form, see `append_h1_lines`
-    h1_lines: Vec<bytes::Bytes>,
+    // Palisade: ready-made header lines for the HTTP/1.x form, see `append_h1_lines`; one
+    // buffer, so the lines a request or response gathers cost one allocation
+    h1_lines: Vec<u8>,
 }
 
 /// How a request-target is stored, and how [`RequestHeader::raw_path`] recovers it.
@@ -294,20 +295,39 @@ impl RequestHeader {
     pub fn header_to_h1_wire(&self, buf: &mut impl BufMut) {
         header_to_h1_wire(self.header_name_map.as_ref(), &self.base.headers, buf);
         // Palisade: then the ready-made lines.
-        for lines in &self.h1_lines {
-            buf.put_slice(lines);
-        }
+        buf.put_slice(&self.h1_lines);
     }
 
     /// Palisade: appends header lines already in HTTP/1.x form (`Name: value\r\n`, one or
     /// more) to what [`Self::header_to_h1_wire`] writes, after the header map's. As
     /// [`ResponseHeader::append_h1_lines`]: not in the map, left out of the HTTP/2 form.
-    pub fn append_h1_lines(&mut self, lines: bytes::Bytes) {
-        self.h1_lines.push(lines);
+    pub fn append_h1_lines(&mut self, lines: &[u8]) {
+        self.h1_lines.extend_from_slice(lines);
     }
 
-    /// Palisade: the lines [`Self::append_h1_lines`] added, in order.
-    pub fn h1_lines(&self) -> &[bytes::Bytes] {
+    /// Palisade: as [`Self::append_h1_lines`], taking the buffer itself when there are no
+    /// lines yet (no copy, no allocation).
+    pub fn append_h1_lines_owned(&mut self, lines: Vec<u8>) {
+        if self.h1_lines.is_empty() {
+            self.h1_lines = lines;
+        } else {
+            self.h1_lines.extend_from_slice(&lines);
+        }
+    }
+
+    /// Palisade: takes the lines out, leaving none: to add to them in place, then hand them
+    /// back with [`Self::append_h1_lines_owned`].
+    pub fn take_h1_lines(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.h1_lines)
+    }
+
+    /// Palisade: room for `additional` more bytes of lines.
+    pub fn reserve_h1_lines(&mut self, additional: usize) {
+        self.h1_lines.reserve(additional);
+    }
+
+    /// Palisade: the lines added, in order.
+    pub fn h1_lines(&self) -> &[u8] {
         &self.h1_lines
     }
 
@@ -522,8 +542,9 @@ pub struct ResponseHeader {
     header_name_map: Option<CaseMap>,
     // the reason phrase of the response, if unset, a default one will be used
     reason_phrase: Option<String>,
-    // Palisade: ready-made header lines for the HTTP/1.x form, see `append_h1_lines`
-    h1_lines: Vec<bytes::Bytes>,
+    // Palisade: ready-made header lines for the HTTP/1.x form, see `append_h1_lines`; one
+    // buffer, so the lines a request or response gathers cost one allocation
+    h1_lines: Vec<u8>,
 }
 
 impl AsRef<RespParts> for ResponseHeader {
@@ -686,25 +707,45 @@ impl ResponseHeader {
     pub fn header_to_h1_wire(&self, buf: &mut impl BufMut) {
         header_to_h1_wire(self.header_name_map.as_ref(), &self.base.headers, buf);
         // Palisade: then the ready-made lines.
-        for lines in &self.h1_lines {
-            buf.put_slice(lines);
-        }
+        buf.put_slice(&self.h1_lines);
     }
 
     /// Palisade: appends header lines already in HTTP/1.x form (`Name: value\r\n`, one or
     /// more) to what [`Self::header_to_h1_wire`] writes, after the header map's.
     ///
-    /// For headers that are the same on every response: made and checked once, then shared,
-    /// where an insert into the maps costs hundreds of instructions per header. They are not
+    /// For headers that are the same on every response: made and checked once, then copied
+    /// in (a `memcpy`), where an insert into the maps costs hundreds of instructions per
+    /// header. They are not
     /// in the header map, so nothing that reads it sees them, and the HTTP/2 form leaves them
     /// out: append them only to a response for an HTTP/1.x client, and only lines built from
     /// a valid `HeaderName` and `HeaderValue`.
-    pub fn append_h1_lines(&mut self, lines: bytes::Bytes) {
-        self.h1_lines.push(lines);
+    pub fn append_h1_lines(&mut self, lines: &[u8]) {
+        self.h1_lines.extend_from_slice(lines);
     }
 
-    /// Palisade: the lines [`Self::append_h1_lines`] added, in order.
-    pub fn h1_lines(&self) -> &[bytes::Bytes] {
+    /// Palisade: as [`Self::append_h1_lines`], taking the buffer itself when there are no
+    /// lines yet (no copy, no allocation).
+    pub fn append_h1_lines_owned(&mut self, lines: Vec<u8>) {
+        if self.h1_lines.is_empty() {
+            self.h1_lines = lines;
+        } else {
+            self.h1_lines.extend_from_slice(&lines);
+        }
+    }
+
+    /// Palisade: takes the lines out, leaving none: to add to them in place, then hand them
+    /// back with [`Self::append_h1_lines_owned`].
+    pub fn take_h1_lines(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.h1_lines)
+    }
+
+    /// Palisade: room for `additional` more bytes of lines.
+    pub fn reserve_h1_lines(&mut self, additional: usize) {
+        self.h1_lines.reserve(additional);
+    }
+
+    /// Palisade: the lines added, in order.
+    pub fn h1_lines(&self) -> &[u8] {
         &self.h1_lines
     }
 

@@ -5,8 +5,9 @@
 //! hash maps, and their growth); the strict presets add ten of them to every response. For an
 //! HTTP/1.x client the same headers can go out as one ready-made block of lines instead
 //! (`ResponseHeader::append_h1_lines`, a patch in `vendor/pingora-http`), which costs a
-//! `memcpy` into the response's one buffer of lines. HTTP/2 needs them in the map (HPACK encodes from it), and so does anything
-//! that reads the map afterwards, so the map form stays for those.
+//! `memcpy` into the response's one buffer of lines. HTTP/2 needs them in the map (HPACK
+//! encodes from it), and so does anything that reads the map afterwards, so the map form
+//! stays for those.
 
 use http::{HeaderName, HeaderValue};
 use pingora_http::{ParsedHeaderName, ResponseHeader};
@@ -109,25 +110,7 @@ pub struct HeaderLines(Vec<u8>);
 
 impl HeaderLines {
     pub fn push(&mut self, name: &[u8], value: &[u8]) -> pingora_error::Result<()> {
-        if !crate::scan::is_header_value(value) {
-            return pingora_error::Error::e_explain(
-                pingora_error::ErrorType::InvalidHTTPHeader,
-                "invalid header value",
-            );
-        }
-        if self.0.is_empty() {
-            self.0.reserve(256);
-        }
-        self.0.extend_from_slice(name);
-        self.0.extend_from_slice(b": ");
-        self.0.extend_from_slice(value);
-        self.0.extend_from_slice(b"\r\n");
-        Ok(())
-    }
-
-    /// Lines to add to, already in the buffer (a header's own, from `take_h1_lines`).
-    pub fn continuing(buffer: Vec<u8>) -> HeaderLines {
-        HeaderLines(buffer)
+        write_line(&mut self.0, name, value)
     }
 
     /// The buffer, for `append_h1_lines_owned`.
@@ -199,28 +182,43 @@ impl ResponseLines {
         match self.form {
             HeaderForm::H1Lines => push_line(header, name, value.as_bytes()),
             HeaderForm::Map | HeaderForm::H2 => {
-                let value = HeaderValue::from_str(value).map_err(|_| {
-                    pingora_error::Error::explain(
-                        pingora_error::ErrorType::InvalidHTTPHeader,
-                        "invalid header value",
-                    )
-                })?;
+                let value = HeaderValue::from_str(value).map_err(|_| invalid_value())?;
                 self.set_unique(header, name, &value)
             }
         }
     }
 }
 
-/// Writes one line into the response's own lines, checked as [`HeaderLines::push`] checks.
+/// Writes one line into the response's own lines.
 fn push_line(
     header: &mut ResponseHeader,
     name: &ParsedHeaderName,
     value: &[u8],
 ) -> pingora_error::Result<()> {
-    let mut lines = HeaderLines::continuing(header.take_h1_lines());
-    let pushed = lines.push(name.spelling(), value);
-    header.append_h1_lines_owned(lines.into_vec());
-    pushed
+    write_line(header.h1_lines_mut(), name.spelling(), value)
+}
+
+/// Appends `name: value\r\n`, the value checked as a `HeaderValue` is (no control character
+/// but tab), so nothing can split a line.
+fn write_line(buf: &mut Vec<u8>, name: &[u8], value: &[u8]) -> pingora_error::Result<()> {
+    if !crate::scan::is_header_value(value) {
+        return Err(invalid_value());
+    }
+    if buf.is_empty() {
+        buf.reserve(256);
+    }
+    buf.extend_from_slice(name);
+    buf.extend_from_slice(b": ");
+    buf.extend_from_slice(value);
+    buf.extend_from_slice(b"\r\n");
+    Ok(())
+}
+
+fn invalid_value() -> Box<pingora_error::Error> {
+    pingora_error::Error::explain(
+        pingora_error::ErrorType::InvalidHTTPHeader,
+        "invalid header value",
+    )
 }
 
 #[cfg(test)]

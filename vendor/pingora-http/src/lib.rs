@@ -315,17 +315,6 @@ impl RequestHeader {
         }
     }
 
-    /// Palisade: takes the lines out, leaving none: to add to them in place, then hand them
-    /// back with [`Self::append_h1_lines_owned`].
-    pub fn take_h1_lines(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.h1_lines)
-    }
-
-    /// Palisade: room for `additional` more bytes of lines.
-    pub fn reserve_h1_lines(&mut self, additional: usize) {
-        self.h1_lines.reserve(additional);
-    }
-
     /// Palisade: the lines added, in order.
     pub fn h1_lines(&self) -> &[u8] {
         &self.h1_lines
@@ -715,10 +704,9 @@ impl ResponseHeader {
     ///
     /// For headers that are the same on every response: made and checked once, then copied
     /// in (a `memcpy`), where an insert into the maps costs hundreds of instructions per
-    /// header. They are not
-    /// in the header map, so nothing that reads it sees them, and the HTTP/2 form leaves them
-    /// out: append them only to a response for an HTTP/1.x client, and only lines built from
-    /// a valid `HeaderName` and `HeaderValue`.
+    /// header. They are not in the header map, so nothing that reads it sees them, and the
+    /// HTTP/2 form leaves them out: append them only to a response for an HTTP/1.x client,
+    /// and only lines built from a valid `HeaderName` and `HeaderValue`.
     pub fn append_h1_lines(&mut self, lines: &[u8]) {
         self.h1_lines.extend_from_slice(lines);
     }
@@ -733,10 +721,10 @@ impl ResponseHeader {
         }
     }
 
-    /// Palisade: takes the lines out, leaving none: to add to them in place, then hand them
-    /// back with [`Self::append_h1_lines_owned`].
-    pub fn take_h1_lines(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.h1_lines)
+    /// Palisade: the lines, to write more into in place. Only valid `Name: value\r\n` lines
+    /// may go in (see [`Self::append_h1_lines`]).
+    pub fn h1_lines_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.h1_lines
     }
 
     /// Palisade: room for `additional` more bytes of lines.

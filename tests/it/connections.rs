@@ -524,6 +524,69 @@ async fn the_upstream_response_decides_whether_its_connection_is_reused() {
     }
 }
 
+/// Header names reach an HTTP/1.1 client spelled as the upstream spelled them, whichever way
+/// that is: the vendored pingora-http keeps no spellings map for a response whose names all
+/// have their common spelling (`Content-Type`, `ETag`, `X-Title-Case`) and writes those
+/// spellings itself, and makes the map at the first name spelled otherwise (lower case, upper
+/// case, one name three ways). Over HTTP/2 names have no case; the values all arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_names_reach_the_client_spelled_as_the_upstream_sent_them() {
+    let answers: [&'static [u8]; 3] = [
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nETag: \"v1\"\r\n\
+          X-Upstream-Thing: 1\r\nWWW-Authenticate: Basic\r\nContent-Length: 2\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-First: 0\r\nx-lower: 1\r\n\
+          X-UPPER: 2\r\nEtag: \"v1\"\r\nX-Title: 3\r\ncontent-length: 2\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\nX-Multi: 1\r\nx-multi: 2\r\nX-MULTI: 3\r\nContent-Length: 2\r\n\r\nok",
+    ];
+    for answer in answers {
+        let text = String::from_utf8_lossy(answer).into_owned();
+        let (head, _) = text.split_once("\r\n\r\n").unwrap();
+        let sent: Vec<&str> = head.lines().skip(1).collect();
+        let (addr, _, _) = start_answering_upstream(answer, Duration::ZERO).await;
+        let gw = Gateway::start(&raw_upstream_config(addr, "")).await;
+
+        let mut s = TcpStream::connect(("127.0.0.1", gw.ports.http))
+            .await
+            .unwrap();
+        s.write_all(b"GET /raw/x HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        let got = read_answer(&mut s, &mut Vec::new()).await;
+        assert_eq!(got.status(), 200, "{}", got.head);
+        assert_eq!(got.body, b"ok");
+        let lines: Vec<&str> = got.head.lines().collect();
+        for line in &sent {
+            assert!(
+                lines.contains(line),
+                "{line:?} not sent as the upstream spelled it:\n{}",
+                got.head
+            );
+        }
+
+        let r = gw
+            .client()
+            .get(gw.https_url("/raw/x"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.version(), reqwest::Version::HTTP_2);
+        // Content-Length is the HTTP/2 framing's to give or not.
+        for line in sent
+            .iter()
+            .filter(|l| !l.to_ascii_lowercase().starts_with("content-length"))
+        {
+            let (name, value) = line.split_once(": ").unwrap();
+            let values: Vec<&str> = r
+                .headers()
+                .get_all(name)
+                .iter()
+                .map(|v| v.to_str().unwrap())
+                .collect();
+            assert!(values.contains(&value), "{line:?} over HTTP/2: {values:?}");
+        }
+    }
+}
+
 fn raw_upstream_config(addr: std::net::SocketAddr, extra_server: &str) -> String {
     format!(
         r#"{}

@@ -15,6 +15,7 @@ mod headers;
 mod rate_limits;
 mod reload;
 mod routing;
+mod spellings;
 mod task_pipe;
 mod tls;
 mod upgrade;

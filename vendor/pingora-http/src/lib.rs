@@ -67,12 +67,15 @@ type CaseMap = HMap<CaseHeaderName>;
 pub struct ParsedHeaderName {
     name: HeaderName,
     case: CaseHeaderName,
+    // whether `case` is the common spelling (see `ResponseHeader::build_common_case`)
+    common: bool,
 }
 
 impl ParsedHeaderName {
     pub fn new(name: HeaderName) -> Self {
         let case = (&name).into_case_header_name();
-        ParsedHeaderName { name, case }
+        let common = is_common_spelling(case.as_slice(), &name);
+        ParsedHeaderName { name, case, common }
     }
 
     pub fn name(&self) -> &HeaderName {
@@ -529,6 +532,9 @@ pub struct ResponseHeader {
     base: RespParts,
     // an ordered header map to store the original case of each header name
     header_name_map: Option<CaseMap>,
+    // Palisade: no spellings map, and every name has its common spelling (see
+    // `build_common_case`); the map is made the first time a name is spelled otherwise
+    common_case: bool,
     // the reason phrase of the response, if unset, a default one will be used
     reason_phrase: Option<String>,
     // Palisade: ready-made header lines for the HTTP/1.x form, see `append_h1_lines`; one
@@ -555,6 +561,7 @@ impl Clone for ResponseHeader {
         Self {
             base: self.as_owned_parts(),
             header_name_map: self.header_name_map.clone(),
+            common_case: self.common_case,
             reason_phrase: self.reason_phrase.clone(),
             h1_lines: self.h1_lines.clone(),
         }
@@ -567,6 +574,7 @@ impl From<RespParts> for ResponseHeader {
         Self {
             base: parts,
             header_name_map: None,
+            common_case: false,
             reason_phrase: None,
             h1_lines: Vec::new(),
         }
@@ -601,6 +609,7 @@ impl ResponseHeader {
         ResponseHeader {
             base,
             header_name_map: None,
+            common_case: false,
             reason_phrase: None,
             h1_lines: Vec::new(),
         }
@@ -628,6 +637,57 @@ impl ResponseHeader {
         Ok(resp)
     }
 
+    /// Palisade: a [ResponseHeader] that keeps each name's spelling as [Self::build] does, at
+    /// less cost while the names have their common spelling: a standard name as servers
+    /// commonly spell it (`Content-Type`, `ETag`, `WWW-Authenticate`), any other in title
+    /// case (`X-Request-Id`: the first letter and every letter after a `-` upper case, the
+    /// rest lower case). While every name added is spelled so, no spellings map is kept (an
+    /// insert touches one map, not two) and [Self::header_to_h1_wire] writes the common
+    /// spellings; the first name spelled otherwise makes the map, with the common spellings
+    /// of the names before it. Either way each name goes out as it was spelled. For a
+    /// response read off the wire.
+    pub fn build_common_case(
+        code: impl TryInto<StatusCode>,
+        size_hint: Option<usize>,
+    ) -> Result<Self> {
+        let mut resp = Self::build_no_case(code, size_hint)?;
+        resp.common_case = true;
+        Ok(resp)
+    }
+
+    /// Palisade: leaves the common-case form (see [Self::build_common_case]) for a spellings
+    /// map, in which each name present gets its common spelling.
+    fn spell_out(&mut self) -> Result<()> {
+        self.common_case = false;
+        let mut map = CaseMap::with_capacity(http_header_map_upper_bound(Some(
+            self.base.headers.len() + 1,
+        )));
+        for name in self.base.headers.iter().map(|(name, _)| name) {
+            map.try_append(name.clone(), common_case_name(name))
+                .or_err(InvalidHTTPHeader, "header name map size overflows MAX_SIZE")?;
+        }
+        self.header_name_map = Some(map);
+        Ok(())
+    }
+
+    /// Palisade: the name parsed, when the response is in the common-case form and `case`
+    /// keeps it there; otherwise the form is left first (see [Self::build_common_case]) and
+    /// `None` says so: the caller then adds to both maps as usual.
+    fn parsed_if_common(&mut self, case: &CaseHeaderName) -> Result<Option<HeaderName>> {
+        if !self.common_case {
+            return Ok(None);
+        }
+        let name: HeaderName = case
+            .as_slice()
+            .try_into()
+            .or_err(InvalidHTTPHeader, "invalid header name")?;
+        if is_common_spelling(case.as_slice(), &name) {
+            return Ok(Some(name));
+        }
+        self.spell_out()?;
+        Ok(None)
+    }
+
     /// Append the header name and value to `self`.
     ///
     /// If there are already some headers under the same name, a new value will be added without
@@ -640,6 +700,13 @@ impl ResponseHeader {
         let header_value = value
             .try_into()
             .explain_err(InvalidHTTPHeader, |_| "invalid value while append")?;
+        let name = name.into_case_header_name();
+        if let Some(name) = self.parsed_if_common(&name)? {
+            return self.base.headers.try_append(name, header_value).or_err(
+                InvalidHTTPHeader,
+                "header value map size overflows MAX_SIZE",
+            );
+        }
         append_header_value(
             self.header_name_map.as_mut(),
             &mut self.base.headers,
@@ -660,6 +727,14 @@ impl ResponseHeader {
         let header_value = value
             .try_into()
             .explain_err(InvalidHTTPHeader, |_| "invalid value while insert")?;
+        let name = name.into_case_header_name();
+        if let Some(name) = self.parsed_if_common(&name)? {
+            self.base.headers.try_insert(name, header_value).or_err(
+                InvalidHTTPHeader,
+                "header value map size overflows MAX_SIZE",
+            )?;
+            return Ok(());
+        }
         insert_header_value(
             self.header_name_map.as_mut(),
             &mut self.base.headers,
@@ -674,6 +749,19 @@ impl ResponseHeader {
         name: &ParsedHeaderName,
         value: HeaderValue,
     ) -> Result<()> {
+        if self.common_case {
+            if name.common {
+                self.base
+                    .headers
+                    .try_insert(name.name.clone(), value)
+                    .or_err(
+                        InvalidHTTPHeader,
+                        "header value map size overflows MAX_SIZE",
+                    )?;
+                return Ok(());
+            }
+            self.spell_out()?;
+        }
         insert_parsed_header_value(
             self.header_name_map.as_mut(),
             &mut self.base.headers,
@@ -694,7 +782,17 @@ impl ResponseHeader {
     ///
     /// The header case will be preserved.
     pub fn header_to_h1_wire(&self, buf: &mut impl BufMut) {
-        header_to_h1_wire(self.header_name_map.as_ref(), &self.base.headers, buf);
+        if self.common_case {
+            // Palisade: every name has its common spelling (see `build_common_case`).
+            for (name, value) in &self.base.headers {
+                put_common_spelling(buf, name);
+                buf.put_slice(b": ");
+                buf.put_slice(value.as_ref());
+                buf.put_slice(b"\r\n");
+            }
+        } else {
+            header_to_h1_wire(self.header_name_map.as_ref(), &self.base.headers, buf);
+        }
         // Palisade: then the ready-made lines.
         buf.put_slice(&self.h1_lines);
     }
@@ -746,6 +844,9 @@ impl ResponseHeader {
     }
 
     /// Returns true if the response has case-sensitive headers.
+    ///
+    /// Palisade: false for a response in the common-case form of [Self::build_common_case],
+    /// which keeps its spellings without a map (and [Self::case_header_iter] yields nothing).
     pub fn has_case(&self) -> bool {
         self.header_name_map.is_some()
     }
@@ -757,7 +858,12 @@ impl ResponseHeader {
         let key_map = self.header_name_map.as_ref();
         let value_map = &self.base.headers;
 
-        if let Some(key_map) = key_map {
+        if self.common_case {
+            // Palisade: see `build_common_case`.
+            for (header, value) in value_map {
+                f(HeaderNameVariant::Case(&common_case_name(header)), value)?;
+            }
+        } else if let Some(key_map) = key_map {
             let iter = key_map.iter().zip(value_map.iter());
             for ((header, case_header), (header2, val)) in iter {
                 if header != header2 {
@@ -831,6 +937,7 @@ impl ResponseHeader {
         parts.headers = std::mem::take(&mut self.base.headers);
         parts.extensions = self.base.extensions.clone();
         self.header_name_map = None;
+        self.common_case = false;
         self.h1_lines.clear();
         parts
     }
@@ -841,6 +948,7 @@ impl ResponseHeader {
     /// (or title case for a few standard ones).
     pub fn drop_case(&mut self) {
         self.header_name_map = None;
+        self.common_case = false;
     }
 
     /// Palisade: makes room for `additional` more headers at once, so a caller about to add
@@ -1191,6 +1299,54 @@ fn normalize_field_value(raw: bytes::Bytes) -> bytes::Bytes {
         push_with_replacement(&mut unfolded, line);
     }
     bytes::Bytes::from(unfolded)
+}
+
+/// Palisade: whether `spelling` is the common spelling of `name`: a standard name as servers
+/// commonly spell it (`Content-Type`, `ETag`), any other in title case (`X-Request-Id`: the
+/// first letter and every letter after a `-` upper case, the rest lower case).
+fn is_common_spelling(spelling: &[u8], name: &HeaderName) -> bool {
+    if let Some(common) = case_header_name::common_spelling(name) {
+        return spelling == common.as_bytes();
+    }
+    let lower = name.as_str().as_bytes();
+    if spelling.len() != lower.len() {
+        return false;
+    }
+    let mut up = true;
+    for (&s, &l) in spelling.iter().zip(lower) {
+        if s != if up { l.to_ascii_uppercase() } else { l } {
+            return false;
+        }
+        up = l == b'-';
+    }
+    true
+}
+
+/// Palisade: writes the common spelling of `name` (see [is_common_spelling]).
+fn put_common_spelling(buf: &mut impl BufMut, name: &HeaderName) {
+    if let Some(common) = case_header_name::common_spelling(name) {
+        buf.put_slice(common.as_bytes());
+        return;
+    }
+    let mut up = true;
+    let mut chunk = [0u8; 64];
+    for part in name.as_str().as_bytes().chunks(chunk.len()) {
+        for (out, &l) in chunk.iter_mut().zip(part) {
+            *out = if up { l.to_ascii_uppercase() } else { l };
+            up = l == b'-';
+        }
+        buf.put_slice(&chunk[..part.len()]);
+    }
+}
+
+/// Palisade: the common spelling of `name` (see [is_common_spelling]).
+fn common_case_name(name: &HeaderName) -> CaseHeaderName {
+    if let Some(common) = case_header_name::common_spelling(name) {
+        return common.into_case_header_name();
+    }
+    let mut spelled = Vec::with_capacity(name.as_str().len());
+    put_common_spelling(&mut spelled, name);
+    bytes::Bytes::from(spelled).into_case_header_name()
 }
 
 #[inline]

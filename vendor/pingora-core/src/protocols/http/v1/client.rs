@@ -287,7 +287,9 @@ impl HttpSession {
                         // while header_refs doesn't as it is still empty
                         let _num_headers = populate_headers(base, &mut header_refs, resp.headers);
 
-                        let mut response_header = match ResponseHeader::build(
+                        // Palisade: the spellings map only when a name is not commonly
+                        // spelled (pingora-http's `build_common_case`).
+                        let mut response_header = match ResponseHeader::build_common_case(
                             resp.code.unwrap(),
                             Some(resp.headers.len()),
                         ) {

@@ -715,6 +715,19 @@ impl ResponseHeader {
         )
     }
 
+    /// Palisade: [Self::append_header] with a name already parsed, for a response made with
+    /// [Self::build_no_case] (one that keeps no spellings at all): the name is not spelled
+    /// out and parsed back. Any other response takes the name as `append_header` does.
+    pub fn append_parsed_name(&mut self, name: HeaderName, value: HeaderValue) -> Result<bool> {
+        if self.header_name_map.is_some() || self.common_case {
+            return self.append_header(name, value);
+        }
+        self.base.headers.try_append(name, value).or_err(
+            InvalidHTTPHeader,
+            "header value map size overflows MAX_SIZE",
+        )
+    }
+
     /// Insert the header name and value to `self`.
     ///
     /// Different from [Self::append_header()], this method will replace all other existing headers

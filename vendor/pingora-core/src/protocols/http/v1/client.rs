@@ -459,7 +459,7 @@ impl HttpSession {
                 || name == header::TRANSFER_ENCODING
                 || name == KEEP_ALIVE
             {
-                kept.append_header(name.clone(), value.clone())?;
+                kept.append_parsed_name(name.clone(), value.clone())?;
             }
         }
         self.response_header = Some(Box::new(kept));

@@ -53,6 +53,11 @@ fn the_common_case_form_writes_what_the_spellings_map_writes() {
             Append("WWW-Authenticate", "Basic"),
             Append("X-Request-Id", "r-1"),
             Append("Content-Length", "2"),
+            // Longer than the writer's 64-byte buffer.
+            Append(
+                "X-A-Name-Long-Enough-To-Be-Written-In-More-Than-One-Piece-By-The-Writer",
+                "1",
+            ),
         ],
         // Spelled otherwise from the first name, or only later.
         &[Append("content-type", "a"), Append("x-lower", "1")],
@@ -116,9 +121,14 @@ fn names_read_in_their_common_spelling_are_written_so() {
             Op::Append("Content-Type", "text/plain"),
             Op::Append("ETag", "\"v1\""),
             Op::Append("X-Upstream-Thing", "1"),
+            Op::Append(
+                "X-A-Name-Long-Enough-To-Be-Written-In-More-Than-One-Piece-By-The-Writer",
+                "2",
+            ),
         ],
     );
-    let want = "Content-Type: text/plain\r\nETag: \"v1\"\r\nX-Upstream-Thing: 1\r\n";
+    let want = "Content-Type: text/plain\r\nETag: \"v1\"\r\nX-Upstream-Thing: 1\r\n\
+                X-A-Name-Long-Enough-To-Be-Written-In-More-Than-One-Piece-By-The-Writer: 2\r\n";
     assert_eq!(wire(&h), want);
     assert_eq!(wire(&h.clone()), want);
     assert!(!h.has_case(), "no spellings map for commonly spelled names");

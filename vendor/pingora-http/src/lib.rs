@@ -1322,17 +1322,17 @@ fn is_common_spelling(spelling: &[u8], name: &HeaderName) -> bool {
         return spelling == common.as_bytes();
     }
     let lower = name.as_str().as_bytes();
-    if spelling.len() != lower.len() {
-        return false;
-    }
-    let mut up = true;
-    for (&s, &l) in spelling.iter().zip(lower) {
-        if s != if up { l.to_ascii_uppercase() } else { l } {
-            return false;
-        }
-        up = l == b'-';
-    }
-    true
+    spelling.len() == lower.len() && spelling.iter().copied().eq(title_cased(lower))
+}
+
+/// Palisade: `lower` (a parsed name) in title case, byte by byte: the first letter and every
+/// letter after a `-` upper case, the rest as they are.
+fn title_cased(lower: &[u8]) -> impl Iterator<Item = u8> + '_ {
+    lower.iter().scan(true, |up, &l| {
+        let b = if *up { l.to_ascii_uppercase() } else { l };
+        *up = l == b'-';
+        Some(b)
+    })
 }
 
 /// Palisade: writes the common spelling of `name` (see [is_common_spelling]).
@@ -1341,15 +1341,18 @@ fn put_common_spelling(buf: &mut impl BufMut, name: &HeaderName) {
         buf.put_slice(common.as_bytes());
         return;
     }
-    let mut up = true;
+    // Through a buffer on the stack, a slice at a time rather than a byte at a time.
     let mut chunk = [0u8; 64];
-    for part in name.as_str().as_bytes().chunks(chunk.len()) {
-        for (out, &l) in chunk.iter_mut().zip(part) {
-            *out = if up { l.to_ascii_uppercase() } else { l };
-            up = l == b'-';
+    let mut filled = 0;
+    for b in title_cased(name.as_str().as_bytes()) {
+        chunk[filled] = b;
+        filled += 1;
+        if filled == chunk.len() {
+            buf.put_slice(&chunk);
+            filled = 0;
         }
-        buf.put_slice(&chunk[..part.len()]);
     }
+    buf.put_slice(&chunk[..filled]);
 }
 
 /// Palisade: the common spelling of `name` (see [is_common_spelling]).

@@ -4,14 +4,23 @@
 //! Only SHA-256 digests are kept in memory. A presented key is hashed and compared in constant
 //! time against every digest, whichever matches, so the time taken never says which key (or
 //! which set) matched, nor how close a guess came.
+//!
+//! A key that matched is remembered on its thread by a keyed hash of it (SipHash-2-4, 128 bits,
+//! under a key drawn at load), not by the key: its next request costs that hash, not SHA-256.
+//! Without the hash's key the tags say nothing of the keys and cannot be matched by another
+//! key; a remembered key is found in the same time whichever it is. Only that a key was
+//! accepted shortly before shows in the time, which its 200 already told the client.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
+use siphasher::sip128::SipHasher24;
 use subtle::{ConditionallySelectable, ConstantTimeEq};
 
 use crate::config::diagnostics::Diagnostics;
@@ -128,7 +137,30 @@ pub struct ApiKeyPolicy {
     pub challenge: HeaderValue,
     /// `gateway_api_key_auth_total` of this policy, by [`AuthOutcome::metric_slot`].
     pub counted: CounterSlots<20>,
+    /// Tells this policy's keys apart in the per-thread memory of matched keys (a reload
+    /// makes a new policy, whose entries may sit at other places).
+    id: u64,
+    /// The keyed hash the per-thread memory knows a matched key by (a random key per policy).
+    tagger: SipHasher24,
 }
+
+/// Per thread: the keys matched last, as (policy id, tag of the key as presented, entry index).
+const RECENT_SLOTS: usize = 64;
+
+#[derive(Clone, Copy)]
+struct Recent {
+    policy: u64,
+    tag: u128,
+    entry: u32,
+}
+
+thread_local! {
+    static RECENT: RefCell<[Recent; RECENT_SLOTS]> =
+        const { RefCell::new([Recent { policy: 0, tag: 0, entry: 0 }; RECENT_SLOTS]) };
+}
+
+/// Policy ids start at 1: an empty slot (policy 0) never matches.
+static POLICY_IDS: AtomicU64 = AtomicU64::new(1);
 
 /// The result of checking a request's key against a route's `auth`.
 pub enum AuthOutcome<'a> {
@@ -349,6 +381,13 @@ impl ApiKeyPolicy {
             return None;
         }
         let credential = credential?;
+        let Some(tag_key) = tag_key() else {
+            diags.error(
+                path.clone(),
+                "the system gave no random bytes to key this policy's cache of matched keys",
+            );
+            return None;
+        };
         let challenge = match &credential {
             Credential::Bearer => format!("Bearer realm=\"{name}\""),
             Credential::Header(h) => format!("ApiKey realm=\"{name}\", header=\"{h}\""),
@@ -362,6 +401,8 @@ impl ApiKeyPolicy {
             challenge: HeaderValue::from_str(&challenge)
                 .unwrap_or_else(|_| HeaderValue::from_static("ApiKey")),
             counted: CounterSlots::default(),
+            id: POLICY_IDS.fetch_add(1, Ordering::Relaxed),
+            tagger: SipHasher24::new_with_key(&tag_key),
         })
     }
 
@@ -390,9 +431,36 @@ impl ApiKeyPolicy {
         AuthOutcome::Accepted(entry)
     }
 
-    /// The entry whose digest matches, looked for in constant time: every digest is compared,
-    /// and the comparisons do not stop at a difference.
+    /// The entry whose digest matches: from this thread's memory of the keys matched last when
+    /// the key is there, else by [`ApiKeyPolicy::find_by_digest`], remembered when found.
     fn find(&self, presented: &[u8]) -> Option<&KeyEntry> {
+        let tag = u128::from(self.tagger.hash(presented));
+        let slot = (tag as usize ^ self.id as usize) % RECENT_SLOTS;
+        let remembered = RECENT.with(|recent| {
+            let r = recent.borrow()[slot];
+            // The tags compared without an early exit, as the digests are.
+            let same = (r.tag ^ tag).ct_eq(&0);
+            (r.policy == self.id && bool::from(same)).then_some(r.entry)
+        });
+        if let Some(i) = remembered {
+            return self.entries.get(i as usize);
+        }
+        let i = self.find_by_digest(presented)?;
+        RECENT.with(|recent| {
+            recent.borrow_mut()[slot] = Recent {
+                policy: self.id,
+                tag,
+                entry: i,
+            }
+        });
+        self.entries.get(i as usize)
+    }
+
+    /// The index of the entry whose digest matches, looked for in constant time: every digest
+    /// is compared, and the comparisons do not stop at a difference.
+    fn find_by_digest(&self, presented: &[u8]) -> Option<u32> {
+        #[cfg(test)]
+        tests::DIGESTS.with(|n| n.set(n.get() + 1));
         // Each digest is XORed word by word with the presented one and the differences ORed
         // together: no branch and no early exit depends on the bytes, and a single
         // constant-time comparison of the result with zero says whether they were equal.
@@ -407,7 +475,7 @@ impl ApiKeyPolicy {
             let hit = diff.ct_eq(&0) & found.ct_eq(&none);
             found = u32::conditional_select(&found, &(i as u32), hit);
         }
-        self.entries.get(found as usize)
+        (found != none).then_some(found)
     }
 
     /// The key the request carries, borrowed from its header where it can be.
@@ -546,6 +614,14 @@ fn percent_decode(s: &str) -> Vec<u8> {
         i += 1;
     }
     out
+}
+
+/// A random key for a policy's tags of matched keys, from the system's secure generator.
+fn tag_key() -> Option<[u8; 16]> {
+    use ring::rand::SecureRandom;
+    let mut key = [0u8; 16];
+    ring::rand::SystemRandom::new().fill(&mut key).ok()?;
+    Some(key)
 }
 
 pub fn sha256(data: &[u8]) -> [u8; 32] {
@@ -760,6 +836,77 @@ mod tests {
         assert!(
             msgs.iter().all(|m| !m.contains("short-key-123")),
             "{msgs:?}"
+        );
+    }
+
+    thread_local! {
+        /// SHA-256 lookups made on this thread (the tests run one per thread).
+        pub(super) static DIGESTS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+
+    fn digests() -> u64 {
+        DIGESTS.with(|n| n.get())
+    }
+
+    #[test]
+    fn a_matched_key_is_remembered_by_its_tag_and_still_checked() {
+        let (p, msgs) = compile(&format!(
+            "[[keys]]\nid = \"ops\"\nhash = \"{}\"\nroles = [\"admin\"]\nexpires = \"2100-01-01T00:00:00Z\"\n",
+            digest_string(KEY_A.as_bytes()),
+        ));
+        let p = p.unwrap_or_else(|| panic!("{msgs:?}"));
+        let admin = vec!["admin".to_string()];
+        let key_a = headers("x-api-key", KEY_A);
+        let before = digests();
+        assert_eq!(p.authenticate(&key_a, None, &admin, 0).result(), "ok");
+        assert_eq!(digests(), before + 1, "a first match looks at the digests");
+        for _ in 0..3 {
+            assert_eq!(p.authenticate(&key_a, None, &admin, 0).result(), "ok");
+        }
+        assert_eq!(digests(), before + 1, "a remembered key needs no SHA-256");
+        // Remembered, and still held to its roles and its expiry.
+        let billing = vec!["billing".to_string()];
+        assert_eq!(
+            p.authenticate(&key_a, None, &billing, 0).result(),
+            "forbidden"
+        );
+        let expired = parse_time("2100-01-01T00:00:00Z").unwrap();
+        assert_eq!(
+            p.authenticate(&key_a, None, &admin, expired).result(),
+            "expired"
+        );
+        // A wrong key is never remembered: each try is looked up again.
+        let wrong = headers("x-api-key", "pk_test_cccccccccccccccccccc");
+        let before = digests();
+        for _ in 0..2 {
+            assert_eq!(p.authenticate(&wrong, None, &[], 0).result(), "invalid");
+        }
+        assert_eq!(digests(), before + 2);
+        // The key with one byte changed is not taken for the remembered one.
+        let near = headers("x-api-key", &format!("{}b", &KEY_A[..KEY_A.len() - 1]));
+        assert_eq!(p.authenticate(&near, None, &[], 0).result(), "invalid");
+    }
+
+    #[test]
+    fn a_key_remembered_by_one_policy_means_nothing_to_another() {
+        let (a, _) = compile(&format!("current = \"{KEY_A}\"\n"));
+        let a = a.unwrap();
+        // The same config loaded again, as a reload does, with the key moved to `next`; and
+        // a policy without it.
+        let (reloaded, _) = compile(&format!("current = \"{KEY_B}\"\nnext = \"{KEY_A}\"\n"));
+        let reloaded = reloaded.unwrap();
+        let (other, _) = compile(&format!("current = \"{KEY_B}\"\n"));
+        let other = other.unwrap();
+        let key_a = headers("x-api-key", KEY_A);
+        assert!(
+            matches!(a.authenticate(&key_a, None, &[], 0), AuthOutcome::Accepted(e) if e.set == KeySet::Current)
+        );
+        assert_eq!(other.authenticate(&key_a, None, &[], 0).result(), "invalid");
+        assert!(
+            matches!(reloaded.authenticate(&key_a, None, &[], 0), AuthOutcome::Accepted(e) if e.set == KeySet::Next)
+        );
+        assert!(
+            matches!(a.authenticate(&key_a, None, &[], 0), AuthOutcome::Accepted(e) if e.set == KeySet::Current)
         );
     }
 

@@ -12,6 +12,8 @@
 use std::cell::RefCell;
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
+
+use siphasher::sip128::{Hasher128, SipHasher13};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -78,7 +80,9 @@ pub struct LocalTable {
     rate: Rate,
     shards: Box<[Shard]>,
     per_shard: usize,
-    seeds: (RandomState, RandomState),
+    /// SipHash-1-3 with 128 bits out, keyed at random: a client cannot aim its keys at one
+    /// shard or slot.
+    hasher: SipHasher13,
     evictions: AtomicU64,
 }
 
@@ -92,21 +96,21 @@ impl LocalTable {
             rate,
             shards,
             per_shard: max_keys.div_ceil(SHARDS).max(1),
-            seeds: (RandomState::new(), RandomState::new()),
+            hasher: SipHasher13::new_with_keys(
+                RandomState::new().hash_one(0u64),
+                RandomState::new().hash_one(1u64),
+            ),
             evictions: AtomicU64::new(0),
         }
     }
 
     /// The table's key for the given parts (hashed in order, with a separator).
-    pub fn key<'a>(&self, parts: impl Iterator<Item = &'a [u8]> + Clone) -> u128 {
-        let hash = |seed: &RandomState| {
-            let mut h = seed.build_hasher();
-            for part in parts.clone() {
-                part.hash(&mut h);
-            }
-            h.finish()
-        };
-        (u128::from(hash(&self.seeds.0)) << 64) | u128::from(hash(&self.seeds.1))
+    pub fn key<'a>(&self, parts: impl Iterator<Item = &'a [u8]>) -> u128 {
+        let mut h = self.hasher;
+        for part in parts {
+            part.hash(&mut h);
+        }
+        u128::from(h.finish128())
     }
 
     fn shard(&self, key: u128) -> &Shard {

@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::policy::api_key::KeyEntry;
 use crate::policy::cors::CorsPolicy;
 use crate::policy::headers::{HeaderForm, HeaderPolicy};
 use crate::policy::in_flight::InFlightGuard;
@@ -52,12 +53,11 @@ pub struct RequestCtx {
     /// The route's webhook policy when this request's body must be signed, and why it was not.
     pub webhook: Option<Arc<WebhookPolicy>>,
     pub webhook_failure: Option<webhook::Failure>,
-    /// The id and set of the API key the route's `auth` accepted.
-    pub key_id: Option<Arc<str>>,
-    pub key_set: &'static str,
-    pub key_roles: Option<http::HeaderValue>,
+    /// The API key the route's `auth` accepted: its place in the policy's entries (see
+    /// [`RequestCtx::key_entry`]), which a request reads without touching a reference count.
+    pub key: Option<u32>,
     /// The `RateLimit` header for an allowed request.
-    pub rate_limit: Option<http::HeaderValue>,
+    pub rate_limit: Option<String>,
     /// The status the gateway answered with itself, if it did.
     pub gateway_status: Option<u16>,
     /// Whether this request is counted in `gateway_requests_in_flight`.
@@ -92,9 +92,7 @@ impl RequestCtx {
             schema_mismatches: None,
             webhook: None,
             webhook_failure: None,
-            key_id: None,
-            key_set: "none",
-            key_roles: None,
+            key: None,
             normalized_path: None,
             body_seen: 0,
             body_limit: u64::MAX,
@@ -103,6 +101,17 @@ impl RequestCtx {
             mask_body: None,
             masked: false,
         }
+    }
+
+    /// The API key the route's `auth` accepted.
+    pub fn key_entry(&self) -> Option<&KeyEntry> {
+        let i = self.key?;
+        self.route.as_ref()?.auth.as_ref()?.policy.entry(i)
+    }
+
+    /// The accepted key's id, for the access log and per-key rate limits.
+    pub fn key_id(&self) -> Option<&str> {
+        self.key_entry().map(|e| &*e.id)
     }
 
     /// The response policy: the route's, or the defaults' when no route matched.

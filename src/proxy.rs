@@ -303,12 +303,9 @@ impl ProxyHttp for Gateway {
                 }
                 Credential::Query(name) => strip_param = Some(name.as_str()),
             }
-            if let Some(id) = &ctx.key_id {
-                lines.push(b"x-palisade-key-id", id.as_bytes())?;
-                lines.push(b"x-palisade-key-set", ctx.key_set.as_bytes())?;
-                if let Some(roles) = &ctx.key_roles {
-                    lines.push(b"x-palisade-key-roles", roles.as_bytes())?;
-                }
+            if let Some(entry) = ctx.key_entry() {
+                // Who the key is, as lines made when the config was loaded.
+                lines.push_trusted(&entry.upstream_lines);
             }
         }
         upstream.append_h1_lines_owned(lines.into_vec());
@@ -563,7 +560,7 @@ impl ProxyHttp for Gateway {
             route,
             upstream,
             decision: &ctx.decision,
-            key_id: ctx.key_id.as_deref(),
+            key_id: ctx.key_id(),
         };
         if !self.shared.access_log.write_line(record.to_line()) {
             metrics.access_log_dropped.inc();
@@ -687,9 +684,7 @@ impl Gateway {
         }
         let refusal = match outcome {
             AuthOutcome::Accepted(entry) => {
-                ctx.key_id = Some(entry.id.clone());
-                ctx.key_set = entry.set.label();
-                ctx.key_roles = entry.roles_header.clone();
+                ctx.key = Some(entry.index);
                 return None;
             }
             AuthOutcome::Missing => {
@@ -895,7 +890,7 @@ impl Gateway {
             client_ip: ctx.client_ip,
             route: &route.name,
             headers: &session.req_header().headers,
-            key_id: ctx.key_id.as_deref(),
+            key_id: ctx.key_id(),
         };
         let mut events = Vec::new();
         let verdict = rate_limit::check_all(policies, &facts, clock::now_us(), &mut events).await;

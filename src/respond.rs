@@ -467,7 +467,7 @@ pub fn finish_response(header: &mut ResponseHeader, ctx: &RequestCtx) -> Result<
     }
     if let Some((policy, value)) = rate_limit {
         policy.set(header, form)?;
-        lines.set_unique(header, &RATELIMIT, value)?;
+        lines.set_unique_text(header, &RATELIMIT, value)?;
     }
     lines.set_unique_text(header, &X_REQUEST_ID_NAME, &ctx.request_id)?;
     Ok(())

@@ -120,10 +120,43 @@ pub struct KeyEntry {
     pub id: Arc<str>,
     pub set: KeySet,
     pub roles: Vec<String>,
-    /// `X-Palisade-Key-Roles` for the upstream, built once.
-    pub roles_header: Option<HeaderValue>,
     /// Seconds since the epoch after which the key is refused.
     expires_at: Option<u64>,
+    /// Its place in the policy's entries (see [`ApiKeyPolicy::entry`]).
+    pub index: u32,
+    /// What the upstream is told of the key, as HTTP/1.1 header lines made at load:
+    /// `X-Palisade-Key-Id`, `X-Palisade-Key-Set` and, when it has roles,
+    /// `X-Palisade-Key-Roles` (ids and roles are checked to be letters, digits and `_-.:`).
+    pub upstream_lines: Box<[u8]>,
+}
+
+impl KeyEntry {
+    fn new(digest: &[u8; 32], id: Arc<str>, set: KeySet, roles: Vec<String>) -> KeyEntry {
+        KeyEntry {
+            digest: words(digest),
+            id,
+            set,
+            roles,
+            expires_at: None,
+            index: 0,
+            upstream_lines: Box::default(),
+        }
+    }
+
+    fn make_upstream_lines(&self) -> Box<[u8]> {
+        let mut lines = format!(
+            "x-palisade-key-id: {}\r\nx-palisade-key-set: {}\r\n",
+            self.id,
+            self.set.label()
+        );
+        if !self.roles.is_empty() {
+            lines.push_str(&format!(
+                "x-palisade-key-roles: {}\r\n",
+                self.roles.join(",")
+            ));
+        }
+        lines.into_bytes().into_boxed_slice()
+    }
 }
 
 pub struct ApiKeyPolicy {
@@ -335,14 +368,13 @@ impl ApiKeyPolicy {
                 }
             }
             entries.push(KeyEntry {
-                digest: words(&digest),
-                id: key.id.as_str().into(),
-                set: KeySet::Named,
-                roles_header: (!key.roles.is_empty())
-                    .then(|| HeaderValue::from_str(&key.roles.join(",")).ok())
-                    .flatten(),
-                roles: key.roles.clone(),
                 expires_at,
+                ..KeyEntry::new(
+                    &digest,
+                    key.id.as_str().into(),
+                    KeySet::Named,
+                    key.roles.clone(),
+                )
             });
         }
         for (set, source, key) in [
@@ -359,14 +391,12 @@ impl ApiKeyPolicy {
             };
             for (n, item) in split_keys(&text).enumerate() {
                 match key_digest(item) {
-                    Ok(digest) => entries.push(KeyEntry {
-                        digest: words(&digest),
-                        id: set_key_id(&digest).into(),
+                    Ok(digest) => entries.push(KeyEntry::new(
+                        &digest,
+                        set_key_id(&digest).into(),
                         set,
-                        roles: Vec::new(),
-                        roles_header: None,
-                        expires_at: None,
-                    }),
+                        Vec::new(),
+                    )),
                     Err(e) => diags.error(path.key(key), format!("key {}: {e}", n + 1)),
                 }
             }
@@ -379,6 +409,10 @@ impl ApiKeyPolicy {
         }
         if diags.error_count() > errors_before {
             return None;
+        }
+        for (i, entry) in entries.iter_mut().enumerate() {
+            entry.index = i as u32;
+            entry.upstream_lines = entry.make_upstream_lines();
         }
         let credential = credential?;
         let Some(tag_key) = tag_key() else {
@@ -404,6 +438,11 @@ impl ApiKeyPolicy {
             id: POLICY_IDS.fetch_add(1, Ordering::Relaxed),
             tagger: SipHasher24::new_with_key(&tag_key),
         })
+    }
+
+    /// The entry at `index` (a [`KeyEntry::index`] of this policy).
+    pub fn entry(&self, index: u32) -> Option<&KeyEntry> {
+        self.entries.get(index as usize)
     }
 
     /// Checks the request's key; `roles` are the route's (any one of them is enough).
@@ -762,14 +801,7 @@ mod tests {
 
     #[test]
     fn every_set_and_result_has_its_own_metric_slot() {
-        let entry = |set| KeyEntry {
-            digest: [0; 4],
-            id: Arc::from("k"),
-            set,
-            roles: Vec::new(),
-            roles_header: None,
-            expires_at: None,
-        };
+        let entry = |set| KeyEntry::new(&[0; 32], Arc::from("k"), set, Vec::new());
         let entries = [KeySet::Current, KeySet::Next, KeySet::Named].map(entry);
         let mut seen = std::collections::HashMap::new();
         let mut check = |o: AuthOutcome<'_>| {

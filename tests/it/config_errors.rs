@@ -404,3 +404,25 @@ fn a_header_deadline_under_a_second_and_zero_instances_or_keepalive_are_refused(
         "{err}"
     );
 }
+
+#[test]
+fn a_rate_limit_name_that_cannot_be_sent_in_its_headers_is_refused() {
+    // The name goes out quoted in `RateLimit` and `RateLimit-Policy`: a quote would end the
+    // string early, a control character would make the header invalid.
+    for name in [r#""per\"ip""#, r#""per\u0001ip""#] {
+        let text = format!(
+            "{UPSTREAM}\n[rate_limits.{name}]\nkey = \"client_ip\"\nlimit = 10\nper = \"1s\"\n"
+        );
+        let (code, _, err) = check_text(&text);
+        assert_eq!(code, 78, "{name}: {err}");
+        assert!(
+            err.contains("must be printable ASCII without"),
+            "{name}: {err}"
+        );
+    }
+    let ok = format!(
+        "{UPSTREAM}\n[rate_limits.\"per ip.v2\"]\nkey = \"client_ip\"\nlimit = 10\nper = \"1s\"\n"
+    );
+    let (code, _, err) = check_text(&ok);
+    assert_eq!(code, 0, "{err}");
+}

@@ -113,6 +113,11 @@ impl HeaderLines {
         write_line(&mut self.0, name, value)
     }
 
+    /// Appends lines made and checked earlier (`Name: value\r\n` each).
+    pub fn push_trusted(&mut self, lines: &[u8]) {
+        self.0.extend_from_slice(lines);
+    }
+
     /// The buffer, for `append_h1_lines_owned`.
     pub fn into_vec(self) -> Vec<u8> {
         self.0

@@ -207,6 +207,17 @@ impl RateLimitPolicy {
     ) -> Option<RateLimitPolicy> {
         let path = KeyPath::root().key("rate_limits").key(name);
         let errors_before = diags.error_count();
+        // The name is sent quoted in `RateLimit` and `RateLimit-Policy` (an RFC 8941 string).
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+        {
+            diags.error(
+                path.clone(),
+                format!("the policy name {name:?} must be printable ASCII without `\"` or `\\` (it is sent in the RateLimit headers)"),
+            );
+        }
         let written: Vec<&String> = match &cfg.key {
             OneOrMany::One(k) => vec![k],
             OneOrMany::Many(list) => list.iter().collect(),
@@ -517,8 +528,10 @@ pub fn policy_header(policies: &[Arc<RateLimitPolicy>]) -> Option<HeaderValue> {
     HeaderValue::from_str(&items.join(", ")).ok()
 }
 
-/// `RateLimit` for an allowed request: each policy's remaining quota and seconds to full.
-pub fn allowed_header(outcomes: &[(&RateLimitPolicy, Outcome)]) -> Option<HeaderValue> {
+/// `RateLimit` for an allowed request: each policy's remaining quota and seconds to full. As
+/// text: an HTTP/1.x response gets it as a line, checked as it is written, with no
+/// `HeaderValue` made for it.
+pub fn allowed_header(outcomes: &[(&RateLimitPolicy, Outcome)]) -> Option<String> {
     let mut out = String::with_capacity(64);
     let mut number = itoa::Buffer::new();
     for (policy, o) in outcomes.iter().filter(|(p, _)| p.send_headers) {
@@ -533,9 +546,7 @@ pub fn allowed_header(outcomes: &[(&RateLimitPolicy, Outcome)]) -> Option<Header
         out.push_str(";t=");
         out.push_str(number.format(whole_seconds(o.reset_us)));
     }
-    (!out.is_empty())
-        .then(|| HeaderValue::try_from(out).ok())
-        .flatten()
+    (!out.is_empty()).then_some(out)
 }
 
 /// The headers of a 429: `Retry-After`, the legacy `X-RateLimit-*` and the IETF draft fields.

@@ -74,6 +74,19 @@ thread_local! {
 
 static TABLE_IDS: AtomicU64 = AtomicU64::new(1);
 
+/// See [`LocalTable::key_writer`].
+pub struct KeyWriter(SipHasher13);
+
+impl KeyWriter {
+    pub fn write(&mut self, bytes: &[u8]) {
+        self.0.write(bytes);
+    }
+
+    pub fn finish(self) -> u128 {
+        u128::from(self.0.finish128())
+    }
+}
+
 pub struct LocalTable {
     /// Tells this table's entries apart in the per-thread memory (addresses can be reused).
     id: u64,
@@ -111,6 +124,15 @@ impl LocalTable {
             part.hash(&mut h);
         }
         u128::from(h.finish128())
+    }
+
+    /// A key written part by part: the same key as [`Self::key`] of one part of `len` bytes,
+    /// those bytes given to [`KeyWriter::write`] in pieces.
+    pub fn key_writer(&self, len: usize) -> KeyWriter {
+        let mut h = self.hasher;
+        // What `Hash` for a byte slice writes first.
+        h.write_usize(len);
+        KeyWriter(h)
     }
 
     fn shard(&self, key: u128) -> &Shard {

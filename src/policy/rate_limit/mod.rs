@@ -336,10 +336,34 @@ impl RateLimitPolicy {
     /// `Err(header)` when a header the key needs is missing and the policy refuses then.
     fn request_key(&self, req: &RequestFacts<'_>) -> Result<Key, HeaderName> {
         let mut out = Key::new();
-        let mut push = |bytes: &[u8]| {
+        self.key_parts(req, |bytes| {
             out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
             out.extend_from_slice(bytes);
-        };
+        })?;
+        Ok(out)
+    }
+
+    /// The local table's key for this request: what `table.key` makes of [`Self::request_key`]
+    /// (its length, then each part's length and bytes, hashed as one run of bytes), without
+    /// the key being written out first.
+    fn local_key(&self, req: &RequestFacts<'_>) -> Result<u128, HeaderName> {
+        let mut len = 0;
+        self.key_parts(req, |bytes| len += 4 + bytes.len())?;
+        let mut key = self.table.key_writer(len);
+        self.key_parts(req, |bytes| {
+            key.write(&(bytes.len() as u32).to_le_bytes());
+            key.write(bytes);
+        })?;
+        Ok(key.finish())
+    }
+
+    /// Feeds each part of this request's key to `push`, in order; the header the key needs
+    /// when the request has none and the policy does not share one bucket among them.
+    fn key_parts(
+        &self,
+        req: &RequestFacts<'_>,
+        mut push: impl FnMut(&[u8]),
+    ) -> Result<(), HeaderName> {
         if self.per_route {
             push(req.route.as_bytes());
         }
@@ -360,7 +384,7 @@ impl RateLimitPolicy {
                 },
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Charges one request; says which store took the charge, so a refund goes back there.
@@ -488,6 +512,9 @@ pub async fn check_all<'p>(
     now_us: u64,
     events: &mut Vec<Event>,
 ) -> Verdict<'p> {
+    if policies.iter().all(|p| p.is_local()) {
+        return check_all_local(policies, req, now_us);
+    }
     let mut charged: SmallVec<[(&RateLimitPolicy, Key, Outcome, Charged); 4]> = SmallVec::new();
     let refusal = 'check: {
         for policy in policies {
@@ -507,6 +534,36 @@ pub async fn check_all<'p>(
     };
     for (policy, key, _, store) in &charged {
         policy.refund(key, now_us, *store).await;
+    }
+    refusal
+}
+
+/// [`check_all`] when every policy is kept in this process: the same decisions and refunds,
+/// with each key hashed from the request's parts as it is made and nothing to wait for.
+fn check_all_local<'p>(
+    policies: &'p [Arc<RateLimitPolicy>],
+    req: &RequestFacts<'_>,
+    now_us: u64,
+) -> Verdict<'p> {
+    let mut allowed = Allowed::new();
+    let mut keys: SmallVec<[u128; 4]> = SmallVec::new();
+    let refusal = 'check: {
+        for policy in policies {
+            let key = match policy.local_key(req) {
+                Ok(key) => key,
+                Err(header) => break 'check Verdict::MissingKey(policy, header),
+            };
+            let outcome = policy.table.check(key, now_us);
+            if !outcome.allowed {
+                break 'check Verdict::Limited(policy, outcome);
+            }
+            allowed.push((&**policy, outcome));
+            keys.push(key);
+        }
+        return Verdict::Allowed(allowed);
+    };
+    for ((policy, _), key) in allowed.iter().zip(&keys) {
+        policy.table.refund(*key, now_us);
     }
     refusal
 }
@@ -607,4 +664,62 @@ pub fn resolve(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(name: &str, toml_text: &str) -> RateLimitPolicy {
+        let cfg: RateLimitConfig = toml::from_str(toml_text).unwrap();
+        let mut diags = Diagnostics::default();
+        let p = RateLimitPolicy::compile(name, &cfg, None, &Keep::default(), &mut diags);
+        p.unwrap_or_else(|| {
+            panic!(
+                "{:?}",
+                diags.list.iter().map(|d| &d.reason).collect::<Vec<_>>()
+            )
+        })
+    }
+
+    #[test]
+    fn a_local_key_is_the_key_a_store_fallback_makes() {
+        // A Redis policy that falls back to its local table keys it by the written-out key;
+        // a local policy hashes the same bytes as it goes. Both must land in one bucket.
+        let mut headers = HeaderMap::new();
+        headers.insert("x-tenant", HeaderValue::from_static("acme"));
+        let v4 = Some("203.0.113.7".parse().unwrap());
+        let v6 = Some("2001:db8::1".parse().unwrap());
+        let cases = [
+            "key = \"client_ip\"\nlimit = 5\nper = \"1s\"\n",
+            "key = [\"client_ip\", \"route\", \"api_key\"]\nlimit = 5\nper = \"1s\"\n",
+            "key = [\"global\", \"header:x-tenant\"]\nlimit = 5\nper = \"1s\"\nscope = \"route\"\n",
+            "key = \"header:x-missing\"\nlimit = 5\nper = \"1s\"\nmissing_key = \"shared\"\n",
+        ];
+        for (i, text) in cases.iter().enumerate() {
+            let p = policy(&format!("p{i}"), text);
+            for (client_ip, key_id) in [(v4, Some("ops")), (v6, None), (None, Some(""))] {
+                let facts = RequestFacts {
+                    client_ip,
+                    route: "api",
+                    headers: &headers,
+                    key_id,
+                };
+                let written = p.request_key(&facts).unwrap();
+                let expected = p.table.key(std::iter::once(&written[..]));
+                assert_eq!(p.local_key(&facts).unwrap(), expected, "{text}");
+            }
+        }
+        let p = policy(
+            "strict",
+            "key = \"header:x-missing\"\nlimit = 5\nper = \"1s\"\n",
+        );
+        let facts = RequestFacts {
+            client_ip: v4,
+            route: "api",
+            headers: &headers,
+            key_id: None,
+        };
+        assert_eq!(p.local_key(&facts).unwrap_err(), "x-missing");
+    }
 }

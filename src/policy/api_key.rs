@@ -131,7 +131,15 @@ pub struct KeyEntry {
 }
 
 impl KeyEntry {
+    /// An entry whose `index` is set once the policy's entries are all known.
     fn new(digest: &[u8; 32], id: Arc<str>, set: KeySet, roles: Vec<String>) -> KeyEntry {
+        let mut lines = format!(
+            "x-palisade-key-id: {id}\r\nx-palisade-key-set: {}\r\n",
+            set.label()
+        );
+        if !roles.is_empty() {
+            lines.push_str(&format!("x-palisade-key-roles: {}\r\n", roles.join(",")));
+        }
         KeyEntry {
             digest: words(digest),
             id,
@@ -139,23 +147,8 @@ impl KeyEntry {
             roles,
             expires_at: None,
             index: 0,
-            upstream_lines: Box::default(),
+            upstream_lines: lines.into_bytes().into_boxed_slice(),
         }
-    }
-
-    fn make_upstream_lines(&self) -> Box<[u8]> {
-        let mut lines = format!(
-            "x-palisade-key-id: {}\r\nx-palisade-key-set: {}\r\n",
-            self.id,
-            self.set.label()
-        );
-        if !self.roles.is_empty() {
-            lines.push_str(&format!(
-                "x-palisade-key-roles: {}\r\n",
-                self.roles.join(",")
-            ));
-        }
-        lines.into_bytes().into_boxed_slice()
     }
 }
 
@@ -412,7 +405,6 @@ impl ApiKeyPolicy {
         }
         for (i, entry) in entries.iter_mut().enumerate() {
             entry.index = i as u32;
-            entry.upstream_lines = entry.make_upstream_lines();
         }
         let credential = credential?;
         let Some(tag_key) = tag_key() else {

@@ -11,13 +11,12 @@
 
 use std::cell::RefCell;
 use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
-
-use siphasher::sip128::{Hasher128, SipHasher13};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use indexmap::IndexMap;
+use siphasher::sip128::{Hasher128, SipHasher13};
 
 use super::gcra::{self, Outcome, Rate};
 
@@ -117,22 +116,21 @@ impl LocalTable {
         }
     }
 
-    /// The table's key for the given parts (hashed in order, with a separator).
+    /// The table's key for the given parts: each part's length (four bytes) and bytes, in
+    /// order, so parts never run together.
     pub fn key<'a>(&self, parts: impl Iterator<Item = &'a [u8]>) -> u128 {
-        let mut h = self.hasher;
+        let mut key = self.key_writer();
         for part in parts {
-            part.hash(&mut h);
+            key.write(&(part.len() as u32).to_le_bytes());
+            key.write(part);
         }
-        u128::from(h.finish128())
+        key.finish()
     }
 
-    /// A key written part by part: the same key as [`Self::key`] of one part of `len` bytes,
-    /// those bytes given to [`KeyWriter::write`] in pieces.
-    pub fn key_writer(&self, len: usize) -> KeyWriter {
-        let mut h = self.hasher;
-        // What `Hash` for a byte slice writes first.
-        h.write_usize(len);
-        KeyWriter(h)
+    /// A key hashed from one run of bytes given in any pieces: the run of [`Self::key`]'s
+    /// lengths and parts, given whole or as it is made, is the same key.
+    pub fn key_writer(&self) -> KeyWriter {
+        KeyWriter(self.hasher)
     }
 
     fn shard(&self, key: u128) -> &Shard {

@@ -343,18 +343,22 @@ impl RateLimitPolicy {
         Ok(out)
     }
 
-    /// The local table's key for this request: what `table.key` makes of [`Self::request_key`]
-    /// (its length, then each part's length and bytes, hashed as one run of bytes), without
-    /// the key being written out first.
+    /// The local table's key for this request, hashed from its parts as they are read: the
+    /// same key as [`Self::local_key_of`] its written-out [`Self::request_key`].
     fn local_key(&self, req: &RequestFacts<'_>) -> Result<u128, HeaderName> {
-        let mut len = 0;
-        self.key_parts(req, |bytes| len += 4 + bytes.len())?;
-        let mut key = self.table.key_writer(len);
+        let mut key = self.table.key_writer();
         self.key_parts(req, |bytes| {
             key.write(&(bytes.len() as u32).to_le_bytes());
             key.write(bytes);
         })?;
         Ok(key.finish())
+    }
+
+    /// The local table's key for a written-out [`Self::request_key`] (a store's fallback).
+    fn local_key_of(&self, written: &[u8]) -> u128 {
+        let mut key = self.table.key_writer();
+        key.write(written);
+        key.finish()
     }
 
     /// Feeds each part of this request's key to `push`, in order; the header the key needs
@@ -396,8 +400,7 @@ impl RateLimitPolicy {
     ) -> Result<(Outcome, Charged), ()> {
         let local = || {
             (
-                self.table
-                    .check(self.table.key(std::iter::once(key)), now_us),
+                self.table.check(self.local_key_of(key), now_us),
                 Charged::Local,
             )
         };
@@ -429,9 +432,7 @@ impl RateLimitPolicy {
 
     async fn refund(&self, key: &[u8], now_us: u64, charged: Charged) {
         match (charged, &self.redis) {
-            (Charged::Local, _) => self
-                .table
-                .refund(self.table.key(std::iter::once(key)), now_us),
+            (Charged::Local, _) => self.table.refund(self.local_key_of(key), now_us),
             (Charged::Redis, Some(redis)) => {
                 let _ = Box::pin(redis.check(&self.redis_key(key), self.table.rate(), true)).await;
             }
@@ -706,7 +707,7 @@ mod tests {
                     key_id,
                 };
                 let written = p.request_key(&facts).unwrap();
-                let expected = p.table.key(std::iter::once(&written[..]));
+                let expected = p.local_key_of(&written);
                 assert_eq!(p.local_key(&facts).unwrap(), expected, "{text}");
             }
         }

@@ -435,9 +435,10 @@ pub fn finish_response(header: &mut ResponseHeader, ctx: &RequestCtx) -> Result<
     if form == HeaderForm::H2 {
         // HTTP/2 has no header case: every insert below then touches one map, not two.
         header.drop_case();
-        // Room for the gateway's headers at once (a strict preset's dozen, CORS, RateLimit,
-        // the request id), rather than growing and rehashing the map twice on the way.
-        header.reserve_headers(24);
+        // Room for the gateway's headers that go into the map at once (CORS, RateLimit, the
+        // request id; a header policy's go as a block), rather than growing and rehashing it
+        // twice on the way.
+        header.reserve_headers(8);
     }
     let mut lines = ResponseLines::new(form);
     if let Some(policy) = ctx.header_policy() {
@@ -453,8 +454,9 @@ pub fn finish_response(header: &mut ResponseHeader, ctx: &RequestCtx) -> Result<
         (Some(route), Some(value)) => route.rate_limit_policy.as_ref().map(|p| (p, value)),
         _ => None,
     };
-    if lines_form {
-        // The response's own of the names below go (the gateway's lines do not replace them):
+    if lines_form || form == HeaderForm::H2 {
+        // The response's own of the names below go (the gateway's lines, or an HTTP/2 block,
+        // do not replace them):
         // one walk over its few headers, where a removal per name costs two hash lookups even
         // when the name is absent, as it nearly always is.
         let rate_limited = rate_limit.is_some();

@@ -219,6 +219,13 @@ async fn echo(
     if path.contains("/legacy") {
         announce_like_a_legacy_app(&mut r);
     }
+    // `?token=T`: a header of the app's whose value is T, new to an HTTP/2 connection's
+    // HPACK table every time T is.
+    if let Some(token) = query.as_deref().and_then(|q| q.strip_prefix("token=")) {
+        if let Ok(value) = token.parse() {
+            r.headers_mut().insert("x-app-token", value);
+        }
+    }
     Ok(r)
 }
 

@@ -206,6 +206,58 @@ async fn a_legacy_app_behind_strict_api_is_hardened_over_https() {
     }
 }
 
+/// Over HTTP/2 a policy's headers go as one block that the connection's HPACK encoder
+/// encodes once and then copies, for as long as its dynamic table stays as it was. On one
+/// connection: the strict block again and again, another policy's block between, and app
+/// headers with new values that enter the table and move every entry's index. A copy made
+/// before the table changed would name the wrong entries, and the client would read other
+/// headers (or none) where the policy's should be.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_http2_connection_gets_every_policy_header_right_as_its_table_changes() {
+    let (_app, gw) = gateway().await;
+    let client = gw.client_builder().http2_prior_knowledge().build().unwrap();
+    let mut step = 0;
+    for round in 0..4 {
+        for path in [
+            "/api/legacy",
+            "/api/legacy",
+            "/debug/x",
+            "/api/legacy?token=t",
+            "/api/legacy",
+            "/debug/x?token=d",
+            "/api/x",
+        ] {
+            step += 1;
+            let path = path
+                .replace("=t", &format!("=t{round}"))
+                .replace("=d", &format!("=d{round}"));
+            let what = format!("step {step}, {path}");
+            let r = client.get(gw.https_url(&path)).send().await.unwrap();
+            assert_eq!(r.status(), 200, "{what}");
+            assert_eq!(r.version(), reqwest::Version::HTTP_2, "{what}");
+            let h = r.headers().clone();
+            if path.starts_with("/debug") {
+                // The baseline preset: no CSP, no robots tag, no masking.
+                assert!(h.get("content-security-policy").is_none(), "{what}");
+                assert!(h.get("x-robots-tag").is_none(), "{what}");
+                assert_eq!(h["x-content-type-options"], "nosniff", "{what}");
+                assert_eq!(
+                    h.get_all("x-content-type-options").iter().count(),
+                    1,
+                    "{what}"
+                );
+            } else {
+                assert_strict(&h, true, &what);
+            }
+            if let Some((_, token)) = path.split_once("token=") {
+                assert_eq!(h["x-app-token"], token, "{what}");
+            } else {
+                assert!(h.get("x-app-token").is_none(), "{what}");
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_plain_http_there_is_no_hsts_and_no_secure_flag() {
     let (_app, gw) = gateway().await;

@@ -5,12 +5,14 @@
 //! hash maps, and their growth); the strict presets add ten of them to every response. For an
 //! HTTP/1.x client the same headers can go out as one ready-made block of lines instead
 //! (`ResponseHeader::append_h1_lines`, a patch in `vendor/pingora-http`), which costs a
-//! `memcpy` into the response's one buffer of lines. HTTP/2 needs them in the map (HPACK
-//! encodes from it), and so does anything that reads the map afterwards, so the map form
-//! stays for those.
+//! `memcpy` into the response's one buffer of lines. For an HTTP/2 client they go as one
+//! shared block of fields (`ResponseHeader::set_h2_block`, patches in `vendor/pingora-http`,
+//! `vendor/pingora-core` and `vendor/h2`): an `Arc` clone, and the connection's HPACK encoder
+//! copies its last encoding of the block while its table is unchanged. Anything that reads
+//! the map afterwards needs them in it, so the map form stays for that.
 
 use http::{HeaderName, HeaderValue};
-use pingora_http::{ParsedHeaderName, ResponseHeader};
+use pingora_http::{H2Block, ParsedHeaderName, ResponseHeader};
 
 /// How a response takes the gateway's headers, from what the client speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,8 +22,8 @@ pub enum HeaderForm {
     Map,
     /// As ready-made lines after the map's: for a response to an HTTP/1.x client.
     H1Lines,
-    /// Into the header map without HTTP/1.x spellings (HTTP/2 names have no case, and HPACK
-    /// encodes from the map): for a response to an HTTP/2 client.
+    /// As a shared block of fields after the map's, or into the header map without HTTP/1.x
+    /// spellings (HTTP/2 names have no case): for a response to an HTTP/2 client.
     H2,
 }
 
@@ -31,6 +33,8 @@ pub struct FixedHeaders {
     map: Vec<(ParsedHeaderName, HeaderValue)>,
     /// The same headers as HTTP/1.x lines, spelled as `header_to_h1_wire` spells the map's.
     lines: Box<[u8]>,
+    /// The same headers as one shared block of HTTP/2 fields (`ResponseHeader::set_h2_block`).
+    h2: H2Block,
 }
 
 impl FixedHeaders {
@@ -48,17 +52,29 @@ impl FixedHeaders {
             }
             scratch.header_to_h1_wire(&mut lines);
         }
+        let h2: H2Block = map
+            .iter()
+            .map(|(name, value)| (name.name().clone(), value.clone()))
+            .collect();
         FixedHeaders {
             map,
             lines: lines.into_boxed_slice(),
+            h2,
         }
     }
 
-    /// Sets the headers, replacing the response's own of these names. In the lines form
-    /// nothing is replaced: the caller has removed the response's own first.
+    /// Sets the headers, replacing the response's own of these names. In the lines and the
+    /// HTTP/2 forms nothing is replaced: the caller has removed the response's own first.
+    /// Over HTTP/2 they go as the response's shared block of fields when it has none yet
+    /// (one `Arc` clone, and HPACK reuses the block's encoding; see `set_h2_block`).
     pub fn set(&self, header: &mut ResponseHeader, form: HeaderForm) -> pingora_error::Result<()> {
         match form {
             HeaderForm::H1Lines => self.append_lines(header),
+            HeaderForm::H2 if header.h2_block().is_none() => {
+                if !self.map.is_empty() {
+                    header.set_h2_block(self.h2.clone())?;
+                }
+            }
             HeaderForm::Map | HeaderForm::H2 => {
                 for (name, value) in &self.map {
                     header.insert_parsed_header(name, value.clone())?;
@@ -272,6 +288,53 @@ mod tests {
             "Content-Type: text/plain\r\nVary: Accept-Encoding\r\nx-frame-options: DENY\r\n\
              Cache-Control: no-store\r\npermissions-policy: camera=()\r\n"
         );
+    }
+
+    /// Over HTTP/2 the first fixed set is the response's shared block (one `Arc`, the same
+    /// on every response), not map entries; a second goes into the map. Written as HTTP/1.x
+    /// after all, the block's fields still go out.
+    #[test]
+    fn over_http2_the_first_set_is_the_shared_block_and_a_second_goes_into_the_map() {
+        let first = FixedHeaders::new([
+            (
+                HeaderName::from_static("x-frame-options"),
+                HeaderValue::from_static("DENY"),
+            ),
+            (
+                http::header::CACHE_CONTROL,
+                HeaderValue::from_static("no-store"),
+            ),
+        ]);
+        let second = FixedHeaders::new([(
+            HeaderName::from_static("ratelimit-policy"),
+            HeaderValue::from_static("\"p\";q=10;w=60"),
+        )]);
+        let (mut a, mut b) = (upstream(), upstream());
+        for h in [&mut a, &mut b] {
+            h.drop_case();
+            first.set(h, HeaderForm::H2).unwrap();
+            second.set(h, HeaderForm::H2).unwrap();
+        }
+        let block = a.h2_block().expect("a block").clone();
+        assert!(std::sync::Arc::ptr_eq(&block, b.h2_block().unwrap()));
+        let fields: Vec<(&str, &str)> = block
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.to_str().unwrap()))
+            .collect();
+        assert_eq!(
+            fields,
+            [("x-frame-options", "DENY"), ("cache-control", "no-store")]
+        );
+        assert!(a.headers.get("x-frame-options").is_none(), "not in the map");
+        assert_eq!(a.headers["ratelimit-policy"], "\"p\";q=10;w=60");
+        assert!(wire(&a).ends_with("x-frame-options: DENY\r\ncache-control: no-store\r\n"));
+        assert_eq!(a.take_h2_block().map(|b| b.len()), Some(2));
+        assert!(a.h2_block().is_none());
+        let mut none = upstream();
+        FixedHeaders::new([])
+            .set(&mut none, HeaderForm::H2)
+            .unwrap();
+        assert!(none.h2_block().is_none(), "no empty block");
     }
 
     #[test]

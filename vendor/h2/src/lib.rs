@@ -141,6 +141,10 @@ pub use crate::share::{FlowControl, Ping, PingPong, Pong, RecvStream, SendStream
 #[cfg(feature = "unstable")]
 pub use codec::{Codec, SendError, UserError};
 
+/// Palisade: header fields that many responses share, encoded after each response's own
+/// (`server::SendResponse::send_response_with_block`).
+pub type FieldBlock = std::sync::Arc<[(http::HeaderName, http::HeaderValue)]>;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};

@@ -540,7 +540,13 @@ pub struct ResponseHeader {
     // Palisade: ready-made header lines for the HTTP/1.x form, see `append_h1_lines`; one
     // buffer, so the lines a request or response gathers cost one allocation
     h1_lines: Vec<u8>,
+    // Palisade: a shared block of fields for the HTTP/2 form, see `set_h2_block`
+    h2_block: Option<H2Block>,
 }
+
+/// Palisade: header fields that many HTTP/2 responses share, sent after each response's own
+/// (the same type as `h2::FieldBlock`).
+pub type H2Block = std::sync::Arc<[(HeaderName, HeaderValue)]>;
 
 impl AsRef<RespParts> for ResponseHeader {
     fn as_ref(&self) -> &RespParts {
@@ -564,6 +570,7 @@ impl Clone for ResponseHeader {
             common_case: self.common_case,
             reason_phrase: self.reason_phrase.clone(),
             h1_lines: self.h1_lines.clone(),
+            h2_block: self.h2_block.clone(),
         }
     }
 }
@@ -577,6 +584,7 @@ impl From<RespParts> for ResponseHeader {
             common_case: false,
             reason_phrase: None,
             h1_lines: Vec::new(),
+            h2_block: None,
         }
     }
 }
@@ -612,6 +620,7 @@ impl ResponseHeader {
             common_case: false,
             reason_phrase: None,
             h1_lines: Vec::new(),
+            h2_block: None,
         }
     }
 
@@ -808,6 +817,44 @@ impl ResponseHeader {
         }
         // Palisade: then the ready-made lines.
         buf.put_slice(&self.h1_lines);
+        // Palisade: and an HTTP/2 block's fields, should a response that has one go out over
+        // HTTP/1.x after all (names lowercase, as HTTP/2 has them).
+        if let Some(block) = &self.h2_block {
+            for (name, value) in block.iter() {
+                buf.put_slice(name.as_str().as_bytes());
+                buf.put_slice(b": ");
+                buf.put_slice(value.as_ref());
+                buf.put_slice(b"\r\n");
+            }
+        }
+    }
+
+    /// Palisade: a block of fields to send after the header map's over HTTP/2, shared with
+    /// other responses (`h2::server::SendResponse::send_response_with_block`): the HTTP/2
+    /// counterpart of [`Self::append_h1_lines`]. One `Arc` clone where inserting the fields
+    /// costs a few hundred instructions each, and the connection's HPACK encoder reuses its
+    /// last encoding of the same block. The fields are not in the header map, so nothing
+    /// that reads it sees them: the caller removes the map's fields of the block's names
+    /// first. A second block's fields go into the map, replacing those of their names.
+    pub fn set_h2_block(&mut self, block: H2Block) -> Result<()> {
+        if self.h2_block.is_none() {
+            self.h2_block = Some(block);
+            return Ok(());
+        }
+        for (name, value) in block.iter() {
+            self.insert_header(name.clone(), value.clone())?;
+        }
+        Ok(())
+    }
+
+    /// Palisade: the block set by [`Self::set_h2_block`], taken for sending.
+    pub fn take_h2_block(&mut self) -> Option<H2Block> {
+        self.h2_block.take()
+    }
+
+    /// Palisade: the block set by [`Self::set_h2_block`].
+    pub fn h2_block(&self) -> Option<&H2Block> {
+        self.h2_block.as_ref()
     }
 
     /// Palisade: appends header lines already in HTTP/1.x form (`Name: value\r\n`, one or

@@ -100,6 +100,10 @@ struct HeaderBlock {
     /// Pseudo headers, these are broken out as they must be sent as part of the
     /// headers frame.
     pseudo: Pseudo,
+
+    /// Palisade: fields encoded after `fields`, shared by many responses (see
+    /// `Headers::set_field_block`).
+    block: Option<crate::FieldBlock>,
 }
 
 #[derive(Debug)]
@@ -126,9 +130,17 @@ impl Headers {
                 fields,
                 is_over_size: false,
                 pseudo,
+                block: None,
             },
             flags: HeadersFlag::default(),
         }
+    }
+
+    /// Palisade: fields to encode after the map's, as they are: a block of fields that many
+    /// responses share (a gateway's security headers), kept out of each response's map. The
+    /// encoder remembers the block's last encoding; see `hpack::Encoder::encode_block`.
+    pub fn set_field_block(&mut self, block: Option<crate::FieldBlock>) {
+        self.header_block.block = block;
     }
 
     pub fn trailers(stream_id: StreamId, fields: HeaderMap) -> Self {
@@ -143,6 +155,7 @@ impl Headers {
                 fields,
                 is_over_size: false,
                 pseudo: Pseudo::default(),
+                block: None,
             },
             flags,
         }
@@ -208,6 +221,7 @@ impl Headers {
                 field_size: 0,
                 is_over_size: false,
                 pseudo: Pseudo::default(),
+                block: None,
             },
             flags,
         };
@@ -368,6 +382,7 @@ impl PushPromise {
                 fields,
                 is_over_size: false,
                 pseudo,
+                block: None,
             },
             promised_id,
             stream_id,
@@ -459,6 +474,7 @@ impl PushPromise {
                 field_size: 0,
                 is_over_size: false,
                 pseudo: Pseudo::default(),
+                block: None,
             },
             promised_id,
             stream_id: head.stream_id(),
@@ -998,6 +1014,10 @@ impl HeaderBlock {
         };
 
         encoder.encode(headers, &mut hpack);
+        // Palisade: the shared block after the response's own fields.
+        if let Some(block) = &self.block {
+            encoder.encode_block(block, &mut hpack);
+        }
 
         EncodingHeaderBlock { hpack }
     }

@@ -18,6 +18,17 @@ pub struct Encoder {
     /// across frames instead of being allocated and freed per frame. See
     /// `take_scratch` / `return_scratch`.
     scratch: BytesMut,
+    /// Palisade: the last field block encoded without changing the table, with its bytes.
+    block_cache: Option<BlockCache>,
+}
+
+/// Palisade: a field block's encoding, valid while the table is at `version`. The `Arc` is
+/// kept, so no other block can be allocated where this one is while it is remembered.
+#[derive(Debug)]
+struct BlockCache {
+    block: crate::FieldBlock,
+    version: u64,
+    bytes: Vec<u8>,
 }
 
 #[derive(Debug, Copy, Clone, Eq, PartialEq)]
@@ -35,6 +46,7 @@ impl Encoder {
             max_allowed_size: DEFAULT_MAX_ALLOWED_SIZE,
             size_update: None,
             scratch: BytesMut::new(),
+            block_cache: None,
         }
     }
 
@@ -133,6 +145,45 @@ impl Encoder {
                     );
                 }
             }
+        }
+    }
+
+    /// Palisade: encodes a block of fields that many responses share. HPACK's output for a
+    /// field depends only on the field and on the dynamic table; so when the block is the one
+    /// encoded last (the same `Arc`) and the table has not changed since, neither when it was
+    /// encoded nor after, the bytes are the same and are copied. Otherwise each field is
+    /// indexed as `encode` indexes it, and the result is remembered when encoding the block
+    /// left the table unchanged (every field was found in it, or sent without indexing),
+    /// as it is once the connection's first responses have put the block's fields there.
+    pub fn encode_block(&mut self, block: &crate::FieldBlock, dst: &mut BytesMut) {
+        let version = self.table.version();
+        if let Some(cache) = &self.block_cache {
+            if cache.version == version && std::sync::Arc::ptr_eq(&cache.block, block) {
+                dst.extend_from_slice(&cache.bytes);
+                return;
+            }
+        }
+        let start = dst.len();
+        for (name, value) in block.iter() {
+            let header = Header::Field {
+                name: name.clone(),
+                value: value.clone(),
+            };
+            let index = self.table.index(header);
+            self.encode_header(&index, dst);
+        }
+        if self.table.version() == version {
+            let mut bytes = match self.block_cache.take() {
+                Some(cache) => cache.bytes,
+                None => Vec::new(),
+            };
+            bytes.clear();
+            bytes.extend_from_slice(&dst[start..]);
+            self.block_cache = Some(BlockCache {
+                block: block.clone(),
+                version,
+                bytes,
+            });
         }
     }
 

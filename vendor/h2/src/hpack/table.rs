@@ -18,6 +18,9 @@ pub struct Table {
     // Size is in bytes
     size: usize,
     max_size: usize,
+    /// Palisade: counts every change to the table's entries or size (an insert, an eviction,
+    /// a resize), so a caller can tell that the table is as it was (`Encoder::encode_block`).
+    version: u64,
 }
 
 #[derive(Debug)]
@@ -81,6 +84,7 @@ impl Table {
                 inserted: 0,
                 size: 0,
                 max_size,
+                version: 0,
             }
         } else {
             let capacity = cmp::max(to_raw_capacity(capacity).next_power_of_two(), 8);
@@ -92,6 +96,7 @@ impl Table {
                 inserted: 0,
                 size: 0,
                 max_size,
+                version: 0,
             }
         }
     }
@@ -103,6 +108,11 @@ impl Table {
 
     pub fn max_size(&self) -> usize {
         self.max_size
+    }
+
+    /// Palisade: the table's version; equal versions mean an unchanged table.
+    pub fn version(&self) -> u64 {
+        self.version
     }
 
     /// Gets the header stored in the table
@@ -336,6 +346,7 @@ impl Table {
 
     fn insert(&mut self, header: Header, hash: HashValue) {
         self.inserted = self.inserted.wrapping_add(1);
+        self.version = self.version.wrapping_add(1);
 
         self.slots.push_front(Slot {
             hash,
@@ -346,6 +357,7 @@ impl Table {
 
     pub fn resize(&mut self, size: usize) {
         self.max_size = size;
+        self.version = self.version.wrapping_add(1);
 
         if size == 0 {
             self.size = 0;
@@ -381,6 +393,7 @@ impl Table {
         debug_assert!(!self.slots.is_empty());
         debug_assert!(self.assert_valid_state("one"));
 
+        self.version = self.version.wrapping_add(1);
         // Remove the header
         let slot = self.slots.pop_back().unwrap();
         let mut probe = desired_pos(self.mask, slot.hash);

@@ -1297,7 +1297,17 @@ impl<B> StreamRef<B> {
 
     pub fn send_response(
         &mut self,
+        response: Response<()>,
+        end_of_stream: bool,
+    ) -> Result<(), UserError> {
+        self.send_response_with_block(response, None, end_of_stream)
+    }
+
+    /// Palisade: `send_response` with a shared block of fields after the response's own.
+    pub fn send_response_with_block(
+        &mut self,
         mut response: Response<()>,
+        block: Option<crate::FieldBlock>,
         end_of_stream: bool,
     ) -> Result<(), UserError> {
         // Clear before taking lock, incase extensions contain a StreamRef.
@@ -1311,7 +1321,9 @@ impl<B> StreamRef<B> {
         let send_buffer = &mut *send_buffer;
 
         me.counts.transition(stream, |counts, stream| {
-            let frame = server::Peer::convert_send_message(stream.id, response, end_of_stream);
+            let mut frame =
+                server::Peer::convert_send_message(stream.id, response, end_of_stream);
+            frame.set_field_block(block);
 
             actions
                 .send

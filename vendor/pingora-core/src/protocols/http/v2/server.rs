@@ -651,9 +651,12 @@ impl HttpSession {
 
         // Palisade: the headers are moved into the response, not cloned; what is kept for
         // `response_written` is the status line (all anything reads of it).
+        let block = header.take_h2_block();
         let resp = Response::from_parts(header.take_owned_parts(), ());
 
-        let body_writer = self.send_response.send_response(resp, end).or_err(
+        // Palisade: with the response's shared block of fields, if it has one (see
+        // `ResponseHeader::set_h2_block`).
+        let body_writer = self.send_response.send_response_with_block(resp, block, end).or_err(
             ErrorType::WriteError,
             "while writing h2 response to downstream",
         )?;

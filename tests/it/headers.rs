@@ -225,6 +225,7 @@ async fn one_http2_connection_gets_every_policy_header_right_as_its_table_change
             "/api/legacy?token=t",
             "/api/legacy",
             "/debug/x?token=d",
+            "/guarded/x",
             "/api/x",
         ] {
             step += 1;
@@ -232,10 +233,32 @@ async fn one_http2_connection_gets_every_policy_header_right_as_its_table_change
                 .replace("=t", &format!("=t{round}"))
                 .replace("=d", &format!("=d{round}"));
             let what = format!("step {step}, {path}");
-            let r = client.get(gw.https_url(&path)).send().await.unwrap();
-            assert_eq!(r.status(), 200, "{what}");
+            // The guarded route: CORS and an API key in front of a dead upstream, so a
+            // gateway-made answer with the CORS blocks beside the header policy's.
+            let guarded = path.starts_with("/guarded");
+            let mut request = client.get(gw.https_url(&path));
+            if guarded {
+                request = request
+                    .header("x-api-key", KEY)
+                    .header("origin", "https://app.example.com");
+            }
+            let r = request.send().await.unwrap();
             assert_eq!(r.version(), reqwest::Version::HTTP_2, "{what}");
             let h = r.headers().clone();
+            if guarded {
+                assert!(
+                    r.status() == 502 || r.status() == 503,
+                    "{what}: {}",
+                    r.status()
+                );
+                assert_strict(&h, true, &what);
+                let origins: Vec<_> = h.get_all("access-control-allow-origin").iter().collect();
+                assert_eq!(origins, ["https://app.example.com"], "{what}");
+                let vary: Vec<_> = h.get_all("vary").iter().collect();
+                assert_eq!(vary, ["Origin"], "{what}");
+                continue;
+            }
+            assert_eq!(r.status(), 200, "{what}");
             if path.starts_with("/debug") {
                 // The baseline preset: no CSP, no robots tag, no masking.
                 assert!(h.get("content-security-policy").is_none(), "{what}");

@@ -65,17 +65,17 @@ impl FixedHeaders {
 
     /// Sets the headers, replacing the response's own of these names. In the lines and the
     /// HTTP/2 forms nothing is replaced: the caller has removed the response's own first.
-    /// Over HTTP/2 they go as the response's shared block of fields when it has none yet
-    /// (one `Arc` clone, and HPACK reuses the block's encoding; see `set_h2_block`).
+    /// Over HTTP/2 they go as one of the response's shared blocks of fields (one `Arc`
+    /// clone, and HPACK reuses the block's encoding; see `set_h2_block`).
     pub fn set(&self, header: &mut ResponseHeader, form: HeaderForm) -> pingora_error::Result<()> {
         match form {
             HeaderForm::H1Lines => self.append_lines(header),
-            HeaderForm::H2 if header.h2_block().is_none() => {
+            HeaderForm::H2 => {
                 if !self.map.is_empty() {
                     header.set_h2_block(self.h2.clone())?;
                 }
             }
-            HeaderForm::Map | HeaderForm::H2 => {
+            HeaderForm::Map => {
                 for (name, value) in &self.map {
                     header.insert_parsed_header(name, value.clone())?;
                 }
@@ -92,7 +92,12 @@ impl FixedHeaders {
     ) -> pingora_error::Result<()> {
         match form {
             HeaderForm::H1Lines => self.append_lines(header),
-            HeaderForm::Map | HeaderForm::H2 => {
+            HeaderForm::H2 => {
+                if !self.map.is_empty() {
+                    header.append_h2_block(self.h2.clone())?;
+                }
+            }
+            HeaderForm::Map => {
                 for (name, value) in &self.map {
                     header.append_header(name.name().clone(), value.clone())?;
                 }
@@ -290,11 +295,18 @@ mod tests {
         );
     }
 
-    /// Over HTTP/2 the first fixed set is the response's shared block (one `Arc`, the same
-    /// on every response), not map entries; a second goes into the map. Written as HTTP/1.x
-    /// after all, the block's fields still go out.
+    /// Over HTTP/2 each fixed set is one of the response's shared blocks (the same `Arc` on
+    /// every response), not map entries, in the order they were set. Past the sixth, a set
+    /// goes into the map (replacing), an append beside the response's own. Written as
+    /// HTTP/1.x after all, the blocks' fields still go out.
     #[test]
-    fn over_http2_the_first_set_is_the_shared_block_and_a_second_goes_into_the_map() {
+    fn over_http2_sets_are_shared_blocks_until_the_places_run_out() {
+        let one = |name: &'static str, value: &'static str| {
+            FixedHeaders::new([(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            )])
+        };
         let first = FixedHeaders::new([
             (
                 HeaderName::from_static("x-frame-options"),
@@ -305,19 +317,25 @@ mod tests {
                 HeaderValue::from_static("no-store"),
             ),
         ]);
-        let second = FixedHeaders::new([(
-            HeaderName::from_static("ratelimit-policy"),
-            HeaderValue::from_static("\"p\";q=10;w=60"),
-        )]);
+        let more: Vec<FixedHeaders> = ["x-b", "x-c", "x-d", "x-e", "x-f"]
+            .into_iter()
+            .map(|n| one(n, "1"))
+            .collect();
         let (mut a, mut b) = (upstream(), upstream());
         for h in [&mut a, &mut b] {
             h.drop_case();
             first.set(h, HeaderForm::H2).unwrap();
-            second.set(h, HeaderForm::H2).unwrap();
+            for m in &more {
+                m.set(h, HeaderForm::H2).unwrap();
+            }
         }
-        let block = a.h2_block().expect("a block").clone();
-        assert!(std::sync::Arc::ptr_eq(&block, b.h2_block().unwrap()));
-        let fields: Vec<(&str, &str)> = block
+        let blocks: Vec<_> = a.h2_blocks().cloned().collect();
+        assert_eq!(blocks.len(), 6);
+        assert!(std::sync::Arc::ptr_eq(
+            &blocks[0],
+            b.h2_blocks().next().unwrap()
+        ));
+        let fields: Vec<(&str, &str)> = blocks[0]
             .iter()
             .map(|(n, v)| (n.as_str(), v.to_str().unwrap()))
             .collect();
@@ -326,15 +344,27 @@ mod tests {
             [("x-frame-options", "DENY"), ("cache-control", "no-store")]
         );
         assert!(a.headers.get("x-frame-options").is_none(), "not in the map");
-        assert_eq!(a.headers["ratelimit-policy"], "\"p\";q=10;w=60");
-        assert!(wire(&a).ends_with("x-frame-options: DENY\r\ncache-control: no-store\r\n"));
-        assert_eq!(a.take_h2_block().map(|b| b.len()), Some(2));
-        assert!(a.h2_block().is_none());
+        // The places are taken: a set replaces the map's, an append goes beside it.
+        one("content-type", "text/html")
+            .set(&mut a, HeaderForm::H2)
+            .unwrap();
+        one("vary", "Origin")
+            .append(&mut a, HeaderForm::H2)
+            .unwrap();
+        assert_eq!(a.headers["content-type"], "text/html");
+        let vary: Vec<_> = a.headers.get_all("vary").iter().collect();
+        assert_eq!(vary, ["Accept-Encoding", "Origin"]);
+        assert!(wire(&a).ends_with(
+            "x-frame-options: DENY\r\ncache-control: no-store\r\nx-b: 1\r\nx-c: 1\r\n\
+             x-d: 1\r\nx-e: 1\r\nx-f: 1\r\n"
+        ));
+        assert_eq!(a.take_h2_blocks().len(), 6);
+        assert_eq!(a.h2_blocks().count(), 0);
         let mut none = upstream();
         FixedHeaders::new([])
             .set(&mut none, HeaderForm::H2)
             .unwrap();
-        assert!(none.h2_block().is_none(), "no empty block");
+        assert_eq!(none.h2_blocks().count(), 0, "no empty block");
     }
 
     #[test]

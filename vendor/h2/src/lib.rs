@@ -142,8 +142,11 @@ pub use crate::share::{FlowControl, Ping, PingPong, Pong, RecvStream, SendStream
 pub use codec::{Codec, SendError, UserError};
 
 /// Palisade: header fields that many responses share, encoded after each response's own
-/// (`server::SendResponse::send_response_with_block`).
+/// (`server::SendResponse::send_response_with_blocks`).
 pub type FieldBlock = std::sync::Arc<[(http::HeaderName, http::HeaderValue)]>;
+
+/// Palisade: a response's blocks, in the order they are sent.
+pub type FieldBlocks = Vec<FieldBlock>;
 
 use std::future::Future;
 use std::pin::Pin;

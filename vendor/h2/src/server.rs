@@ -1273,20 +1273,20 @@ impl<B: Buf> SendResponse<B> {
             .map_err(Into::into)
     }
 
-    /// Palisade: [`send_response`](Self::send_response), with `block`'s fields sent after the
-    /// response's own. The block is a set of fields many responses share (a gateway's
-    /// security headers): it is not copied into each response's header map, and the
-    /// connection's HPACK encoder reuses its last encoding of the same block (the same
-    /// `Arc`) while its dynamic table has not changed. The caller keeps the response's map
-    /// free of the block's names where the block's value is to be the only one.
-    pub fn send_response_with_block(
+    /// Palisade: [`send_response`](Self::send_response), with the fields of `blocks` sent
+    /// after the response's own, block by block. A block is a set of fields many responses
+    /// share (a gateway's security headers): it is not copied into each response's header
+    /// map, and the connection's HPACK encoder reuses its last encoding of the same block
+    /// (the same `Arc`) while its dynamic table has not changed. The caller keeps the
+    /// response's map free of a block's names where the block's value is to be the only one.
+    pub fn send_response_with_blocks(
         &mut self,
         response: Response<()>,
-        block: Option<crate::FieldBlock>,
+        blocks: crate::FieldBlocks,
         end_of_stream: bool,
     ) -> Result<SendStream<B>, crate::Error> {
         self.inner
-            .send_response_with_block(response, block, end_of_stream)
+            .send_response_with_blocks(response, blocks, end_of_stream)
             .map(|_| SendStream::new(self.inner.clone()))
             .map_err(Into::into)
     }

@@ -540,13 +540,20 @@ pub struct ResponseHeader {
     // Palisade: ready-made header lines for the HTTP/1.x form, see `append_h1_lines`; one
     // buffer, so the lines a request or response gathers cost one allocation
     h1_lines: Vec<u8>,
-    // Palisade: a shared block of fields for the HTTP/2 form, see `set_h2_block`
-    h2_block: Option<H2Block>,
+    // Palisade: shared blocks of fields for the HTTP/2 form, see `set_h2_block`
+    h2_blocks: H2Blocks,
 }
 
 /// Palisade: header fields that many HTTP/2 responses share, sent after each response's own
 /// (the same type as `h2::FieldBlock`).
 pub type H2Block = std::sync::Arc<[(HeaderName, HeaderValue)]>;
+
+/// Palisade: a response's blocks, in order (the same type as `h2::FieldBlocks`): a `Vec`,
+/// so a response for HTTP/1.x carries 24 bytes for them, and nothing allocated.
+pub type H2Blocks = Vec<H2Block>;
+
+/// Palisade: the most blocks a response carries; the fields of any more go into its map.
+const MAX_H2_BLOCKS: usize = 6;
 
 impl AsRef<RespParts> for ResponseHeader {
     fn as_ref(&self) -> &RespParts {
@@ -570,7 +577,7 @@ impl Clone for ResponseHeader {
             common_case: self.common_case,
             reason_phrase: self.reason_phrase.clone(),
             h1_lines: self.h1_lines.clone(),
-            h2_block: self.h2_block.clone(),
+            h2_blocks: self.h2_blocks.clone(),
         }
     }
 }
@@ -584,7 +591,7 @@ impl From<RespParts> for ResponseHeader {
             common_case: false,
             reason_phrase: None,
             h1_lines: Vec::new(),
-            h2_block: None,
+            h2_blocks: Vec::new(),
         }
     }
 }
@@ -620,7 +627,7 @@ impl ResponseHeader {
             common_case: false,
             reason_phrase: None,
             h1_lines: Vec::new(),
-            h2_block: None,
+            h2_blocks: Vec::new(),
         }
     }
 
@@ -817,9 +824,9 @@ impl ResponseHeader {
         }
         // Palisade: then the ready-made lines.
         buf.put_slice(&self.h1_lines);
-        // Palisade: and an HTTP/2 block's fields, should a response that has one go out over
-        // HTTP/1.x after all (names lowercase, as HTTP/2 has them).
-        if let Some(block) = &self.h2_block {
+        // Palisade: and the HTTP/2 blocks' fields, should a response that has them go out
+        // over HTTP/1.x after all (names lowercase, as HTTP/2 has them).
+        for block in &self.h2_blocks {
             for (name, value) in block.iter() {
                 buf.put_slice(name.as_str().as_bytes());
                 buf.put_slice(b": ");
@@ -830,31 +837,54 @@ impl ResponseHeader {
     }
 
     /// Palisade: a block of fields to send after the header map's over HTTP/2, shared with
-    /// other responses (`h2::server::SendResponse::send_response_with_block`): the HTTP/2
+    /// other responses (`h2::server::SendResponse::send_response_with_blocks`): the HTTP/2
     /// counterpart of [`Self::append_h1_lines`]. One `Arc` clone where inserting the fields
     /// costs a few hundred instructions each, and the connection's HPACK encoder reuses its
     /// last encoding of the same block. The fields are not in the header map, so nothing
     /// that reads it sees them: the caller removes the map's fields of the block's names
-    /// first. A second block's fields go into the map, replacing those of their names.
+    /// first. Blocks go out in the order they were added; past the sixth, a block's fields
+    /// go into the map, replacing those of their names.
     pub fn set_h2_block(&mut self, block: H2Block) -> Result<()> {
-        if self.h2_block.is_none() {
-            self.h2_block = Some(block);
-            return Ok(());
-        }
-        for (name, value) in block.iter() {
-            self.insert_header(name.clone(), value.clone())?;
+        if let Some(block) = self.push_h2_block(block) {
+            for (name, value) in block.iter() {
+                self.insert_header(name.clone(), value.clone())?;
+            }
         }
         Ok(())
     }
 
-    /// Palisade: the block set by [`Self::set_h2_block`], taken for sending.
-    pub fn take_h2_block(&mut self) -> Option<H2Block> {
-        self.h2_block.take()
+    /// Palisade: as [`Self::set_h2_block`], for fields that go beside the response's own of
+    /// their names (`Vary`): past the sixth block, they are appended to the map.
+    pub fn append_h2_block(&mut self, block: H2Block) -> Result<()> {
+        if let Some(block) = self.push_h2_block(block) {
+            for (name, value) in block.iter() {
+                self.append_header(name.clone(), value.clone())?;
+            }
+        }
+        Ok(())
     }
 
-    /// Palisade: the block set by [`Self::set_h2_block`].
-    pub fn h2_block(&self) -> Option<&H2Block> {
-        self.h2_block.as_ref()
+    /// The block back when every place is taken.
+    fn push_h2_block(&mut self, block: H2Block) -> Option<H2Block> {
+        if self.h2_blocks.len() == MAX_H2_BLOCKS {
+            return Some(block);
+        }
+        if self.h2_blocks.capacity() == 0 {
+            self.h2_blocks.reserve_exact(MAX_H2_BLOCKS);
+        }
+        self.h2_blocks.push(block);
+        None
+    }
+
+    /// Palisade: the blocks added by [`Self::set_h2_block`] and [`Self::append_h2_block`],
+    /// taken for sending.
+    pub fn take_h2_blocks(&mut self) -> H2Blocks {
+        std::mem::take(&mut self.h2_blocks)
+    }
+
+    /// Palisade: the blocks added, in order.
+    pub fn h2_blocks(&self) -> impl Iterator<Item = &H2Block> + '_ {
+        self.h2_blocks.iter()
     }
 
     /// Palisade: appends header lines already in HTTP/1.x form (`Name: value\r\n`, one or

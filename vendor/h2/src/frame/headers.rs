@@ -102,8 +102,8 @@ struct HeaderBlock {
     pseudo: Pseudo,
 
     /// Palisade: fields encoded after `fields`, shared by many responses (see
-    /// `Headers::set_field_block`).
-    block: Option<crate::FieldBlock>,
+    /// `Headers::set_field_blocks`).
+    blocks: crate::FieldBlocks,
 }
 
 #[derive(Debug)]
@@ -130,17 +130,17 @@ impl Headers {
                 fields,
                 is_over_size: false,
                 pseudo,
-                block: None,
+                blocks: Vec::new(),
             },
             flags: HeadersFlag::default(),
         }
     }
 
-    /// Palisade: fields to encode after the map's, as they are: a block of fields that many
+    /// Palisade: fields to encode after the map's, as they are: blocks of fields that many
     /// responses share (a gateway's security headers), kept out of each response's map. The
-    /// encoder remembers the block's last encoding; see `hpack::Encoder::encode_block`.
-    pub fn set_field_block(&mut self, block: Option<crate::FieldBlock>) {
-        self.header_block.block = block;
+    /// encoder remembers each block's last encoding; see `hpack::Encoder::encode_block`.
+    pub fn set_field_blocks(&mut self, blocks: crate::FieldBlocks) {
+        self.header_block.blocks = blocks;
     }
 
     pub fn trailers(stream_id: StreamId, fields: HeaderMap) -> Self {
@@ -155,7 +155,7 @@ impl Headers {
                 fields,
                 is_over_size: false,
                 pseudo: Pseudo::default(),
-                block: None,
+                blocks: Vec::new(),
             },
             flags,
         }
@@ -221,7 +221,7 @@ impl Headers {
                 field_size: 0,
                 is_over_size: false,
                 pseudo: Pseudo::default(),
-                block: None,
+                blocks: Vec::new(),
             },
             flags,
         };
@@ -382,7 +382,7 @@ impl PushPromise {
                 fields,
                 is_over_size: false,
                 pseudo,
-                block: None,
+                blocks: Vec::new(),
             },
             promised_id,
             stream_id,
@@ -474,7 +474,7 @@ impl PushPromise {
                 field_size: 0,
                 is_over_size: false,
                 pseudo: Pseudo::default(),
-                block: None,
+                blocks: Vec::new(),
             },
             promised_id,
             stream_id: head.stream_id(),
@@ -1014,8 +1014,8 @@ impl HeaderBlock {
         };
 
         encoder.encode(headers, &mut hpack);
-        // Palisade: the shared block after the response's own fields.
-        if let Some(block) = &self.block {
+        // Palisade: the shared blocks after the response's own fields.
+        for block in &self.blocks {
             encoder.encode_block(block, &mut hpack);
         }
 

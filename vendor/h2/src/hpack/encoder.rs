@@ -18,9 +18,14 @@ pub struct Encoder {
     /// across frames instead of being allocated and freed per frame. See
     /// `take_scratch` / `return_scratch`.
     scratch: BytesMut,
-    /// Palisade: the last field block encoded without changing the table, with its bytes.
-    block_cache: Option<BlockCache>,
+    /// Palisade: the field blocks last encoded without changing the table, with their
+    /// bytes, oldest first; at most `BLOCK_CACHE` of them.
+    block_cache: Vec<BlockCache>,
 }
+
+/// Palisade: how many blocks' encodings a connection remembers (a response carries up to
+/// `MAX_FIELD_BLOCKS`; a few more for responses that carry different ones).
+const BLOCK_CACHE: usize = 8;
 
 /// Palisade: a field block's encoding, valid while the table is at `version`. The `Arc` is
 /// kept, so no other block can be allocated where this one is while it is remembered.
@@ -46,7 +51,7 @@ impl Encoder {
             max_allowed_size: DEFAULT_MAX_ALLOWED_SIZE,
             size_update: None,
             scratch: BytesMut::new(),
-            block_cache: None,
+            block_cache: Vec::new(),
         }
     }
 
@@ -149,16 +154,20 @@ impl Encoder {
     }
 
     /// Palisade: encodes a block of fields that many responses share. HPACK's output for a
-    /// field depends only on the field and on the dynamic table; so when the block is the one
-    /// encoded last (the same `Arc`) and the table has not changed since, neither when it was
-    /// encoded nor after, the bytes are the same and are copied. Otherwise each field is
+    /// field depends only on the field and on the dynamic table; so when the block was
+    /// encoded before (the same `Arc`) and the table has not changed since, neither when it
+    /// was encoded nor after, the bytes are the same and are copied. Otherwise each field is
     /// indexed as `encode` indexes it, and the result is remembered when encoding the block
     /// left the table unchanged (every field was found in it, or sent without indexing),
     /// as it is once the connection's first responses have put the block's fields there.
     pub fn encode_block(&mut self, block: &crate::FieldBlock, dst: &mut BytesMut) {
         let version = self.table.version();
-        if let Some(cache) = &self.block_cache {
-            if cache.version == version && std::sync::Arc::ptr_eq(&cache.block, block) {
+        let cached = self
+            .block_cache
+            .iter()
+            .position(|cache| std::sync::Arc::ptr_eq(&cache.block, block));
+        if let Some(cache) = cached.map(|i| &self.block_cache[i]) {
+            if cache.version == version {
                 dst.extend_from_slice(&cache.bytes);
                 return;
             }
@@ -172,18 +181,26 @@ impl Encoder {
             let index = self.table.index(header);
             self.encode_header(&index, dst);
         }
-        if self.table.version() == version {
-            let mut bytes = match self.block_cache.take() {
-                Some(cache) => cache.bytes,
-                None => Vec::new(),
-            };
-            bytes.clear();
-            bytes.extend_from_slice(&dst[start..]);
-            self.block_cache = Some(BlockCache {
-                block: block.clone(),
-                version,
-                bytes,
-            });
+        if self.table.version() != version {
+            return;
+        }
+        match cached {
+            Some(i) => {
+                let cache = &mut self.block_cache[i];
+                cache.version = version;
+                cache.bytes.clear();
+                cache.bytes.extend_from_slice(&dst[start..]);
+            }
+            None => {
+                if self.block_cache.len() == BLOCK_CACHE {
+                    self.block_cache.remove(0);
+                }
+                self.block_cache.push(BlockCache {
+                    block: block.clone(),
+                    version,
+                    bytes: dst[start..].to_vec(),
+                });
+            }
         }
     }
 

@@ -1300,14 +1300,14 @@ impl<B> StreamRef<B> {
         response: Response<()>,
         end_of_stream: bool,
     ) -> Result<(), UserError> {
-        self.send_response_with_block(response, None, end_of_stream)
+        self.send_response_with_blocks(response, Vec::new(), end_of_stream)
     }
 
-    /// Palisade: `send_response` with a shared block of fields after the response's own.
-    pub fn send_response_with_block(
+    /// Palisade: `send_response` with shared blocks of fields after the response's own.
+    pub fn send_response_with_blocks(
         &mut self,
         mut response: Response<()>,
-        block: Option<crate::FieldBlock>,
+        blocks: crate::FieldBlocks,
         end_of_stream: bool,
     ) -> Result<(), UserError> {
         // Clear before taking lock, incase extensions contain a StreamRef.
@@ -1323,7 +1323,7 @@ impl<B> StreamRef<B> {
         me.counts.transition(stream, |counts, stream| {
             let mut frame =
                 server::Peer::convert_send_message(stream.id, response, end_of_stream);
-            frame.set_field_block(block);
+            frame.set_field_blocks(blocks);
 
             actions
                 .send

@@ -651,12 +651,12 @@ impl HttpSession {
 
         // Palisade: the headers are moved into the response, not cloned; what is kept for
         // `response_written` is the status line (all anything reads of it).
-        let block = header.take_h2_block();
+        let blocks = header.take_h2_blocks();
         let resp = Response::from_parts(header.take_owned_parts(), ());
 
-        // Palisade: with the response's shared block of fields, if it has one (see
+        // Palisade: with the response's shared blocks of fields, if it has any (see
         // `ResponseHeader::set_h2_block`).
-        let body_writer = self.send_response.send_response_with_block(resp, block, end).or_err(
+        let body_writer = self.send_response.send_response_with_blocks(resp, blocks, end).or_err(
             ErrorType::WriteError,
             "while writing h2 response to downstream",
         )?;

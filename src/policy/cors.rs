@@ -131,8 +131,13 @@ pub struct CorsPolicy {
     any_origin: bool,
     origins: Vec<OriginRule>,
     /// The exact origins as a browser writes them (`https://app.example.com`, with and
-    /// without the default port), compared before anything is parsed.
-    exact_texts: Vec<String>,
+    /// without the default port), compared before anything is parsed; each with what a
+    /// response to it gets, made at load: `Access-Control-Allow-Origin` naming it, then
+    /// `allowed`'s headers.
+    exact: Vec<(String, FixedHeaders)>,
+    /// What every response gets when any origin is allowed without credentials
+    /// (`Access-Control-Allow-Origin: *`, then `allowed`'s headers).
+    star: FixedHeaders,
     methods: Vec<Method>,
     allow_methods: HeaderValue,
     allow_headers: Vec<String>,
@@ -234,11 +239,15 @@ impl CorsPolicy {
         let depends_on_origin = !any_origin || credentials;
         let vary =
             depends_on_origin.then_some((http::header::VARY, HeaderValue::from_static("Origin")));
-        let allowed = credentials
+        let allowed: Vec<(HeaderName, HeaderValue)> = credentials
             .then(|| (ACAC, HeaderValue::from_static("true")))
             .into_iter()
-            .chain(join(&expose_headers).map(|v| (ACEH, v)));
-        let exact_texts = origins
+            .chain(join(&expose_headers).map(|v| (ACEH, v)))
+            .collect();
+        let answer = |origin: HeaderValue| {
+            FixedHeaders::new([(ACAO, origin)].into_iter().chain(allowed.iter().cloned()))
+        };
+        let exact = origins
             .iter()
             .filter_map(|r| match r {
                 OriginRule::Exact(o) => Some(o),
@@ -252,11 +261,16 @@ impl CorsPolicy {
                     .into_iter()
                     .chain([format!("{}://{}:{}", o.scheme, o.host, o.port)])
             })
+            .filter_map(|text| {
+                let value = HeaderValue::from_str(&text).ok()?;
+                Some((text, answer(value)))
+            })
             .collect();
         Some(CorsPolicy {
             any_origin,
             origins,
-            exact_texts,
+            exact,
+            star: answer(HeaderValue::from_static("*")),
             allow_methods: join(&method_names)?,
             methods,
             allow_headers_value: join(&allow_headers),
@@ -274,9 +288,9 @@ impl CorsPolicy {
         }
         let bytes = origin.as_bytes();
         if self
-            .exact_texts
+            .exact
             .iter()
-            .any(|t| t.as_bytes().eq_ignore_ascii_case(bytes))
+            .any(|(t, _)| t.as_bytes().eq_ignore_ascii_case(bytes))
         {
             return true;
         }
@@ -354,9 +368,21 @@ impl CorsPolicy {
             header.remove_header(&name);
         }
         self.vary.append(header, form)?;
-        let Some(origin) = origin.filter(|o| self.allows_origin(o)) else {
+        let Some(origin) = origin else {
             return Ok(());
         };
+        // The usual cases, answered with headers made at load: any origin (`*`), or an
+        // allowed one written as the config's (the echo is then those very bytes).
+        if self.any_origin && !self.credentials {
+            return self.star.set(header, form);
+        }
+        let written = origin.as_bytes();
+        if let Some((_, answer)) = self.exact.iter().find(|(t, _)| t.as_bytes() == written) {
+            return answer.set(header, form);
+        }
+        if !self.allows_origin(origin) {
+            return Ok(());
+        }
         // The app's `Access-Control-*` are gone: nothing of these names is left to replace.
         lines.set(header, &ACAO_NAME, &self.allow_origin_value(origin))?;
         self.allowed.set(header, form)

@@ -21,6 +21,10 @@ expose_headers = ["X-Request-Id"]
 allow_credentials = true
 max_age = "10m"
 
+[cors.public]
+allow_origins = ["*"]
+expose_headers = ["X-Request-Id"]
+
 [upstreams.app]
 servers = ["{}"]
 
@@ -31,6 +35,12 @@ methods = ["GET", "POST"]
 cors = "site"
 max_body = "1KiB"
 content_types = ["application/json"]
+upstream = "app"
+
+[[routes]]
+name = "public"
+path = "/public"
+cors = "public"
 upstream = "app"
 
 [[routes]]
@@ -154,6 +164,51 @@ async fn actual_requests_get_the_gateways_cors_headers_never_the_apps_star() {
         );
         let vary: Vec<_> = r.headers().get_all("vary").iter().collect();
         assert_eq!(vary, ["Origin"], "{what}");
+        // An origin written as the config writes it gets headers made at load; one written
+        // otherwise (case, the default port) or matched by a wildcard gets its own bytes
+        // back, with the same headers beside it.
+        for origin in [
+            "https://APP.example.com",
+            "https://app.example.com:443",
+            "https://a.example.org",
+            "https://app.example.com",
+        ] {
+            let r = c
+                .get(gw.https_url("/api/legacy"))
+                .header("origin", origin)
+                .send()
+                .await
+                .unwrap();
+            let what = format!("{origin} {:?}", r.version());
+            let h = r.headers();
+            let origins: Vec<_> = h.get_all("access-control-allow-origin").iter().collect();
+            assert_eq!(origins, [origin], "{what}");
+            assert_eq!(h["access-control-allow-credentials"], "true", "{what}");
+            assert_eq!(h["access-control-expose-headers"], "x-request-id", "{what}");
+            assert_eq!(
+                h.get_all("access-control-allow-credentials").iter().count(),
+                1
+            );
+        }
+        // Any origin without credentials: `*`, the same for everyone, and no `Vary`.
+        for origin in ["https://anyone.example", "null"] {
+            let r = c
+                .get(gw.https_url("/public/x"))
+                .header("origin", origin)
+                .send()
+                .await
+                .unwrap();
+            let what = format!("{origin} {:?}", r.version());
+            let h = r.headers();
+            let origins: Vec<_> = h.get_all("access-control-allow-origin").iter().collect();
+            assert_eq!(origins, ["*"], "{what}");
+            assert_eq!(h["access-control-expose-headers"], "x-request-id", "{what}");
+            assert!(
+                h.get("access-control-allow-credentials").is_none(),
+                "{what}"
+            );
+            assert!(h.get("vary").is_none(), "{what}");
+        }
     }
     let c = gw.client();
 

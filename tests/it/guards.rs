@@ -63,6 +63,30 @@ upstream = "app"
     )
 }
 
+/// The headers of a GET with `Origin: origin`, and what to call it in a failure.
+async fn cors_answer(
+    client: &reqwest::Client,
+    url: String,
+    origin: &str,
+) -> (reqwest::header::HeaderMap, String) {
+    let r = client
+        .get(url)
+        .header("origin", origin)
+        .send()
+        .await
+        .unwrap();
+    let what = format!("{origin} {:?}", r.version());
+    (r.headers().clone(), what)
+}
+
+/// Every `Access-Control-Allow-Origin` value of a response.
+fn allowed_origins(h: &reqwest::header::HeaderMap) -> Vec<&str> {
+    h.get_all("access-control-allow-origin")
+        .iter()
+        .map(|v| v.to_str().unwrap_or("(not text)"))
+        .collect()
+}
+
 fn header<'a>(r: &'a reqwest::Response, name: &str) -> Option<&'a str> {
     r.headers().get(name).and_then(|v| v.to_str().ok())
 }
@@ -173,16 +197,8 @@ async fn actual_requests_get_the_gateways_cors_headers_never_the_apps_star() {
             "https://a.example.org",
             "https://app.example.com",
         ] {
-            let r = c
-                .get(gw.https_url("/api/legacy"))
-                .header("origin", origin)
-                .send()
-                .await
-                .unwrap();
-            let what = format!("{origin} {:?}", r.version());
-            let h = r.headers();
-            let origins: Vec<_> = h.get_all("access-control-allow-origin").iter().collect();
-            assert_eq!(origins, [origin], "{what}");
+            let (h, what) = cors_answer(&c, gw.https_url("/api/legacy"), origin).await;
+            assert_eq!(allowed_origins(&h), [origin], "{what}");
             assert_eq!(h["access-control-allow-credentials"], "true", "{what}");
             assert_eq!(h["access-control-expose-headers"], "x-request-id", "{what}");
             assert_eq!(
@@ -192,16 +208,8 @@ async fn actual_requests_get_the_gateways_cors_headers_never_the_apps_star() {
         }
         // Any origin without credentials: `*`, the same for everyone, and no `Vary`.
         for origin in ["https://anyone.example", "null"] {
-            let r = c
-                .get(gw.https_url("/public/x"))
-                .header("origin", origin)
-                .send()
-                .await
-                .unwrap();
-            let what = format!("{origin} {:?}", r.version());
-            let h = r.headers();
-            let origins: Vec<_> = h.get_all("access-control-allow-origin").iter().collect();
-            assert_eq!(origins, ["*"], "{what}");
+            let (h, what) = cors_answer(&c, gw.https_url("/public/x"), origin).await;
+            assert_eq!(allowed_origins(&h), ["*"], "{what}");
             assert_eq!(h["access-control-expose-headers"], "x-request-id", "{what}");
             assert!(
                 h.get("access-control-allow-credentials").is_none(),

@@ -431,7 +431,6 @@ pub fn error_json(message: &str, request_id: &str, location: Option<&str>) -> By
 /// header policy (or the defaults' when no route matched), then the request id.
 pub fn finish_response(header: &mut ResponseHeader, ctx: &RequestCtx) -> Result<()> {
     let form = ctx.header_form;
-    let lines_form = form == HeaderForm::H1Lines;
     if form == HeaderForm::H2 {
         // HTTP/2 has no header case: every insert below then touches one map, not two.
         header.drop_case();
@@ -454,7 +453,7 @@ pub fn finish_response(header: &mut ResponseHeader, ctx: &RequestCtx) -> Result<
         (Some(route), Some(value)) => route.rate_limit_policy.as_ref().map(|p| (p, value)),
         _ => None,
     };
-    if lines_form || form == HeaderForm::H2 {
+    if form != HeaderForm::Map {
         // The response's own of the names below go (the gateway's lines, or an HTTP/2 block,
         // do not replace them):
         // one walk over its few headers, where a removal per name costs two hash lookups even

@@ -81,6 +81,13 @@ impl KeyWriter {
         self.0.write(bytes);
     }
 
+    /// One part of a key: its length (four bytes, little-endian), then its bytes, as a
+    /// store's written-out key frames each part, so parts never run together.
+    pub fn part(&mut self, bytes: &[u8]) {
+        self.write(&(bytes.len() as u32).to_le_bytes());
+        self.write(bytes);
+    }
+
     pub fn finish(self) -> u128 {
         u128::from(self.0.finish128())
     }
@@ -121,8 +128,7 @@ impl LocalTable {
     pub fn key<'a>(&self, parts: impl Iterator<Item = &'a [u8]>) -> u128 {
         let mut key = self.key_writer();
         for part in parts {
-            key.write(&(part.len() as u32).to_le_bytes());
-            key.write(part);
+            key.part(part);
         }
         key.finish()
     }

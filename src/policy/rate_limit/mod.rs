@@ -347,10 +347,7 @@ impl RateLimitPolicy {
     /// same key as [`Self::local_key_of`] its written-out [`Self::request_key`].
     fn local_key(&self, req: &RequestFacts<'_>) -> Result<u128, HeaderName> {
         let mut key = self.table.key_writer();
-        self.key_parts(req, |bytes| {
-            key.write(&(bytes.len() as u32).to_le_bytes());
-            key.write(bytes);
-        })?;
+        self.key_parts(req, |bytes| key.part(bytes))?;
         Ok(key.finish())
     }
 

@@ -440,31 +440,35 @@ pub fn finish_response(header: &mut ResponseHeader, ctx: &RequestCtx) -> Result<
         header.reserve_headers(8);
     }
     let mut lines = ResponseLines::new(form);
-    if let Some(policy) = ctx.header_policy() {
-        policy.apply(header, ctx.https, form)?;
+    let rate_limit = match (&ctx.route, &ctx.rate_limit) {
+        (Some(route), Some(value)) => route.rate_limit_policy.as_ref().map(|p| (p, value)),
+        _ => None,
+    };
+    // The response's own of the names the gateway sets below go when the gateway's lines,
+    // or an HTTP/2 block, would not replace them (a map insert does): in the header policy's
+    // walk over the response's few headers when there is a policy, else in one of their own.
+    // A removal per name would cost two hash lookups even when the name is absent, as it
+    // nearly always is.
+    let rate_limited = rate_limit.is_some();
+    let gateways = |k: &HeaderName| {
+        form != HeaderForm::Map
+            && (*k == X_REQUEST_ID
+                || (rate_limited && (*k == RATELIMIT_POLICY_NAME || k == RATELIMIT.name())))
+    };
+    match ctx.header_policy() {
+        Some(policy) => policy.apply_removing(header, ctx.https, form, gateways)?,
+        None if form != HeaderForm::Map => {
+            while let Some(name) = crate::policy::headers::next_match(&header.headers, gateways) {
+                header.remove_header(&name);
+            }
+        }
+        None => {}
     }
     // A preflight's answer carries its own CORS headers, a refused one none; everything else
     // gets the policy's.
     let preflight = ctx.decision == "cors_preflight" || ctx.decision == "cors_refused";
     if let Some(cors) = ctx.cors_policy().filter(|_| !preflight) {
         cors.apply(header, ctx.origin.as_ref(), &mut lines)?;
-    }
-    let rate_limit = match (&ctx.route, &ctx.rate_limit) {
-        (Some(route), Some(value)) => route.rate_limit_policy.as_ref().map(|p| (p, value)),
-        _ => None,
-    };
-    if form != HeaderForm::Map {
-        // The response's own of the names below go (the gateway's lines, or an HTTP/2 block,
-        // do not replace them):
-        // one walk over its few headers, where a removal per name costs two hash lookups even
-        // when the name is absent, as it nearly always is.
-        let rate_limited = rate_limit.is_some();
-        while let Some(name) = crate::policy::headers::next_match(&header.headers, |k| {
-            *k == X_REQUEST_ID
-                || (rate_limited && (*k == RATELIMIT_POLICY_NAME || k == RATELIMIT.name()))
-        }) {
-            header.remove_header(&name);
-        }
     }
     if let Some((policy, value)) = rate_limit {
         policy.set(header, form)?;

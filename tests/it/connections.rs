@@ -472,13 +472,23 @@ async fn start_answering_upstream(
 /// response's `Connection` header and HTTP version: the gateway reads them after handing the
 /// response on (the vendored pingora-core keeps those headers, not a clone of every header).
 /// An upstream that says `close` but leaves the socket open is closed by the gateway and never
-/// sent a second request; one that keeps alive is reused. One that sends more than its
+/// sent a second request; one that keeps alive is reused, whichever valid form its
+/// `Content-Length` takes. One that sends more than its
 /// `Content-Length` (here a forged second response, in the same write) is never reused, and
 /// the bytes past the body are never served: the vendored pingora-core gives a body that came
 /// whole with its header a buffer of its own size (patch 11) and must still set them apart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_upstream_response_decides_whether_its_connection_is_reused() {
-    let cases: [(&'static [u8], bool); 5] = [
+    let cases: [(&'static [u8], bool); 8] = [
+        // A `Content-Length` that says 2 in another valid form (RFC 9110 §8.6) frames the body
+        // as 2 and leaves the connection reusable: the general parse of the vendored
+        // pingora-core, which its fast path for one field of digits hands these to (patch 15).
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 02\r\n\r\nok", true),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\n\r\nok", true),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok",
+            true,
+        ),
         (
             b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
             false,
@@ -583,6 +593,49 @@ async fn header_names_reach_the_client_spelled_as_the_upstream_sent_them() {
                 .map(|v| v.to_str().unwrap())
                 .collect();
             assert!(values.contains(&value), "{line:?} over HTTP/2: {values:?}");
+        }
+    }
+}
+
+/// An HTTP/1.1 upstream's connection-specific headers (`Connection`, `Keep-Alive`,
+/// `Proxy-Connection`, `Upgrade`, `Transfer-Encoding`) are its connection's, and HTTP/2
+/// forbids them (RFC 9113 §8.2.2): an HTTP/2 client gets the response and its body without
+/// any, and the app's other headers all arrive. The vendored pingora-core finds them in one
+/// walk over the response's headers (patch 16); one missed would fail the stream in h2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_client_never_gets_the_upstreams_connection_headers() {
+    let answers: [&'static [u8]; 3] = [
+        b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nX-Before: 1\r\n\
+          Keep-Alive: timeout=30\r\nContent-Length: 2\r\nX-After: 2\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\nProxy-Connection: keep-alive\r\nUpgrade: h2c\r\n\
+          X-Before: 1\r\nConnection: Upgrade\r\nX-After: 2\r\nContent-Length: 2\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\nX-Before: 1\r\nTransfer-Encoding: chunked\r\n\
+          X-After: 2\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+    ];
+    for answer in answers {
+        let first = String::from_utf8_lossy(answer).into_owned();
+        let (addr, _, _) = start_answering_upstream(answer, Duration::ZERO).await;
+        let gw = Gateway::start(&raw_upstream_config(addr, "")).await;
+        let client = gw.client();
+        for i in 0..2 {
+            let r = client.get(gw.https_url("/raw/x")).send().await.unwrap();
+            assert_eq!(r.version(), reqwest::Version::HTTP_2);
+            assert_eq!(r.status(), 200, "{first:?}: request {i}");
+            for name in [
+                "connection",
+                "keep-alive",
+                "proxy-connection",
+                "upgrade",
+                "transfer-encoding",
+            ] {
+                assert!(
+                    r.headers().get(name).is_none(),
+                    "{name} over HTTP/2 after {first:?}: {:?}",
+                    r.headers()
+                );
+            }
+            assert_eq!(r.headers()["x-before"], "1", "{first:?}");
+            assert_eq!(r.text().await.unwrap(), "ok", "{first:?}: request {i}");
         }
     }
 }

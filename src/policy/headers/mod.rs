@@ -430,6 +430,18 @@ impl HeaderPolicy {
         https: bool,
         form: HeaderForm,
     ) -> pingora_error::Result<()> {
+        self.apply_removing(header, https, form, |_| false)
+    }
+
+    /// [`Self::apply`], removing in the same walk the response's headers that `also` picks
+    /// (the caller's own names to clear, which would otherwise take a second walk).
+    pub fn apply_removing(
+        &self,
+        header: &mut ResponseHeader,
+        https: bool,
+        form: HeaderForm,
+        also: impl Fn(&HeaderName) -> bool,
+    ) -> pingora_error::Result<()> {
         // Walk the response's few headers rather than the long fingerprint list.
         while let Some(name) = next_match(&header.headers, |k| {
             self.strip.contains_key(k)
@@ -438,6 +450,7 @@ impl HeaderPolicy {
                         .remove_prefixes
                         .iter()
                         .any(|p| k.as_str().starts_with(p)))
+                || also(k)
         }) {
             header.remove_header(&name);
         }

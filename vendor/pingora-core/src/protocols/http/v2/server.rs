@@ -643,11 +643,16 @@ impl HttpSession {
 
         // remove other h1 hop headers that cannot be present in H2
         // https://httpwg.org/specs/rfc7540.html#n-connection-specific-header-fields
-        header.remove_header(&header::TRANSFER_ENCODING);
-        header.remove_header(&header::CONNECTION);
-        header.remove_header(&header::UPGRADE);
-        header.remove_header(&HeaderName::from_static("keep-alive"));
-        header.remove_header(&HeaderName::from_static("proxy-connection"));
+        // Palisade: one walk over the response's few headers finds them; a removal per name
+        // costs a hash and a probe even when the name is absent, as four of the five are.
+        while let Some(name) = header
+            .headers
+            .keys()
+            .find(|k| is_connection_specific(k))
+            .cloned()
+        {
+            header.remove_header(&name);
+        }
 
         // Palisade: the headers are moved into the response, not cloned; what is kept for
         // `response_written` is the status line (all anything reads of it).
@@ -959,6 +964,15 @@ impl HttpSession {
     pub fn client_addr(&self) -> Option<&SocketAddr> {
         self.digest.socket_digest.as_ref().map(|d| d.peer_addr())?
     }
+}
+
+/// Palisade: an HTTP/1.x connection-specific header, which HTTP/2 forbids (RFC 9113 §8.2.2).
+fn is_connection_specific(name: &HeaderName) -> bool {
+    name == header::TRANSFER_ENCODING
+        || name == header::CONNECTION
+        || name == header::UPGRADE
+        || name.as_str() == "keep-alive"
+        || name.as_str() == "proxy-connection"
 }
 
 #[cfg(test)]

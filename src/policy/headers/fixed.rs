@@ -176,11 +176,15 @@ impl ResponseLines {
     }
 
     /// Sets a header whose value is new on (nearly) every response: the request id, the
-    /// `RateLimit` count. Over HTTP/2 the value is sent as a never-indexed literal. HPACK
-    /// would otherwise add each one to the connection's table, where it never matches again:
-    /// every later response of that name is compared against all of them (about 2k
-    /// instructions a response), and they push the constant headers out. The price is the
-    /// name, sent in full each time (about 9 bytes; nginx sends every header in full).
+    /// `RateLimit` count. Over HTTP/2 it goes out as HPACK's never-indexed literal, written
+    /// here (`ResponseHeader::append_h2_literal`): no map insert, no table search, no Huffman
+    /// coding in the connection's encoder, and the table left alone. Indexed, each value
+    /// would enter the connection's table, where it never matches again: every later
+    /// response of that name would be compared against all of them (about 2k instructions
+    /// a response), and they would push the constant headers out. The price is the name in
+    /// full and the value uncoded (about 20 bytes; nginx sends every header so). In the
+    /// lines and HTTP/2 forms nothing is replaced: the caller has removed the response's own
+    /// of that name.
     pub fn set_unique(
         &mut self,
         header: &mut ResponseHeader,
@@ -188,11 +192,7 @@ impl ResponseLines {
         value: &HeaderValue,
     ) -> pingora_error::Result<()> {
         match self.form {
-            HeaderForm::H2 => {
-                let mut value = value.clone();
-                value.set_sensitive(true);
-                header.insert_parsed_header(name, value)
-            }
+            HeaderForm::H2 => header.append_h2_literal(name.name(), value.as_bytes()),
             HeaderForm::Map | HeaderForm::H1Lines => self.set(header, name, value),
         }
     }
@@ -207,7 +207,8 @@ impl ResponseLines {
     ) -> pingora_error::Result<()> {
         match self.form {
             HeaderForm::H1Lines => push_line(header, name, value.as_bytes()),
-            HeaderForm::Map | HeaderForm::H2 => {
+            HeaderForm::H2 => header.append_h2_literal(name.name(), value.as_bytes()),
+            HeaderForm::Map => {
                 let value = HeaderValue::from_str(value).map_err(|_| invalid_value())?;
                 self.set_unique(header, name, &value)
             }
@@ -408,10 +409,11 @@ mod tests {
         );
     }
 
-    /// Over HTTP/2 a per-response value is marked never-indexed (HPACK keeps it out of the
-    /// connection's table); for HTTP/1.x it is an ordinary line, and nothing else is marked.
+    /// Over HTTP/2 a per-response value is a never-indexed HPACK literal written at once
+    /// (RFC 7541 §6.2.3: 0x10, then name and value each with its length, no Huffman), kept
+    /// out of the header map; for HTTP/1.x it is an ordinary line, and nothing is marked.
     #[test]
-    fn unique_values_are_never_indexed_over_http2_only() {
+    fn unique_values_are_never_indexed_literals_over_http2_only() {
         let name = ParsedHeaderName::new(HeaderName::from_static("x-request-id"));
         let other = ParsedHeaderName::new(http::header::CACHE_CONTROL);
         let value = HeaderValue::from_static("r-1");
@@ -421,13 +423,20 @@ mod tests {
         let mut lines = ResponseLines::new(HeaderForm::H2);
         lines.set_unique(&mut h, &name, &value).unwrap();
         lines.set(&mut h, &other, &value).unwrap();
-        assert!(h.headers["x-request-id"].is_sensitive());
-        assert_eq!(h.headers["x-request-id"], "r-1");
-        assert!(!h.headers["cache-control"].is_sensitive());
-        assert!(
-            !value.is_sensitive(),
-            "the caller's value is left as it was"
+        assert!(!h.headers.contains_key("x-request-id"), "not in the map");
+        assert_eq!(
+            h.h2_literals().collect::<Vec<_>>(),
+            [(&b"x-request-id"[..], &b"r-1"[..])]
         );
+        assert!(!h.headers["cache-control"].is_sensitive());
+        let long = "r".repeat(300);
+        lines.set_unique_text(&mut h, &name, &long).unwrap();
+        let hpack = h.take_h2_literals();
+        assert_eq!(&hpack[..20], b"\x10\x0cx-request-id\x03r-1\x10\x0c");
+        // 300 = 127 + 173: 0x7f, then 173 seven bits a byte (0x2d | 0x80, then 0x01).
+        assert_eq!(&hpack[32..35], [0x7f, 0xad, 0x01]);
+        assert_eq!(hpack.len(), 35 + 300);
+        assert_eq!(h.h2_literals().count(), 0, "taken");
 
         for form in [HeaderForm::Map, HeaderForm::H1Lines] {
             let mut h = upstream();
@@ -451,9 +460,17 @@ mod tests {
             lines.set_unique(&mut value, &name, &r1).unwrap();
             assert_eq!(wire(&text), wire(&value), "{form:?}");
             assert_eq!(text.h1_lines(), value.h1_lines(), "{form:?}");
-            if form == HeaderForm::H2 {
-                assert!(text.headers["x-request-id"].is_sensitive());
-            }
+            let literals: Vec<_> = text.h2_literals().collect();
+            assert_eq!(
+                literals,
+                value.h2_literals().collect::<Vec<_>>(),
+                "{form:?}"
+            );
+            assert_eq!(
+                literals.len(),
+                usize::from(form == HeaderForm::H2),
+                "{form:?}"
+            );
             let mut bad = upstream();
             assert!(
                 lines

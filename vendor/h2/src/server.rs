@@ -1279,14 +1279,20 @@ impl<B: Buf> SendResponse<B> {
     /// map, and the connection's HPACK encoder reuses its last encoding of the same block
     /// (the same `Arc`) while its dynamic table has not changed. The caller keeps the
     /// response's map free of a block's names where the block's value is to be the only one.
+    ///
+    /// `literals` are fields already in HPACK, sent after the blocks: each one "literal never
+    /// indexed, new name" (RFC 7541 §6.2.3), which neither uses nor changes the dynamic
+    /// table, so the encoder copies the bytes as they are. For values new on every response
+    /// (a request id). The caller writes them whole and valid; they are not checked here.
     pub fn send_response_with_blocks(
         &mut self,
         response: Response<()>,
         blocks: crate::FieldBlocks,
+        literals: Vec<u8>,
         end_of_stream: bool,
     ) -> Result<SendStream<B>, crate::Error> {
         self.inner
-            .send_response_with_blocks(response, blocks, end_of_stream)
+            .send_response_with_blocks(response, blocks, literals, end_of_stream)
             .map(|_| SendStream::new(self.inner.clone()))
             .map_err(Into::into)
     }

@@ -542,6 +542,8 @@ pub struct ResponseHeader {
     h1_lines: Vec<u8>,
     // Palisade: shared blocks of fields for the HTTP/2 form, see `set_h2_block`
     h2_blocks: H2Blocks,
+    // Palisade: fields for the HTTP/2 form already in HPACK, see `append_h2_literal`
+    h2_literals: Vec<u8>,
 }
 
 /// Palisade: header fields that many HTTP/2 responses share, sent after each response's own
@@ -578,6 +580,7 @@ impl Clone for ResponseHeader {
             reason_phrase: self.reason_phrase.clone(),
             h1_lines: self.h1_lines.clone(),
             h2_blocks: self.h2_blocks.clone(),
+            h2_literals: self.h2_literals.clone(),
         }
     }
 }
@@ -592,6 +595,7 @@ impl From<RespParts> for ResponseHeader {
             reason_phrase: None,
             h1_lines: Vec::new(),
             h2_blocks: Vec::new(),
+            h2_literals: Vec::new(),
         }
     }
 }
@@ -628,6 +632,7 @@ impl ResponseHeader {
             reason_phrase: None,
             h1_lines: Vec::new(),
             h2_blocks: Vec::new(),
+            h2_literals: Vec::new(),
         }
     }
 
@@ -824,16 +829,58 @@ impl ResponseHeader {
         }
         // Palisade: then the ready-made lines.
         buf.put_slice(&self.h1_lines);
-        // Palisade: and the HTTP/2 blocks' fields, should a response that has them go out
-        // over HTTP/1.x after all (names lowercase, as HTTP/2 has them).
+        // Palisade: and the HTTP/2 blocks' and literals' fields, should a response that has
+        // them go out over HTTP/1.x after all (names lowercase, as HTTP/2 has them).
         for block in &self.h2_blocks {
             for (name, value) in block.iter() {
-                buf.put_slice(name.as_str().as_bytes());
-                buf.put_slice(b": ");
-                buf.put_slice(value.as_ref());
-                buf.put_slice(b"\r\n");
+                put_h1_line(buf, name.as_str().as_bytes(), value.as_ref());
             }
         }
+        for (name, value) in h2_literal_fields(&self.h2_literals) {
+            put_h1_line(buf, name, value);
+        }
+    }
+
+    /// Palisade: a field for the HTTP/2 form whose value is new on (nearly) every response
+    /// (a request id, a rate-limit count), written at once as HPACK's "literal never indexed,
+    /// new name" representation (RFC 7541 §6.2.3), name and value as they are, without
+    /// Huffman coding. The connection's HPACK encoder only copies these bytes after the
+    /// response's other fields: no header map insert, no table search, no Huffman coding, and
+    /// the dynamic table is left alone, so the representation is the same whatever the
+    /// table holds. The price is a few bytes (the name in full, about 9, and the value
+    /// uncoded; nginx sends every field so). Like a block's, the field is not in the header
+    /// map: the caller removes the map's fields of its name first. `value` must be a valid
+    /// field value (no control character but tab), or an error says it is not.
+    pub fn append_h2_literal(&mut self, name: &HeaderName, value: &[u8]) -> Result<()> {
+        if !value
+            .iter()
+            .all(|&b| (b >= 0x20 && b != 0x7f) || b == b'\t')
+        {
+            return pingora_error::Error::e_explain(InvalidHTTPHeader, "invalid header value");
+        }
+        let name = name.as_str().as_bytes();
+        let out = &mut self.h2_literals;
+        if out.capacity() == 0 {
+            out.reserve(128);
+        }
+        // Never indexed, new name: 0001 0000, then each string's length (7-bit prefix,
+        // no Huffman) and bytes.
+        out.push(0x10);
+        put_hpack_length(out, name.len());
+        out.extend_from_slice(name);
+        put_hpack_length(out, value.len());
+        out.extend_from_slice(value);
+        Ok(())
+    }
+
+    /// Palisade: the fields added by [`Self::append_h2_literal`], in HPACK, taken for sending.
+    pub fn take_h2_literals(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.h2_literals)
+    }
+
+    /// Palisade: the fields added by [`Self::append_h2_literal`], as (name, value).
+    pub fn h2_literals(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        h2_literal_fields(&self.h2_literals)
     }
 
     /// Palisade: a block of fields to send after the header map's over HTTP/2, shared with
@@ -1409,6 +1456,63 @@ fn title_cased(lower: &[u8]) -> impl Iterator<Item = u8> + '_ {
         let b = if *up { l.to_ascii_uppercase() } else { l };
         *up = l == b'-';
         Some(b)
+    })
+}
+
+/// Palisade: `name: value` and CRLF.
+fn put_h1_line(buf: &mut impl BufMut, name: &[u8], value: &[u8]) {
+    buf.put_slice(name);
+    buf.put_slice(b": ");
+    buf.put_slice(value);
+    buf.put_slice(b"\r\n");
+}
+
+/// Palisade: an HPACK string length, with the 7-bit prefix of a string without Huffman
+/// coding (RFC 7541 §5.1): one byte below 127, else 127 and the rest seven bits a byte.
+fn put_hpack_length(out: &mut Vec<u8>, len: usize) {
+    if len < 0x7f {
+        out.push(len as u8);
+        return;
+    }
+    out.push(0x7f);
+    let mut rest = len - 0x7f;
+    while rest >= 0x80 {
+        out.push((rest & 0x7f) as u8 | 0x80);
+        rest >>= 7;
+    }
+    out.push(rest as u8);
+}
+
+/// Palisade: reads back an HPACK string length written by [put_hpack_length].
+fn take_hpack_length(bytes: &[u8]) -> Option<(usize, &[u8])> {
+    let (&first, mut rest) = bytes.split_first()?;
+    if first < 0x7f {
+        return Some((first as usize, rest));
+    }
+    let mut len = 0x7f_usize;
+    let mut shift = 0;
+    loop {
+        let (&b, after) = rest.split_first()?;
+        rest = after;
+        len = len.checked_add(((b & 0x7f) as usize).checked_shl(shift)?)?;
+        if b & 0x80 == 0 {
+            return Some((len, rest));
+        }
+        shift += 7;
+    }
+}
+
+/// Palisade: the (name, value) pairs of literals written by
+/// [ResponseHeader::append_h2_literal].
+fn h2_literal_fields(mut bytes: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+    std::iter::from_fn(move || {
+        let rest = bytes.strip_prefix(&[0x10])?;
+        let (len, rest) = take_hpack_length(rest)?;
+        let (name, rest) = (rest.get(..len)?, rest.get(len..)?);
+        let (len, rest) = take_hpack_length(rest)?;
+        let (value, rest) = (rest.get(..len)?, rest.get(len..)?);
+        bytes = rest;
+        Some((name, value))
     })
 }
 

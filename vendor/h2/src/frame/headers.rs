@@ -104,6 +104,10 @@ struct HeaderBlock {
     /// Palisade: fields encoded after `fields`, shared by many responses (see
     /// `Headers::set_field_blocks`).
     blocks: crate::FieldBlocks,
+
+    /// Palisade: fields already in HPACK, sent after the blocks (see
+    /// `Headers::set_field_literals`).
+    literals: Vec<u8>,
 }
 
 #[derive(Debug)]
@@ -131,6 +135,7 @@ impl Headers {
                 is_over_size: false,
                 pseudo,
                 blocks: Vec::new(),
+                literals: Vec::new(),
             },
             flags: HeadersFlag::default(),
         }
@@ -141,6 +146,14 @@ impl Headers {
     /// encoder remembers each block's last encoding; see `hpack::Encoder::encode_block`.
     pub fn set_field_blocks(&mut self, blocks: crate::FieldBlocks) {
         self.header_block.blocks = blocks;
+    }
+
+    /// Palisade: fields to send after the blocks, already in HPACK as representations that
+    /// neither use nor change the dynamic table ("literal never indexed, new name", RFC 7541
+    /// §6.2.3), so their bytes are right whatever the table holds: the encoder copies them.
+    /// For values new on every response (a request id), which indexing would only churn.
+    pub fn set_field_literals(&mut self, literals: Vec<u8>) {
+        self.header_block.literals = literals;
     }
 
     pub fn trailers(stream_id: StreamId, fields: HeaderMap) -> Self {
@@ -156,6 +169,7 @@ impl Headers {
                 is_over_size: false,
                 pseudo: Pseudo::default(),
                 blocks: Vec::new(),
+                literals: Vec::new(),
             },
             flags,
         }
@@ -222,6 +236,7 @@ impl Headers {
                 is_over_size: false,
                 pseudo: Pseudo::default(),
                 blocks: Vec::new(),
+                literals: Vec::new(),
             },
             flags,
         };
@@ -383,6 +398,7 @@ impl PushPromise {
                 is_over_size: false,
                 pseudo,
                 blocks: Vec::new(),
+                literals: Vec::new(),
             },
             promised_id,
             stream_id,
@@ -475,6 +491,7 @@ impl PushPromise {
                 is_over_size: false,
                 pseudo: Pseudo::default(),
                 blocks: Vec::new(),
+                literals: Vec::new(),
             },
             promised_id,
             stream_id: head.stream_id(),
@@ -1018,6 +1035,8 @@ impl HeaderBlock {
         for block in &self.blocks {
             encoder.encode_block(block, &mut hpack);
         }
+        // Palisade: then the literals, as they are.
+        hpack.extend_from_slice(&self.literals);
 
         EncodingHeaderBlock { hpack }
     }

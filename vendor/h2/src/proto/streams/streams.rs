@@ -1300,14 +1300,16 @@ impl<B> StreamRef<B> {
         response: Response<()>,
         end_of_stream: bool,
     ) -> Result<(), UserError> {
-        self.send_response_with_blocks(response, Vec::new(), end_of_stream)
+        self.send_response_with_blocks(response, Vec::new(), Vec::new(), end_of_stream)
     }
 
-    /// Palisade: `send_response` with shared blocks of fields after the response's own.
+    /// Palisade: `send_response` with shared blocks of fields after the response's own, and
+    /// then fields already in HPACK (see `frame::Headers::set_field_literals`).
     pub fn send_response_with_blocks(
         &mut self,
         mut response: Response<()>,
         blocks: crate::FieldBlocks,
+        literals: Vec<u8>,
         end_of_stream: bool,
     ) -> Result<(), UserError> {
         // Clear before taking lock, incase extensions contain a StreamRef.
@@ -1324,6 +1326,7 @@ impl<B> StreamRef<B> {
             let mut frame =
                 server::Peer::convert_send_message(stream.id, response, end_of_stream);
             frame.set_field_blocks(blocks);
+            frame.set_field_literals(literals);
 
             actions
                 .send

@@ -657,14 +657,18 @@ impl HttpSession {
         // Palisade: the headers are moved into the response, not cloned; what is kept for
         // `response_written` is the status line (all anything reads of it).
         let blocks = header.take_h2_blocks();
+        let literals = header.take_h2_literals();
         let resp = Response::from_parts(header.take_owned_parts(), ());
 
-        // Palisade: with the response's shared blocks of fields, if it has any (see
-        // `ResponseHeader::set_h2_block`).
-        let body_writer = self.send_response.send_response_with_blocks(resp, blocks, end).or_err(
-            ErrorType::WriteError,
-            "while writing h2 response to downstream",
-        )?;
+        // Palisade: with the response's shared blocks of fields and its fields already in
+        // HPACK, if it has any (see `ResponseHeader::set_h2_block` and `append_h2_literal`).
+        let body_writer = self
+            .send_response
+            .send_response_with_blocks(resp, blocks, literals, end)
+            .or_err(
+                ErrorType::WriteError,
+                "while writing h2 response to downstream",
+            )?;
 
         self.response_written = Some(header);
         self.send_response_body = Some(body_writer);

@@ -457,9 +457,7 @@ pub fn finish_response(header: &mut ResponseHeader, ctx: &RequestCtx) -> Result<
     match ctx.header_policy() {
         Some(policy) => policy.apply_removing(header, ctx.https, form, gateways)?,
         None if form != HeaderForm::Map => {
-            while let Some(name) = crate::policy::headers::next_match(&header.headers, gateways) {
-                header.remove_header(&name);
-            }
+            crate::policy::headers::remove_matching(header, gateways)
         }
         None => {}
     }

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use crate::config::diagnostics::Diagnostics;
 use crate::config::units::HumanDuration;
 use crate::config::KeyPath;
-use crate::policy::headers::{next_match, FixedHeaders, ResponseLines};
+use crate::policy::headers::{remove_matching, FixedHeaders, ResponseLines};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -362,11 +362,7 @@ impl CorsPolicy {
         lines: &mut ResponseLines,
     ) -> pingora_error::Result<()> {
         let form = lines.form();
-        while let Some(name) = next_match(&header.headers, |k| {
-            k.as_str().starts_with("access-control-")
-        }) {
-            header.remove_header(&name);
-        }
+        remove_matching(header, |k| k.as_str().starts_with("access-control-"));
         self.vary.append(header, form)?;
         let Some(origin) = origin else {
             return Ok(());

@@ -443,7 +443,7 @@ impl HeaderPolicy {
         also: impl Fn(&HeaderName) -> bool,
     ) -> pingora_error::Result<()> {
         // Walk the response's few headers rather than the long fingerprint list.
-        while let Some(name) = next_match(&header.headers, |k| {
+        remove_matching(header, |k| {
             self.strip.contains_key(k)
                 || (k.as_str().starts_with("x-")
                     && self
@@ -451,9 +451,7 @@ impl HeaderPolicy {
                         .iter()
                         .any(|p| k.as_str().starts_with(p)))
                 || also(k)
-        }) {
-            header.remove_header(&name);
-        }
+        });
         if form == HeaderForm::H1Lines {
             header.reserve_h1_lines(self.h1_lines_room);
         }
@@ -482,6 +480,13 @@ pub fn next_match(
     doomed: impl Fn(&HeaderName) -> bool,
 ) -> Option<HeaderName> {
     headers.keys().find(|k| doomed(k)).cloned()
+}
+
+/// Removes every header of a response that `doomed` picks, with [`next_match`].
+pub fn remove_matching(header: &mut ResponseHeader, doomed: impl Fn(&HeaderName) -> bool) {
+    while let Some(name) = next_match(&header.headers, &doomed) {
+        header.remove_header(&name);
+    }
 }
 
 fn harden_cookies(

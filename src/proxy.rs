@@ -294,13 +294,10 @@ impl ProxyHttp for Gateway {
         let auth = ctx.route.as_ref().and_then(|r| r.auth.as_ref());
         let mut strip_param = None;
         if let Some(auth) = auth {
+            // Left out as the request is written, rather than removed from its two maps.
             match &auth.policy.credential {
-                Credential::Header(name) => {
-                    upstream.remove_header(name);
-                }
-                Credential::Bearer => {
-                    upstream.remove_header(&http::header::AUTHORIZATION);
-                }
+                Credential::Header(name) => upstream.omit_header(name),
+                Credential::Bearer => upstream.omit_header(&http::header::AUTHORIZATION),
                 Credential::Query(name) => strip_param = Some(name.as_str()),
             }
             if let Some(entry) = ctx.key_entry() {
@@ -1055,5 +1052,80 @@ fn error_kind(e: &Error) -> &'static str {
         ErrorType::ReadTimedout | ErrorType::WriteTimedout => "timeout",
         ErrorType::ConnectionClosed => "closed",
         _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h1(req: &RequestHeader) -> String {
+        let mut buf = Vec::new();
+        req.header_to_h1_wire(&mut buf);
+        String::from_utf8(buf).unwrap()
+    }
+
+    /// The credential header is omitted from the upstream's copy rather than removed (see
+    /// `upstream_request_filter`): every form the vendored pingora-http sends a request in
+    /// must leave all its fields out, whatever their spelling, and keep the rest in order.
+    #[test]
+    fn an_omitted_header_is_left_out_of_every_form_of_the_request() {
+        let fields = [
+            ("Host", "app"),
+            ("X-API-Key", "secret-1"),
+            ("Accept", "*/*"),
+            ("x-api-KEY", "secret-2"),
+            ("Authorization", "Bearer t"),
+        ];
+        for with_case in [true, false] {
+            let build = |fields: &mut dyn Iterator<Item = &(&str, &str)>| {
+                let mut req = if with_case {
+                    RequestHeader::build("GET", b"/", None).unwrap()
+                } else {
+                    RequestHeader::build_no_case("GET", b"/", None).unwrap()
+                };
+                for (name, value) in fields {
+                    req.append_header(name.to_string(), *value).unwrap();
+                }
+                req
+            };
+            let mut req = build(&mut fields.iter());
+            let removed = build(&mut fields.iter().filter(|(_, v)| !v.starts_with("secret")));
+            let key = HeaderName::from_static("x-api-key");
+            req.omit_header(&key);
+            let req = req.clone();
+            assert_eq!(req.omitted_header(), Some(&key), "a clone omits it too");
+            let wire = h1(&req);
+            assert!(!wire.contains("secret"), "{wire}");
+            assert_eq!(wire, h1(&removed));
+            if with_case {
+                assert_eq!(
+                    wire,
+                    "Host: app\r\nAccept: */*\r\nAuthorization: Bearer t\r\n"
+                );
+            }
+            assert!(!req.as_owned_parts().headers.contains_key(&key));
+            let mut mapped = Vec::new();
+            req.map(|_, value| {
+                mapped.push(value.clone());
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(mapped, ["app", "*/*", "Bearer t"]);
+            assert!(req
+                .case_header_iter()
+                .all(|(_, v)| !v.as_bytes().starts_with(b"secret")));
+            assert!(!http::request::Parts::from(req.clone())
+                .headers
+                .contains_key(&key));
+
+            // Omitting a second name removes the first for real.
+            let mut req = req;
+            req.omit_header(&http::header::AUTHORIZATION);
+            assert!(!req.headers.contains_key(&key));
+            let mut removed = removed;
+            removed.remove_header(&http::header::AUTHORIZATION);
+            assert_eq!(h1(&req), h1(&removed));
+        }
     }
 }

@@ -22,6 +22,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http::header::HOST;
 use http::{HeaderName, HeaderValue, Method};
+use pingora_core::protocols::http::v1::client::ResponseFieldDrop;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -336,6 +337,11 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
+    fn upstream_response_drop(&self, ctx: &RequestCtx) -> Option<ResponseFieldDrop> {
+        // 7, early: the header policy's removals, as Pingora parses the response.
+        ctx.header_policy().map(|p| p.upstream_drop())
+    }
+
     async fn upstream_response_filter(
         &self,
         _session: &mut Session,
@@ -647,11 +653,11 @@ impl Gateway {
         auth: &RouteAuth,
     ) -> Option<GatewayResponse> {
         let policy = &auth.policy;
-        let outcome = policy.authenticate(
+        let outcome = policy.authenticate_at(
             &req.headers,
             req.uri.query(),
             &auth.roles,
-            api_key::unix_now(),
+            api_key::unix_now,
         );
         let entry = outcome.entry();
         let set = entry.map_or("none", |e| e.set.label());

@@ -437,13 +437,25 @@ impl ApiKeyPolicy {
         self.entries.get(index as usize)
     }
 
-    /// Checks the request's key; `roles` are the route's (any one of them is enough).
+    /// [`Self::authenticate_at`] at a given time (tests, benchmarks).
     pub fn authenticate(
         &self,
         headers: &HeaderMap,
         query: Option<&str>,
         roles: &[String],
         now_secs: u64,
+    ) -> AuthOutcome<'_> {
+        self.authenticate_at(headers, query, roles, || now_secs)
+    }
+
+    /// Checks the request's key; `roles` are the route's (any one of them is enough).
+    /// `now_secs` (Unix time) is read only for a key that expires: a clock read is not free.
+    pub fn authenticate_at(
+        &self,
+        headers: &HeaderMap,
+        query: Option<&str>,
+        roles: &[String],
+        now_secs: impl FnOnce() -> u64,
     ) -> AuthOutcome<'_> {
         let presented = match self.presented(headers, query) {
             Presented::Key(key) => key,
@@ -453,7 +465,7 @@ impl ApiKeyPolicy {
         let Some(entry) = self.find(&presented) else {
             return AuthOutcome::Invalid;
         };
-        if entry.expires_at.is_some_and(|t| now_secs >= t) {
+        if entry.expires_at.is_some_and(|t| now_secs() >= t) {
             return AuthOutcome::Expired(entry);
         }
         if !roles.is_empty() && !roles.iter().any(|r| entry.roles.contains(r)) {

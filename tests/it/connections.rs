@@ -658,6 +658,72 @@ upstream = "raw"
     )
 }
 
+/// A header policy's removals happen as Pingora parses the upstream's response (the vendored
+/// pingora-core's `drop_response_fields`), decided per request: on one upstream connection a
+/// route that strips and one that keeps everything take turns, and each gets its own answer,
+/// whatever the names' spelling (the stripping itself is also the header policy's walk's, so
+/// what shows that the parser drops is the framing below). The fields that frame a response are never dropped there,
+/// even when the policy removes them: the body is read by its length and the connection is
+/// used again (read without its length, the response would never end).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstreams_fields_are_stripped_as_it_is_parsed_per_route_and_its_framing_stays() {
+    let answer = b"HTTP/1.1 200 OK\r\nSERVER: legacy/1.0\r\nX-Powered-By: PHP/5.2\r\n\
+        x-drupal-cache: HIT\r\nContent-Type: text/plain\r\nKeep-Alive: timeout=30\r\n\
+        Connection: keep-alive\r\nContent-Length: 2\r\n\r\nok";
+    let (addr, opened, _) = start_answering_upstream(answer, Duration::ZERO).await;
+    let config = format!(
+        r#"{}
+[headers.framing]
+preset = "baseline"
+remove = ["content-length", "connection", "keep-alive", "transfer-encoding"]
+
+[[routes]]
+name = "strip"
+path = "/strip"
+headers = "framing"
+upstream = "raw"
+
+[[routes]]
+name = "keep"
+path = "/keep"
+headers = "none"
+upstream = "raw"
+"#,
+        raw_upstream_config(addr, "threads = 1")
+    );
+    let gw = Gateway::start(&config).await;
+    let h1 = gw.client_builder().http1_only().build().unwrap();
+    for (client, what) in [(&h1, "HTTP/1.1"), (&gw.client(), "HTTP/2")] {
+        for round in 0..2 {
+            let what = format!("{what}, round {round}");
+            let r = client.get(gw.https_url("/strip/x")).send().await.unwrap();
+            assert_eq!(r.status(), 200, "{what}");
+            let h = r.headers().clone();
+            for gone in ["server", "x-powered-by", "x-drupal-cache"] {
+                assert!(h.get(gone).is_none(), "{what}: {gone} in {h:?}");
+            }
+            assert_eq!(h["content-type"], "text/plain", "{what}");
+            assert_eq!(h["x-frame-options"], "DENY", "{what}: the policy's own");
+            assert_eq!(r.text().await.unwrap(), "ok", "{what}");
+
+            let r = client.get(gw.https_url("/keep/x")).send().await.unwrap();
+            let h = r.headers().clone();
+            assert_eq!(
+                h["server"], "legacy/1.0",
+                "{what}: the other route keeps it"
+            );
+            assert_eq!(h["x-powered-by"], "PHP/5.2", "{what}");
+            assert_eq!(h["x-drupal-cache"], "HIT", "{what}");
+            assert_eq!(r.text().await.unwrap(), "ok", "{what}");
+        }
+    }
+    assert_eq!(
+        opened.load(Ordering::SeqCst),
+        1,
+        "every request went over the one upstream connection"
+    );
+}
+
 /// `[server] upstream_keepalive` is how many idle upstream connections a thread keeps: four
 /// requests at once need four connections; afterwards two are kept and two closed, and the
 /// next four reuse the two kept.

@@ -7,11 +7,14 @@
 pub mod cookies;
 pub mod csp;
 pub mod fixed;
+pub mod name_set;
 pub mod presets;
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue};
+use pingora_core::protocols::http::v1::client::ResponseFieldDrop;
 use pingora_http::ResponseHeader;
 use serde::Deserialize;
 
@@ -20,6 +23,7 @@ use crate::config::KeyPath;
 use cookies::{CookiePolicy, SameSite};
 use fixed::PER_RESPONSE_LINES;
 pub use fixed::{FixedHeaders, HeaderForm, HeaderLines, ResponseLines};
+use name_set::NameSet;
 
 /// A string value, or `false` to turn the thing off.
 #[derive(Debug, Clone, Deserialize)]
@@ -154,19 +158,27 @@ pub struct HeaderPolicy {
     fill: Vec<(HeaderName, FixedHeaders)>,
     hsts: Option<HeaderValue>,
     has_csp: bool,
-    /// The response's own headers that go: the removed and fingerprint ones, and those
-    /// the policy sets (HSTS included: over plain HTTP it is never sent, whoever set it).
-    /// A header map rather than a `HashSet`: its hash of a standard name is an enum index,
-    /// not SipHash over the bytes, and every response header is looked up.
-    strip: http::HeaderMap<()>,
-    /// Fingerprint prefixes, all of them `x-...` (a unit test checks), so a name that is not
-    /// skips the list.
-    remove_prefixes: &'static [&'static str],
+    /// The response's own headers that go: the removed and fingerprint ones (names and
+    /// prefixes), and those the policy sets (HSTS included: over plain HTTP it is never sent,
+    /// whoever set it). Every response header is looked up in it.
+    strip: Arc<NameSet>,
+    /// The same set, as the question Pingora asks of each field of an upstream's response as
+    /// it parses it: a field dropped there costs no insert and no removal.
+    drop_upstream: UpstreamDrop,
     cookies: Option<CookiePolicy>,
     pub mask_errors: bool,
     /// Bytes to reserve for a response's HTTP/1.x lines, once: every line this policy can
     /// add, and room for the gateway's per-response ones after them.
     h1_lines_room: usize,
+}
+
+/// [`HeaderPolicy::upstream_drop`]'s question (a closure, so without `Debug` of its own).
+struct UpstreamDrop(ResponseFieldDrop);
+
+impl std::fmt::Debug for UpstreamDrop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("UpstreamDrop")
+    }
 }
 
 const HSTS: HeaderName = HeaderName::from_static("strict-transport-security");
@@ -367,14 +379,21 @@ impl HeaderPolicy {
         let has_csp = set
             .iter()
             .any(|(n, _)| n == http::header::CONTENT_SECURITY_POLICY);
-        let mut strip = http::HeaderMap::default();
-        for name in remove
-            .into_iter()
-            .chain(set.iter().map(|(n, _)| n.clone()))
-            .chain([HSTS])
-        {
-            strip.insert(name, ());
-        }
+        let strip = Arc::new(NameSet::new(
+            remove
+                .into_iter()
+                .chain(set.iter().map(|(n, _)| n.clone()))
+                .chain([HSTS]),
+            if cfg.strip_fingerprints {
+                presets::FINGERPRINT_PREFIXES
+            } else {
+                &[]
+            },
+        ));
+        let drop_upstream = {
+            let strip = strip.clone();
+            UpstreamDrop(Arc::new(move |name: &HeaderName| strip.contains(name)))
+        };
         let set_https = FixedHeaders::new(
             set.iter()
                 .cloned()
@@ -395,11 +414,7 @@ impl HeaderPolicy {
             has_csp,
             hsts,
             strip,
-            remove_prefixes: if cfg.strip_fingerprints {
-                presets::FINGERPRINT_PREFIXES
-            } else {
-                &[]
-            },
+            drop_upstream,
             cookies,
             mask_errors: cfg.mask_errors,
         })
@@ -433,6 +448,12 @@ impl HeaderPolicy {
         self.apply_removing(header, https, form, |_| false)
     }
 
+    /// What an upstream's response loses as it is parsed: the fields [`Self::apply`] would
+    /// remove (it still walks the response, for what comes from elsewhere).
+    pub fn upstream_drop(&self) -> ResponseFieldDrop {
+        self.drop_upstream.0.clone()
+    }
+
     /// [`Self::apply`], removing in the same walk the response's headers that `also` picks
     /// (the caller's own names to clear, which would otherwise take a second walk).
     pub fn apply_removing(
@@ -443,15 +464,7 @@ impl HeaderPolicy {
         also: impl Fn(&HeaderName) -> bool,
     ) -> pingora_error::Result<()> {
         // Walk the response's few headers rather than the long fingerprint list.
-        remove_matching(header, |k| {
-            self.strip.contains_key(k)
-                || (k.as_str().starts_with("x-")
-                    && self
-                        .remove_prefixes
-                        .iter()
-                        .any(|p| k.as_str().starts_with(p)))
-                || also(k)
-        });
+        remove_matching(header, |k| self.strip.contains(k) || also(k));
         if form == HeaderForm::H1Lines {
             header.reserve_h1_lines(self.h1_lines_room);
         }

@@ -810,6 +810,40 @@ impl ResponseHeader {
         )
     }
 
+    /// Palisade: [Self::append_header], unless `drop` picks the name, which is parsed once
+    /// for both. `Ok(false)` when the field was dropped, `Ok(true)` when it was added.
+    pub fn append_header_unless(
+        &mut self,
+        name: CaseHeaderName,
+        value: HeaderValue,
+        drop: impl Fn(&HeaderName) -> bool,
+    ) -> Result<bool> {
+        let parsed: HeaderName = name
+            .as_slice()
+            .try_into()
+            .or_err(InvalidHTTPHeader, "invalid header name")?;
+        if drop(&parsed) {
+            return Ok(false);
+        }
+        if self.common_case {
+            if is_common_spelling(name.as_slice(), &parsed) {
+                self.base.headers.try_append(parsed, value).or_err(
+                    InvalidHTTPHeader,
+                    "header value map size overflows MAX_SIZE",
+                )?;
+                return Ok(true);
+            }
+            self.spell_out()?;
+        }
+        append_header_value(
+            self.header_name_map.as_mut(),
+            &mut self.base.headers,
+            name,
+            value,
+        )?;
+        Ok(true)
+    }
+
     /// Palisade: [Self::append_header] with a name already parsed, for a response made with
     /// [Self::build_no_case] (one that keeps no spellings at all): the name is not spelled
     /// out and parsed back. Any other response takes the name as `append_header` does.

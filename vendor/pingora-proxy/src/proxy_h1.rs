@@ -232,6 +232,9 @@ where
             return (false, false, Some(e));
         }
 
+        // Palisade: the response fields to drop as they are parsed (a client session serves
+        // one request: a pooled connection comes back in a new one).
+        client_session.drop_response_fields(self.inner.upstream_response_drop(ctx));
         let (server_session_reuse, client_session_reuse, error) =
             self.proxy_1to1(session, client_session, peer, ctx).await;
 

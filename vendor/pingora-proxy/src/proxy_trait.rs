@@ -708,6 +708,18 @@ pub trait ProxyHttp {
         Ok(())
     }
 
+    /// Palisade: the fields of an HTTP/1.x upstream's response to drop as it is parsed,
+    /// before [Self::upstream_response_filter] or anything else sees the response (see
+    /// pingora-core's `HttpSession::drop_response_fields`, which never drops the fields that
+    /// frame it). Asked once per request sent to an HTTP/1.x upstream; `None`, the default,
+    /// keeps every field.
+    fn upstream_response_drop(
+        &self,
+        _ctx: &Self::CTX,
+    ) -> Option<pingora_core::protocols::http::v1::client::ResponseFieldDrop> {
+        None
+    }
+
     /// This callback is invoked every time request related error log needs to be generated
     ///
     /// Users can define what is important to be written about this request via the returned string.

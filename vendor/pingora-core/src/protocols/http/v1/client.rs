@@ -70,6 +70,22 @@ pub struct HttpSession {
     // If allowed, does not fail with error on invalid content-length
     // (treats as close-delimited response).
     allow_h1_response_invalid_content_length: bool,
+    // Palisade: response fields dropped as they are parsed, see `drop_response_fields`
+    drop_fields: Option<ResponseFieldDrop>,
+}
+
+/// Palisade: picks the fields of an upstream's response to drop as it is parsed (see
+/// [`HttpSession::drop_response_fields`]).
+pub type ResponseFieldDrop = std::sync::Arc<dyn Fn(&header::HeaderName) -> bool + Send + Sync>;
+
+/// Palisade: the fields that decide how a response is framed and whether its connection is
+/// kept, which are never dropped, whatever picks them.
+fn frames_the_response(name: &header::HeaderName) -> bool {
+    name == header::CONTENT_LENGTH
+        || name == header::TRANSFER_ENCODING
+        || name == header::CONNECTION
+        || name == header::UPGRADE
+        || name.as_str() == "keep-alive"
 }
 
 /// HTTP 1.x client session
@@ -103,7 +119,17 @@ impl HttpSession {
             received_upgrade_req_body: false,
             close_delimited_resp: false,
             allow_h1_response_invalid_content_length: false,
+            drop_fields: None,
         }
+    }
+
+    /// Palisade: the fields of the responses read from now on that `drop` picks are left
+    /// out as they are parsed, before anything sees the response; `None` keeps them all.
+    /// Cheaper than removing them afterwards (a map insert, then a lookup and a removal) when
+    /// the caller would. The fields that frame the response (`Content-Length`,
+    /// `Transfer-Encoding`, `Connection`, `Upgrade`, `Keep-Alive`) are always kept.
+    pub fn drop_response_fields(&mut self, drop: Option<ResponseFieldDrop>) {
+        self.drop_fields = drop;
     }
 
     /// Create a new http client session and apply peer options
@@ -317,9 +343,19 @@ impl HttpSession {
                             let header_name = header_name.into_case_header_name();
                             let value_bytes = header.get_value_bytes(&buf);
                             let header_value = pingora_http::header_value_from_raw(value_bytes);
-                            if let Err(e) = response_header
-                                .append_header(header_name, header_value)
-                                .or_err(InvalidHTTPHeader, "while parsing request header")
+                            // Palisade: unless `drop_fields` picks it.
+                            let appended = match &self.drop_fields {
+                                None => response_header
+                                    .append_header(header_name, header_value)
+                                    .map(|_| ()),
+                                Some(drop) => response_header
+                                    .append_header_unless(header_name, header_value, |name| {
+                                        drop(name) && !frames_the_response(name)
+                                    })
+                                    .map(|_| ()),
+                            };
+                            if let Err(e) =
+                                appended.or_err(InvalidHTTPHeader, "while parsing request header")
                             {
                                 return self.fail_response_header_read(e);
                             }

@@ -65,6 +65,9 @@ pub struct RequestCtx {
     /// The upstream's 5xx body is being replaced by this one (see `mask_errors`).
     pub mask_body: Option<bytes::Bytes>,
     pub masked: bool,
+    /// The upstream's response was parsed without the route's `upstream_drop` fields, so
+    /// `response_filter` need not look for them (taken there: once, for that response).
+    pub upstream_fields_dropped: bool,
 }
 
 impl RequestCtx {
@@ -85,6 +88,7 @@ impl RequestCtx {
             upstream_started: None,
             decision: Cow::Borrowed("proxied"),
             rate_limit: None,
+            upstream_fields_dropped: false,
             in_flight_place: None,
             origin: None,
             schema: None,

@@ -21,7 +21,7 @@ use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::header::HOST;
-use http::{HeaderName, HeaderValue, Method};
+use http::{HeaderName, HeaderValue, Method, Version};
 use pingora_core::protocols::http::v1::client::ResponseFieldDrop;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
@@ -41,7 +41,7 @@ use crate::policy::hygiene::{self, TooLarge};
 use crate::policy::lockout::Recorded;
 use crate::policy::rate_limit::{self, Decision, Event, RequestFacts, Verdict};
 use crate::policy::schema::Mismatch;
-use crate::respond::{finish_response, mask_upstream_error, GatewayResponse, X_REQUEST_ID};
+use crate::respond::{finish_response_of, mask_upstream_error, GatewayResponse, X_REQUEST_ID};
 use crate::router::request_host;
 use crate::runtime::{Route, RouteAuth, Runtime};
 use crate::upstream::now_ms;
@@ -338,16 +338,22 @@ impl ProxyHttp for Gateway {
     }
 
     fn upstream_response_drop(&self, ctx: &RequestCtx) -> Option<ResponseFieldDrop> {
-        // 7, early: the header policy's removals, as Pingora parses the response.
-        ctx.header_policy().map(|p| p.upstream_drop())
+        // 7, early: the removals of the response policies, as Pingora parses the response.
+        ctx.route.as_ref().map(|r| r.upstream_drop.0.clone())
     }
 
     async fn upstream_response_filter(
         &self,
         _session: &mut Session,
-        _upstream_response: &mut ResponseHeader,
+        upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        // An HTTP/1.x upstream's response was parsed with `upstream_response_drop`'s answer.
+        ctx.upstream_fields_dropped = ctx.route.is_some()
+            && matches!(
+                upstream_response.version,
+                Version::HTTP_09 | Version::HTTP_10 | Version::HTTP_11
+            );
         if let (Some(started), Some(pool)) = (ctx.upstream_started, &ctx.pool) {
             pool.duration
                 .get_or_init(|| {
@@ -411,7 +417,8 @@ impl ProxyHttp for Gateway {
                 ctx.mask_body = Some(body);
             }
         }
-        finish_response(response, ctx)
+        let dropped = std::mem::take(&mut ctx.upstream_fields_dropped);
+        finish_response_of(response, ctx, dropped)
     }
 
     fn response_body_filter(

@@ -430,6 +430,16 @@ pub fn error_json(message: &str, request_id: &str, location: Option<&str>) -> By
 /// The response policies, applied to upstream and gateway-made responses alike: the route's
 /// header policy (or the defaults' when no route matched), then the request id.
 pub fn finish_response(header: &mut ResponseHeader, ctx: &RequestCtx) -> Result<()> {
+    finish_response_of(header, ctx, false)
+}
+
+/// [`finish_response`]; `dropped` when the response is an upstream's that Pingora parsed
+/// without the route's `upstream_drop` fields, so there is nothing of them to look for.
+pub fn finish_response_of(
+    header: &mut ResponseHeader,
+    ctx: &RequestCtx,
+    dropped: bool,
+) -> Result<()> {
     let form = ctx.header_form;
     if form == HeaderForm::H2 {
         // HTTP/2 has no header case: every insert below then touches one map, not two. Few
@@ -455,8 +465,9 @@ pub fn finish_response(header: &mut ResponseHeader, ctx: &RequestCtx) -> Result<
                 || (rate_limited && (*k == RATELIMIT_POLICY_NAME || k == RATELIMIT.name())))
     };
     match ctx.header_policy() {
+        Some(policy) if dropped => policy.apply_set(header, ctx.https, form)?,
         Some(policy) => policy.apply_removing(header, ctx.https, form, gateways)?,
-        None if form != HeaderForm::Map => {
+        None if form != HeaderForm::Map && !dropped => {
             crate::policy::headers::remove_matching(header, gateways)
         }
         None => {}
@@ -484,7 +495,8 @@ pub fn header_value<V: TryInto<HeaderValue>>(value: V) -> Result<HeaderValue> {
 
 // Parsed once, for the inserts on every response.
 static RATELIMIT: LazyLock<ParsedHeaderName> =
-    LazyLock::new(|| ParsedHeaderName::new(HeaderName::from_static("ratelimit")));
+    LazyLock::new(|| ParsedHeaderName::new(RATELIMIT_NAME));
+pub const RATELIMIT_NAME: HeaderName = HeaderName::from_static("ratelimit");
 pub const RATELIMIT_POLICY_NAME: HeaderName = HeaderName::from_static("ratelimit-policy");
 pub static X_REQUEST_ID_NAME: LazyLock<ParsedHeaderName> =
     LazyLock::new(|| ParsedHeaderName::new(X_REQUEST_ID));

@@ -17,6 +17,7 @@ use crate::policy::api_key::ApiKeyPolicy;
 use crate::policy::body::ContentTypes;
 use crate::policy::cors::CorsPolicy;
 use crate::policy::forwarded::TrustedProxies;
+use crate::policy::headers::name_set::{NameSet, UpstreamDrop};
 use crate::policy::headers::{self, FixedHeaders, HeaderPolicy};
 use crate::policy::hygiene::HeadLimits;
 use crate::policy::in_flight::InFlightTable;
@@ -50,6 +51,9 @@ pub struct Route {
     pub webhook: Option<Arc<WebhookPolicy>>,
     /// `RateLimit-Policy` for allowed responses, built once.
     pub rate_limit_policy: Option<FixedHeaders>,
+    /// The fields of an upstream's response dropped as Pingora parses it: the ones
+    /// `finish_response` would otherwise find and remove (`ProxyHttp::upstream_response_drop`).
+    pub upstream_drop: UpstreamDrop,
     pub lockout: Option<Arc<LockoutPolicy>>,
     pub cors: Option<Arc<CorsPolicy>>,
     pub ip_rules: Option<IpRules>,
@@ -604,17 +608,37 @@ fn compile_route(
     if diags.error_count() > errors_before {
         return None;
     }
+    let headers = headers?;
+    let rate_limit_policy = rate_limit::policy_header(
+        &[rate_limits.as_slice(), identity_rate_limits.as_slice()].concat(),
+    )
+    .map(|v| FixedHeaders::new([(crate::respond::RATELIMIT_POLICY_NAME, v)]));
+    // What `finish_response` would remove from an upstream's response, dropped as it is
+    // parsed instead: the policy's strip set, and the names the gateway sets in their place.
+    let gateways = [crate::respond::X_REQUEST_ID].into_iter().chain(
+        rate_limit_policy
+            .is_some()
+            .then_some([
+                crate::respond::RATELIMIT_NAME,
+                crate::respond::RATELIMIT_POLICY_NAME,
+            ])
+            .into_iter()
+            .flatten(),
+    );
+    let upstream_drop = match &headers {
+        Some(policy) => policy.strip().with(gateways),
+        None => NameSet::new(gateways, &[]),
+    }
+    .into_drop();
     Some(Route {
         name: rc.name.clone(),
         host,
         prefix,
         methods,
         upstream: upstream?,
-        headers: headers?,
-        rate_limit_policy: rate_limit::policy_header(
-            &[rate_limits.as_slice(), identity_rate_limits.as_slice()].concat(),
-        )
-        .map(|v| FixedHeaders::new([(crate::respond::RATELIMIT_POLICY_NAME, v)])),
+        headers,
+        rate_limit_policy,
+        upstream_drop,
         rate_limits,
         identity_rate_limits,
         auth,

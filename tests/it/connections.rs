@@ -658,18 +658,20 @@ upstream = "raw"
     )
 }
 
-/// A header policy's removals happen as Pingora parses the upstream's response (the vendored
+/// A route's response removals happen as Pingora parses the upstream's response (the vendored
 /// pingora-core's `drop_response_fields`), decided per request: on one upstream connection a
 /// route that strips and one that keeps everything take turns, and each gets its own answer,
-/// whatever the names' spelling (the stripping itself is also the header policy's walk's, so
-/// what shows that the parser drops is the framing below). The fields that frame a response are never dropped there,
+/// whatever the names' spelling. The names the gateway sets itself go too, the app's
+/// `RateLimit` only where the route sends its own. The fields that frame a response are never dropped there,
 /// even when the policy removes them: the body is read by its length and the connection is
 /// used again (read without its length, the response would never end).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstreams_fields_are_stripped_as_it_is_parsed_per_route_and_its_framing_stays() {
     let answer = b"HTTP/1.1 200 OK\r\nSERVER: legacy/1.0\r\nX-Powered-By: PHP/5.2\r\n\
         x-drupal-cache: HIT\r\nContent-Type: text/plain\r\nKeep-Alive: timeout=30\r\n\
-        Connection: keep-alive\r\nContent-Length: 2\r\n\r\nok";
+        X-Request-Id: from-the-app\r\nRateLimit: \"app\";r=1;t=1\r\n\
+        RateLimit-Policy: \"app\";q=1;w=1\r\nConnection: keep-alive\r\n\
+        Content-Length: 2\r\n\r\nok";
     let (addr, opened, _) = start_answering_upstream(answer, Duration::ZERO).await;
     let config = format!(
         r#"{}
@@ -677,10 +679,16 @@ async fn an_upstreams_fields_are_stripped_as_it_is_parsed_per_route_and_its_fram
 preset = "baseline"
 remove = ["content-length", "connection", "keep-alive", "transfer-encoding"]
 
+[rate_limits.roomy]
+key = "client_ip"
+limit = 1000
+per = "1m"
+
 [[routes]]
 name = "strip"
 path = "/strip"
 headers = "framing"
+rate_limits = ["roomy"]
 upstream = "raw"
 
 [[routes]]
@@ -704,6 +712,14 @@ upstream = "raw"
             }
             assert_eq!(h["content-type"], "text/plain", "{what}");
             assert_eq!(h["x-frame-options"], "DENY", "{what}: the policy's own");
+            let one = |name: &str| {
+                let values: Vec<_> = h.get_all(name).iter().collect();
+                assert_eq!(values.len(), 1, "{what}: {name}: {values:?}");
+                values[0].to_str().unwrap().to_string()
+            };
+            assert_ne!(one("x-request-id"), "from-the-app", "{what}");
+            assert!(one("ratelimit").starts_with("\"roomy\";r="), "{what}");
+            assert_eq!(one("ratelimit-policy"), "\"roomy\";q=1000;w=60", "{what}");
             assert_eq!(r.text().await.unwrap(), "ok", "{what}");
 
             let r = client.get(gw.https_url("/keep/x")).send().await.unwrap();
@@ -714,6 +730,13 @@ upstream = "raw"
             );
             assert_eq!(h["x-powered-by"], "PHP/5.2", "{what}");
             assert_eq!(h["x-drupal-cache"], "HIT", "{what}");
+            let ids: Vec<_> = h.get_all("x-request-id").iter().collect();
+            assert_eq!(ids.len(), 1, "{what}: {ids:?}");
+            assert_ne!(ids[0], "from-the-app", "{what}: the gateway's id");
+            assert_eq!(
+                h["ratelimit"], "\"app\";r=1;t=1",
+                "{what}: no limits, the app's"
+            );
             assert_eq!(r.text().await.unwrap(), "ok", "{what}");
         }
     }

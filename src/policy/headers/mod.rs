@@ -11,10 +11,8 @@ pub mod name_set;
 pub mod presets;
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue};
-use pingora_core::protocols::http::v1::client::ResponseFieldDrop;
 use pingora_http::ResponseHeader;
 use serde::Deserialize;
 
@@ -161,24 +159,12 @@ pub struct HeaderPolicy {
     /// The response's own headers that go: the removed and fingerprint ones (names and
     /// prefixes), and those the policy sets (HSTS included: over plain HTTP it is never sent,
     /// whoever set it). Every response header is looked up in it.
-    strip: Arc<NameSet>,
-    /// The same set, as the question Pingora asks of each field of an upstream's response as
-    /// it parses it: a field dropped there costs no insert and no removal.
-    drop_upstream: UpstreamDrop,
+    strip: NameSet,
     cookies: Option<CookiePolicy>,
     pub mask_errors: bool,
     /// Bytes to reserve for a response's HTTP/1.x lines, once: every line this policy can
     /// add, and room for the gateway's per-response ones after them.
     h1_lines_room: usize,
-}
-
-/// [`HeaderPolicy::upstream_drop`]'s question (a closure, so without `Debug` of its own).
-struct UpstreamDrop(ResponseFieldDrop);
-
-impl std::fmt::Debug for UpstreamDrop {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("UpstreamDrop")
-    }
 }
 
 const HSTS: HeaderName = HeaderName::from_static("strict-transport-security");
@@ -379,7 +365,7 @@ impl HeaderPolicy {
         let has_csp = set
             .iter()
             .any(|(n, _)| n == http::header::CONTENT_SECURITY_POLICY);
-        let strip = Arc::new(NameSet::new(
+        let strip = NameSet::new(
             remove
                 .into_iter()
                 .chain(set.iter().map(|(n, _)| n.clone()))
@@ -389,11 +375,7 @@ impl HeaderPolicy {
             } else {
                 &[]
             },
-        ));
-        let drop_upstream = {
-            let strip = strip.clone();
-            UpstreamDrop(Arc::new(move |name: &HeaderName| strip.contains(name)))
-        };
+        );
         let set_https = FixedHeaders::new(
             set.iter()
                 .cloned()
@@ -414,7 +396,6 @@ impl HeaderPolicy {
             has_csp,
             hsts,
             strip,
-            drop_upstream,
             cookies,
             mask_errors: cfg.mask_errors,
         })
@@ -448,10 +429,9 @@ impl HeaderPolicy {
         self.apply_removing(header, https, form, |_| false)
     }
 
-    /// What an upstream's response loses as it is parsed: the fields [`Self::apply`] would
-    /// remove (it still walks the response, for what comes from elsewhere).
-    pub fn upstream_drop(&self) -> ResponseFieldDrop {
-        self.drop_upstream.0.clone()
+    /// The names of the response's own headers that [`Self::apply`] removes.
+    pub fn strip(&self) -> &NameSet {
+        &self.strip
     }
 
     /// [`Self::apply`], removing in the same walk the response's headers that `also` picks
@@ -465,6 +445,17 @@ impl HeaderPolicy {
     ) -> pingora_error::Result<()> {
         // Walk the response's few headers rather than the long fingerprint list.
         remove_matching(header, |k| self.strip.contains(k) || also(k));
+        self.apply_set(header, https, form)
+    }
+
+    /// [`Self::apply`] without the walk, for a response whose own headers were picked over
+    /// already (an upstream's, as Pingora parsed it: see `Route::upstream_drop`).
+    pub fn apply_set(
+        &self,
+        header: &mut ResponseHeader,
+        https: bool,
+        form: HeaderForm,
+    ) -> pingora_error::Result<()> {
         if form == HeaderForm::H1Lines {
             header.reserve_h1_lines(self.h1_lines_room);
         }

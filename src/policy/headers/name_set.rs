@@ -3,7 +3,10 @@
 //! compare the few names of the same length. No hashing: even the `http` header map's cheap
 //! hash and probe cost several times that, and a response brings a handful of headers.
 
+use std::sync::Arc;
+
 use http::HeaderName;
+use pingora_core::protocols::http::v1::client::ResponseFieldDrop;
 
 /// Names longer than this share the last bucket.
 const LONGEST_BUCKET: usize = 40;
@@ -35,6 +38,20 @@ impl NameSet {
         NameSet { by_len, prefixes }
     }
 
+    /// This set and `more`.
+    pub fn with(&self, more: impl IntoIterator<Item = HeaderName>) -> NameSet {
+        NameSet::new(
+            self.by_len.iter().flatten().cloned().chain(more),
+            self.prefixes,
+        )
+    }
+
+    /// The set as the question Pingora asks of each field of an upstream's response as it
+    /// parses it (`ProxyHttp::upstream_response_drop`).
+    pub fn into_drop(self) -> UpstreamDrop {
+        UpstreamDrop(Arc::new(move |name: &HeaderName| self.contains(name)))
+    }
+
     pub fn contains(&self, name: &HeaderName) -> bool {
         let text = name.as_str();
         let exact = self
@@ -45,6 +62,16 @@ impl NameSet {
             || (!self.prefixes.is_empty()
                 && text.starts_with("x-")
                 && self.prefixes.iter().any(|p| text.starts_with(p)))
+    }
+}
+
+/// A [`NameSet`] as Pingora's question (a closure, so without `Debug` of its own).
+#[derive(Clone)]
+pub struct UpstreamDrop(pub ResponseFieldDrop);
+
+impl std::fmt::Debug for UpstreamDrop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("UpstreamDrop")
     }
 }
 

@@ -173,7 +173,7 @@ expose_headers = ["X-Request-Id"]"#,
                 |mut h| {
                     let mut lines = ResponseLines::new(form);
                     policy
-                        .apply(&mut h, Some(black_box(&origin)), &mut lines)
+                        .apply(&mut h, Some(black_box(&origin)), &mut lines, false)
                         .unwrap();
                     h
                 },

@@ -902,23 +902,30 @@ impl Gateway {
             headers: &session.req_header().headers,
             key_id: ctx.key_id(),
         };
-        let mut events = Vec::new();
-        let verdict = rate_limit::check_all(policies, &facts, clock::now_us(), &mut events).await;
-        for event in events {
-            match event {
-                Event::StoreError => metrics
-                    .rate_limit_store_errors
-                    .with_label_values(&["redis"])
-                    .inc(),
+        let start = outcomes.len();
+        let now = clock::now_us();
+        // In-process limits are decided without the store's future.
+        let verdict = if rate_limit::all_local(policies) {
+            rate_limit::check_all_local(policies, &facts, now, outcomes)
+        } else {
+            let mut events = Vec::new();
+            let verdict = rate_limit::check_all(policies, &facts, now, &mut events, outcomes).await;
+            for event in events {
+                match event {
+                    Event::StoreError => metrics
+                        .rate_limit_store_errors
+                        .with_label_values(&["redis"])
+                        .inc(),
+                }
             }
-        }
+            verdict
+        };
         let decisions = &metrics.rate_limit_decisions;
         match verdict {
-            Verdict::Allowed(allowed) => {
-                for (policy, _) in &allowed {
+            Verdict::Allowed => {
+                for (policy, _) in &outcomes[start..] {
                     policy.count(decisions, Decision::Allowed);
                 }
-                outcomes.extend(allowed);
                 None
             }
             Verdict::Limited(policy, outcome) => {

@@ -476,7 +476,7 @@ pub fn finish_response_of(
     // gets the policy's.
     let preflight = ctx.decision == "cors_preflight" || ctx.decision == "cors_refused";
     if let Some(cors) = ctx.cors_policy().filter(|_| !preflight) {
-        cors.apply(header, ctx.origin.as_ref(), &mut lines)?;
+        cors.apply(header, ctx.origin.as_ref(), &mut lines, dropped)?;
     }
     if let Some((policy, value)) = rate_limit {
         policy.set(header, form)?;

@@ -614,7 +614,8 @@ fn compile_route(
     )
     .map(|v| FixedHeaders::new([(crate::respond::RATELIMIT_POLICY_NAME, v)]));
     // What `finish_response` would remove from an upstream's response, dropped as it is
-    // parsed instead: the policy's strip set, and the names the gateway sets in their place.
+    // parsed instead: the policy's strip set, the names the gateway sets in their place, and
+    // the app's own `Access-Control-*` where the route answers CORS itself.
     let gateways = [crate::respond::X_REQUEST_ID].into_iter().chain(
         rate_limit_policy
             .is_some()
@@ -625,9 +626,10 @@ fn compile_route(
             .into_iter()
             .flatten(),
     );
+    let cors_names = cors.is_some().then_some(CorsPolicy::OWN_PREFIX);
     let upstream_drop = match &headers {
-        Some(policy) => policy.strip().with(gateways),
-        None => NameSet::new(gateways, &[]),
+        Some(policy) => policy.strip().with(gateways, cors_names),
+        None => NameSet::new(gateways, cors_names),
     }
     .into_drop();
     Some(Route {

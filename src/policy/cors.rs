@@ -353,16 +353,24 @@ impl CorsPolicy {
         Ok(out)
     }
 
-    /// Edits an actual response: the app's `Access-Control-*` headers go, the gateway's come
-    /// for an allowed origin, and `Vary: Origin` whenever the answer depends on the origin.
+    /// The start of the names of the app's headers that [`Self::apply`] removes.
+    pub const OWN_PREFIX: &'static str = "access-control-";
+
+    /// Edits an actual response: the app's `Access-Control-*` headers go (unless `own_gone`
+    /// says they are gone already: an upstream's response parsed without them), the
+    /// gateway's come for an allowed origin, and `Vary: Origin` whenever the answer depends
+    /// on the origin.
     pub fn apply(
         &self,
         header: &mut ResponseHeader,
         origin: Option<&HeaderValue>,
         lines: &mut ResponseLines,
+        own_gone: bool,
     ) -> pingora_error::Result<()> {
         let form = lines.form();
-        remove_matching(header, |k| k.as_str().starts_with("access-control-"));
+        if !own_gone {
+            remove_matching(header, |k| k.as_str().starts_with(Self::OWN_PREFIX));
+        }
         self.vary.append(header, form)?;
         let Some(origin) = origin else {
             return Ok(());

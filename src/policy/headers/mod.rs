@@ -374,7 +374,9 @@ impl HeaderPolicy {
                 presets::FINGERPRINT_PREFIXES
             } else {
                 &[]
-            },
+            }
+            .iter()
+            .copied(),
         );
         let set_https = FixedHeaders::new(
             set.iter()

@@ -15,15 +15,17 @@ const LONGEST_BUCKET: usize = 40;
 pub struct NameSet {
     /// `by_len[n]`: the names of `n` bytes (the last bucket: of `LONGEST_BUCKET` or more).
     by_len: Vec<Vec<HeaderName>>,
-    /// Names that match by their start, all `x-...` (a unit test checks the presets'), so a
-    /// name that is not skips the list.
-    prefixes: &'static [&'static str],
+    /// Names that match by their start.
+    prefixes: Vec<&'static str>,
+    /// Bit `b` set when a prefix starts with byte `b`: a name whose first byte is not one of
+    /// them skips the list (header names are ASCII).
+    prefix_starts: u128,
 }
 
 impl NameSet {
     pub fn new(
         names: impl IntoIterator<Item = HeaderName>,
-        prefixes: &'static [&'static str],
+        prefixes: impl IntoIterator<Item = &'static str>,
     ) -> Self {
         let mut by_len: Vec<Vec<HeaderName>> = Vec::new();
         for name in names {
@@ -35,14 +37,32 @@ impl NameSet {
                 by_len[bucket].push(name);
             }
         }
-        NameSet { by_len, prefixes }
+        let mut kept: Vec<&'static str> = Vec::new();
+        let mut prefix_starts = 0u128;
+        for prefix in prefixes {
+            if let Some(&first) = prefix.as_bytes().first() {
+                prefix_starts |= 1u128.checked_shl(first.into()).unwrap_or(0);
+            }
+            if !kept.contains(&prefix) {
+                kept.push(prefix);
+            }
+        }
+        NameSet {
+            by_len,
+            prefixes: kept,
+            prefix_starts,
+        }
     }
 
-    /// This set and `more`.
-    pub fn with(&self, more: impl IntoIterator<Item = HeaderName>) -> NameSet {
+    /// This set, and `names` and `prefixes`.
+    pub fn with(
+        &self,
+        names: impl IntoIterator<Item = HeaderName>,
+        prefixes: impl IntoIterator<Item = &'static str>,
+    ) -> NameSet {
         NameSet::new(
-            self.by_len.iter().flatten().cloned().chain(more),
-            self.prefixes,
+            self.by_len.iter().flatten().cloned().chain(names),
+            self.prefixes.iter().copied().chain(prefixes),
         )
     }
 
@@ -58,9 +78,9 @@ impl NameSet {
             .by_len
             .get(text.len().min(LONGEST_BUCKET))
             .is_some_and(|bucket| bucket.iter().any(|n| n == name));
+        let first = text.as_bytes().first().copied().unwrap_or(0);
         exact
-            || (!self.prefixes.is_empty()
-                && text.starts_with("x-")
+            || ((self.prefix_starts >> (first & 0x7f)) & 1 == 1
                 && self.prefixes.iter().any(|p| text.starts_with(p)))
     }
 }
@@ -91,8 +111,9 @@ mod tests {
                 HeaderName::from_bytes(long.as_bytes()).unwrap(),
                 http::header::SERVER,
             ],
-            &["x-drupal-"],
-        );
+            ["x-drupal-"],
+        )
+        .with([HeaderName::from_static("date")], ["access-control-"]);
         for found in [
             "server",
             "x-powered-by",
@@ -100,6 +121,8 @@ mod tests {
             &long,
             "x-drupal-cache",
             "x-drupal-",
+            "date",
+            "access-control-allow-origin",
         ] {
             assert!(
                 set.contains(&HeaderName::from_bytes(found.as_bytes()).unwrap()),
@@ -113,7 +136,8 @@ mod tests {
             "vib",
             &longer,
             "x-drupal",
-            "date",
+            "access-control",
+            "age",
             "a",
         ] {
             assert!(
@@ -121,7 +145,7 @@ mod tests {
                 "{not}"
             );
         }
-        let empty = NameSet::new([], &[]);
+        let empty = NameSet::new([], []);
         assert!(!empty.contains(&http::header::SERVER));
     }
 }

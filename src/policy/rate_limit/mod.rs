@@ -494,24 +494,25 @@ type Key = SmallVec<[u8; 48]>;
 pub type Allowed<'p> = SmallVec<[(&'p RateLimitPolicy, Outcome); 4]>;
 
 pub enum Verdict<'p> {
-    /// Every policy allowed; their outcomes.
-    Allowed(Allowed<'p>),
+    /// Every policy allowed; their outcomes were added to the caller's [`Allowed`].
+    Allowed,
     Limited(&'p RateLimitPolicy, Outcome),
     MissingKey(&'p RateLimitPolicy, HeaderName),
     /// The store did not answer and the policy says `on_error = "deny"`.
     Unavailable(&'p RateLimitPolicy),
 }
 
-/// Checks every policy in order. A refusal gives back what earlier policies charged, so a
-/// refused request costs nothing.
+/// Checks every policy in order, adding each one's outcome to `allowed` when all allow. A
+/// refusal gives back what earlier policies charged, so a refused request costs nothing.
 pub async fn check_all<'p>(
     policies: &'p [Arc<RateLimitPolicy>],
     req: &RequestFacts<'_>,
     now_us: u64,
     events: &mut Vec<Event>,
+    allowed: &mut Allowed<'p>,
 ) -> Verdict<'p> {
-    if policies.iter().all(|p| p.is_local()) {
-        return check_all_local(policies, req, now_us);
+    if all_local(policies) {
+        return check_all_local(policies, req, now_us, allowed);
     }
     let mut charged: SmallVec<[(&RateLimitPolicy, Key, Outcome, Charged); 4]> = SmallVec::new();
     let refusal = 'check: {
@@ -528,7 +529,8 @@ pub async fn check_all<'p>(
                 Err(()) => break 'check Verdict::Unavailable(policy),
             }
         }
-        return Verdict::Allowed(charged.into_iter().map(|(p, _, o, _)| (p, o)).collect());
+        allowed.extend(charged.into_iter().map(|(p, _, o, _)| (p, o)));
+        return Verdict::Allowed;
     };
     for (policy, key, _, store) in &charged {
         policy.refund(key, now_us, *store).await;
@@ -536,15 +538,23 @@ pub async fn check_all<'p>(
     refusal
 }
 
+/// Whether every policy is kept in this process (then [`check_all_local`] decides, with
+/// nothing to wait for).
+pub fn all_local(policies: &[Arc<RateLimitPolicy>]) -> bool {
+    policies.iter().all(|p| p.is_local())
+}
+
 /// [`check_all`] when every policy is kept in this process: the same decisions and refunds,
-/// with each key hashed from the request's parts as it is made and nothing to wait for.
-fn check_all_local<'p>(
+/// with each key hashed from the request's parts as it is made and nothing to wait for. The
+/// outcomes go straight into the caller's `allowed`; a refusal takes back the ones it added
+/// (and their charges: their keys hashed again, as a refusal is rare).
+pub fn check_all_local<'p>(
     policies: &'p [Arc<RateLimitPolicy>],
     req: &RequestFacts<'_>,
     now_us: u64,
+    allowed: &mut Allowed<'p>,
 ) -> Verdict<'p> {
-    let mut allowed = Allowed::new();
-    let mut keys: SmallVec<[u128; 4]> = SmallVec::new();
+    let start = allowed.len();
     let refusal = 'check: {
         for policy in policies {
             let key = match policy.local_key(req) {
@@ -556,12 +566,13 @@ fn check_all_local<'p>(
                 break 'check Verdict::Limited(policy, outcome);
             }
             allowed.push((&**policy, outcome));
-            keys.push(key);
         }
-        return Verdict::Allowed(allowed);
+        return Verdict::Allowed;
     };
-    for ((policy, _), key) in allowed.iter().zip(&keys) {
-        policy.table.refund(*key, now_us);
+    for (policy, _) in allowed.drain(start..) {
+        if let Ok(key) = policy.local_key(req) {
+            policy.table.refund(key, now_us);
+        }
     }
     refusal
 }

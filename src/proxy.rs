@@ -7,7 +7,8 @@
 //! | `upstream_peer` | round-robin choice of an available server in the route's pool (503 when none). |
 //! | `connected_to_upstream` / `fail_to_connect` | passive health; retry on another server for idempotent methods only, and only because the connect failed (nothing was sent). |
 //! | `upstream_request_filter` | 6. `X-Forwarded-For`/`-Proto`/`-Host`, `X-Request-Id`. |
-//! | `response_filter` | 7. the response policies (`respond::finish_response`), the same ones gateway-made responses get. |
+//! | `upstream_response_drop` | 7, early: the route's `upstream_drop`, the headers step 7 would remove, dropped as Pingora parses an HTTP/1.x upstream's response. |
+//! | `response_filter` | 7. the response policies (`respond::finish_response`), the same ones gateway-made responses get (without the walks for what was dropped already). |
 //! | `fail_to_proxy` | the gateway's JSON 502/503/504, without upstream addresses or error text. |
 //! | `logging` | 8. metrics and the access log. |
 

@@ -662,7 +662,9 @@ upstream = "raw"
 /// pingora-core's `drop_response_fields`), decided per request: on one upstream connection a
 /// route that strips and one that keeps everything take turns, and each gets its own answer,
 /// whatever the names' spelling. The names the gateway sets itself go too, the app's
-/// `RateLimit` only where the route sends its own. The fields that frame a response are never dropped there,
+/// `RateLimit` only where the route sends its own. A policy's `remove` of the fields that
+/// frame a response is a warning that does nothing: the body is read by its length and the
+/// connection is used again. The fields that frame a response are never dropped there,
 /// even when the policy removes them: the body is read by its length and the connection is
 /// used again (read without its length, the response would never end).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -745,6 +747,54 @@ upstream = "raw"
         1,
         "every request went over the one upstream connection"
     );
+}
+
+/// The vendored pingora-core's `drop_response_fields` drops what it is told to as it parses
+/// an upstream's response, except the fields that frame it and decide its connection's reuse.
+/// Told to drop everything, a real Pingora client session on a real socket still reads the
+/// body by its length and keeps the connection for the next request. Without the guard the
+/// body would be read until the upstream closes (it never does: the test times out) and the
+/// connection could not be reused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pingoras_client_never_drops_the_fields_that_frame_a_response() {
+    use pingora_core::protocols::http::v1::client::HttpSession;
+    let answer = b"HTTP/1.1 200 OK\r\nServer: legacy\r\nX-Powered-By: PHP\r\n\
+        Keep-Alive: timeout=30\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok";
+    let (addr, opened, _) = start_answering_upstream(answer, Duration::ZERO).await;
+    let exchange = async {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let mut stream: pingora_core::protocols::Stream =
+            Box::new(pingora_core::protocols::l4::stream::Stream::from(tcp));
+        for round in 0..2 {
+            let mut session = HttpSession::new(stream);
+            session.drop_response_fields(Some(Arc::new(|_: &http::HeaderName| true)));
+            let mut req = pingora_http::RequestHeader::build("GET", b"/", None).unwrap();
+            req.insert_header("Host", "upstream").unwrap();
+            session.write_request_header(Box::new(req)).await.unwrap();
+            session.read_response().await.unwrap();
+            let names: Vec<String> = session
+                .resp_header()
+                .unwrap()
+                .headers
+                .keys()
+                .map(|k| k.to_string())
+                .collect();
+            assert_eq!(
+                names,
+                ["keep-alive", "connection", "content-length"],
+                "round {round}"
+            );
+            let body = session.read_body_bytes().await.unwrap();
+            assert_eq!(body.as_deref(), Some(&b"ok"[..]), "round {round}");
+            assert!(session.read_body_bytes().await.unwrap().is_none());
+            session.respect_keepalive();
+            stream = session.reuse().await.expect("the connection is kept");
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), exchange)
+        .await
+        .expect("both responses within 5 s");
+    assert_eq!(opened.load(Ordering::SeqCst), 1, "one connection for both");
 }
 
 /// `[server] upstream_keepalive` is how many idle upstream connections a thread keeps: four

@@ -146,6 +146,15 @@ const FRAMING: &[&str] = &[
     "ratelimit-policy",
 ];
 
+/// The names `remove` leaves alone, as pingora-core's `drop_response_fields` does.
+const FRAMES_THE_MESSAGE: &[&str] = &[
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+];
+
 /// A compiled header policy: every name and value built once at load.
 #[derive(Debug)]
 pub struct HeaderPolicy {
@@ -302,9 +311,20 @@ impl HeaderPolicy {
             );
         }
         for (i, n) in cfg.remove.iter().enumerate() {
-            if let Some(name) = header_name(n, &path.key("remove").index(i), diags) {
-                remove.insert(name);
+            let at = path.key("remove").index(i);
+            let Some(name) = header_name(n, &at, diags) else {
+                continue;
+            };
+            // Pingora keeps these as it reads an upstream's response (they say where it ends
+            // and whether its connection is reused), so no response loses them.
+            if FRAMES_THE_MESSAGE.contains(&name.as_str()) {
+                diags.warn(
+                    at,
+                    format!("`{name}` frames the message or its connection and is never removed; this entry does nothing"),
+                );
+                continue;
             }
+            remove.insert(name);
         }
         for (key, list, target) in [("set", &cfg.set, &mut set), ("fill", &cfg.fill, &mut fill)] {
             for (n, v) in list {
@@ -801,6 +821,22 @@ mod tests {
             let (p, d) = compile(bad);
             assert!(p.is_none() && d.has_errors(), "{bad} should be refused");
         }
+    }
+
+    #[test]
+    fn removing_a_field_that_frames_the_message_is_a_warning_and_does_nothing() {
+        let (p, d) = compile("remove = [\"Content-Length\", \"X-Internal\", \"connection\"]");
+        let p = p.expect("a warning, not an error");
+        let warned: Vec<String> = d
+            .warnings()
+            .map(|w| format!("{}: {}", w.path, w.reason))
+            .collect();
+        assert_eq!(warned.len(), 2, "{warned:?}");
+        assert!(warned[0].contains("remove[0]") && warned[0].contains("content-length"));
+        assert!(warned[1].contains("remove[2]") && warned[1].contains("connection"));
+        assert!(p.strip().contains(&HeaderName::from_static("x-internal")));
+        assert!(!p.strip().contains(&http::header::CONTENT_LENGTH));
+        assert!(!p.strip().contains(&http::header::CONNECTION));
     }
 
     #[test]

@@ -79,8 +79,9 @@ pub struct HttpSession {
 pub type ResponseFieldDrop = std::sync::Arc<dyn Fn(&header::HeaderName) -> bool + Send + Sync>;
 
 /// Palisade: the fields that decide how a response is framed and whether its connection is
-/// kept, which are never dropped, whatever picks them.
-fn frames_the_response(name: &header::HeaderName) -> bool {
+/// kept, which are never dropped, whatever picks them (public, so a caller's config can say
+/// so from the same list).
+pub fn frames_the_response(name: &header::HeaderName) -> bool {
     name == header::CONTENT_LENGTH
         || name == header::TRANSFER_ENCODING
         || name == header::CONNECTION

@@ -211,9 +211,11 @@ impl<A: HttpServerApp + Send + Sync + 'static> CountConnections<A> {
                         settings.apply_to_session(&mut session);
                     }
                 }
-                // What Pingora's own loop sets on a new connection.
+                // What Pingora's own loop sets on a new connection, but with no time limit
+                // (`Some(0)`): Pingora would otherwise register a timer for every head read,
+                // which `HeadDeadline` already bounds by `header_read`.
                 None => {
-                    session.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
+                    session.set_keepalive(if *shutdown.borrow() { None } else { Some(0) });
                     session.set_keepalive_reuses_remaining(
                         self.inner
                             .server_options()

@@ -258,9 +258,9 @@ impl ProxyHttp for Gateway {
         }
         let peer = ctx.client_ip.map(|_| peer_ip(session)).unwrap_or(None);
         if let Some(peer) = peer {
-            let sent = joined_forwarded_for(session);
-            let value = forwarded::upstream_forwarded_for(peer, ctx.peer_trusted, sent.as_deref());
-            lines.push(b"x-forwarded-for", value.as_bytes())?;
+            let sent = || joined_forwarded_for(session);
+            let value = forwarded::upstream_forwarded_for(peer, ctx.peer_trusted, sent);
+            lines.push(b"x-forwarded-for", value.as_str().as_bytes())?;
         }
         let proto_from_proxy = ctx
             .peer_trusted
@@ -567,7 +567,7 @@ impl ProxyHttp for Gateway {
             path: req.uri.path(),
             status,
             bytes: session.body_bytes_sent(),
-            duration_ms: (elapsed.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
+            duration_ms: crate::log::Millis::of(elapsed),
             route,
             upstream,
             decision: &ctx.decision,
@@ -586,12 +586,10 @@ impl Gateway {
         ctx.runtime = Some(rt.clone());
         self.shared.metrics.requests_in_flight.inc();
         ctx.in_flight = true;
-        // Only shorten a keep-alive Pingora granted: it turns keep-alive off for requests that
-        // must close (`Connection: close`, or both Content-Length and Transfer-Encoding, where
-        // reusing the connection is how a smuggled request would get in).
-        if session.get_keepalive().is_some() {
-            session.set_keepalive(Some(rt.timeouts.idle.as_secs()));
-        }
+        // Pingora's keep-alive is left as it granted it (off for a request that must close);
+        // its length is not Pingora's to time: the wait for the next request is the
+        // connection loop's `idle` timer and the next head's read is under `header_read`
+        // (`background.rs`), so a Pingora timer on that read would only cost a registration.
         session.set_read_timeout(Some(rt.timeouts.body_read));
 
         // 1. Early: who is asking, which request this is, where it goes; and whether its head

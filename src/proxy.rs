@@ -260,7 +260,7 @@ impl ProxyHttp for Gateway {
         if let Some(peer) = peer {
             let sent = || joined_forwarded_for(session);
             let value = forwarded::upstream_forwarded_for(peer, ctx.peer_trusted, sent);
-            lines.push(b"x-forwarded-for", value.as_str().as_bytes())?;
+            lines.push(b"x-forwarded-for", value.as_bytes())?;
         }
         let proto_from_proxy = ctx
             .peer_trusted

@@ -46,6 +46,12 @@ impl<const N: usize> StackStr<N> {
         }
     }
 
+    /// The bytes, without the UTF-8 check `as_str` makes (about 100 instructions; these are
+    /// written into header lines and log lines several times a request).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+
     pub fn as_str(&self) -> &str {
         // Always UTF-8 (see the type): the fallback is never taken.
         std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()

@@ -1,7 +1,7 @@
 # Palisade: the two commands are `make run` and `make test`.
 CARGO ?= cargo
 
-.PHONY: run test build deps-build deps-test fmt lint check-config clean
+.PHONY: run test build build-pgo deps-build deps-test fmt lint check-config clean
 
 ## run: build, make a development certificate, start the demo backend and the gateway
 run: deps-build
@@ -14,6 +14,12 @@ test: deps-test
 
 build: deps-build
 	$(CARGO) build --release --bin palisade
+
+## build-pgo: the build to deploy where CPU matters: a profile-guided release build, trained on
+## loopback traffic (bench/pgo.sh; needs what `make bench` needs and installs it). Prints the
+## binary's path: target/pgo/release/palisade
+build-pgo: deps-build
+	bench/pgo.sh
 
 deps-build:
 	@scripts/deps.sh build

@@ -7,7 +7,9 @@
 #   bench/ab.sh OLD_BINARY NEW_BINARY [full|pass|full,pass] [h1|h2]
 #
 # `full,pass` gives A the full policy set and B none (one binary twice: the policy overhead).
-# Settings (environment): AB_ROUNDS=4, AB_SECONDS=5, AB_CONNECTIONS=32, AB_THREADS=2.
+# Settings (environment): AB_ROUNDS=4, AB_SECONDS=5, AB_CONNECTIONS=32, AB_THREADS=2;
+# AB_REFUSED=1 sends no API key, so the full policy set answers every request 401 itself (the
+# refusal path a flood takes).
 # Needs wrk (h1) or h2load (h2), nginx (the upstream), python3; `make bench` installs them.
 set -euo pipefail
 
@@ -19,8 +21,12 @@ ROUNDS=${AB_ROUNDS:-4}
 SECS=${AB_SECONDS:-5}
 CONNS=${AB_CONNECTIONS:-32}
 THREADS=${AB_THREADS:-2}
+KEY_HEADER=X-API-Key
+[ "${AB_REFUSED:-0}" = 1 ] && KEY_HEADER=X-Not-The-Key
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 PATH=$PATH:/usr/sbin:/sbin
+# shellcheck source=bench/lib.sh
+. "$BENCH_DIR/lib.sh"
 
 A_POLICY=${POLICY%%,*}
 B_POLICY=${POLICY##*,}
@@ -41,26 +47,20 @@ cleanup() {
 }
 trap cleanup EXIT
 
-read -r UP A_HTTP A_HTTPS A_ADMIN B_HTTP B_HTTPS B_ADMIN < <(python3 -c 'import socket
-ss = [socket.socket() for _ in range(7)]
-for s in ss: s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in ss))')
+read -r UP_PORT A_HTTP A_HTTPS A_ADMIN B_HTTP B_HTTPS B_ADMIN < <(free_ports 7)
 
 "$A_BIN" cert dev --out "$RUN/cert" >/dev/null
+CERT=$RUN/cert/dev.pem
+KEY=$RUN/cert/dev-key.pem
+UPSTREAM_WORKERS=1
 API_KEY="ab-$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')"
 export BENCH_API_KEYS=$API_KEY
 
-# render TEMPLATE OUT HTTP HTTPS ADMIN (as bench/run.sh does, the API key check on)
-render() {
-  sed -e 's/^#APIKEYS //' -e "s|@RUN@|$RUN|g" -e "s|@CERT@|$RUN/cert/dev.pem|g" \
-    -e "s|@KEY@|$RUN/cert/dev-key.pem|g" -e "s|@THREADS@|$THREADS|g" \
-    -e "s|@UPSTREAM_WORKERS@|1|g" -e "s|@UPSTREAM_PORT@|$UP|g" -e "s|@HTTP_PORT@|$3|g" \
-    -e "s|@HTTPS_PORT@|$4|g" -e "s|@ADMIN_PORT@|$5|g" "$BENCH_DIR/$1" >"$RUN/$2"
-}
+# As bench/run.sh does, with the API key check on.
 template() { if [ "$1" = pass ]; then echo palisade-passthrough.toml; else echo palisade-full.toml; fi; }
-render upstream.nginx.conf upstream.conf 0 0 0
-render "$(template "$A_POLICY")" a.toml "$A_HTTP" "$A_HTTPS" "$A_ADMIN"
-render "$(template "$B_POLICY")" b.toml "$B_HTTP" "$B_HTTPS" "$B_ADMIN"
+render upstream.nginx.conf upstream.conf off 0 0 0
+render "$(template "$A_POLICY")" a.toml on "$A_HTTP" "$A_HTTPS" "$A_ADMIN"
+render "$(template "$B_POLICY")" b.toml on "$B_HTTP" "$B_HTTPS" "$B_ADMIN"
 
 nginx -e "$RUN/upstream.error.log" -p "$RUN" -c "$RUN/upstream.conf" >"$RUN/upstream.err" 2>&1 &
 PIDS+=($!)
@@ -72,12 +72,7 @@ PIDS+=($!)
 B_PID=$!
 
 # The plain ports only: a bare TCP probe of a TLS port is a failed handshake in the log.
-for port in "$UP" "$A_HTTP" "$B_HTTP"; do
-  for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-    sleep 0.1
-  done
-done
+for port in "$UP_PORT" "$A_HTTP" "$B_HTTP"; do wait_tcp "$port" || true; done
 
 CLK_TCK=$(getconf CLK_TCK)
 # "utime stime" in ticks
@@ -86,11 +81,11 @@ cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12, $13}'; }
 # load PORT SECONDS: prints the request count
 load() {
   if [ "$PROTO" = h1 ]; then
-    wrk -t2 -c"$CONNS" -d"$2s" -H "X-API-Key: $API_KEY" -H 'Origin: https://app.example.com' \
+    wrk -t2 -c"$CONNS" -d"$2s" -H "$KEY_HEADER: $API_KEY" -H 'Origin: https://app.example.com' \
       "http://127.0.0.1:$1/" >"$RUN/load.out" 2>&1
     awk '/requests in/ { print $1 }' "$RUN/load.out"
   else
-    h2load -t2 -c"$CONNS" -m10 -D"$2" -H "X-API-Key: $API_KEY" \
+    h2load -t2 -c"$CONNS" -m10 -D"$2" -H "$KEY_HEADER: $API_KEY" \
       -H 'Origin: https://app.example.com' "https://127.0.0.1:$1/" >"$RUN/load.out" 2>&1
     awk '/^requests:/ { print $8 }' "$RUN/load.out"
   fi

@@ -41,6 +41,8 @@ TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
 OUT=$TARGET_DIR/bench/profile
 PATH=$PATH:/usr/sbin:/sbin
 export PATH PYTHONDONTWRITEBYTECODE=1
+# shellcheck source=bench/lib.sh
+. "$BENCH_DIR/lib.sh"
 
 case "$TOOL" in
   callgrind) TOOLS="valgrind callgrind_annotate" ;;
@@ -72,42 +74,36 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-read -r UP GW GWS ADMIN < <(python3 -c 'import socket
-ss = [socket.socket() for _ in range(4)]
-for s in ss: s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in ss))')
+read -r UP_PORT GW GWS ADMIN < <(free_ports 4)
 "$BIN" cert dev --out "$RUN/cert" >/dev/null
+CERT=$RUN/cert/dev.pem
+KEY=$RUN/cert/dev-key.pem
+UPSTREAM_WORKERS=1
 API_KEY="bench-$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')"
 export BENCH_API_KEYS=$API_KEY
 
-render() { # TEMPLATE OUT APIKEYS(on|off) THREADS
-  local keep=/^#APIKEYS/d
-  [ "$3" = on ] && keep='s/^#APIKEYS //'
-  sed -e "$keep" -e "s|@RUN@|$RUN|g" -e "s|@CERT@|$RUN/cert/dev.pem|g" -e "s|@KEY@|$RUN/cert/dev-key.pem|g" \
-    -e "s|@API_KEY@|$API_KEY|g" -e "s|@THREADS@|$4|g" -e "s|@UPSTREAM_WORKERS@|1|g" \
-    -e "s|@UPSTREAM_PORT@|$UP|g" -e "s|@HTTP_PORT@|$GW|g" -e "s|@HTTPS_PORT@|$GWS|g" \
-    -e "s|@ADMIN_PORT@|$ADMIN|g" "$BENCH_DIR/$1" >"$RUN/$2"
-}
+# gw_render TEMPLATE OUT APIKEYS(on|off) THREADS: a config on this run's ports
+gw_render() { THREADS=$4 render "$1" "$2" "$3" "$GW" "$GWS" "$ADMIN"; }
 
 case "${BENCH_API_KEY_CHECK:-auto}" in
   on | off) KEYS=$BENCH_API_KEY_CHECK ;;
   *)
-    render palisade-full.toml probe.toml on 2
+    gw_render palisade-full.toml probe.toml on 2
     if "$BIN" check "$RUN/probe.toml" >/dev/null 2>&1; then KEYS=on; else KEYS=off; fi
     ;;
 esac
 
-render upstream.nginx.conf upstream.conf off 1
+gw_render upstream.nginx.conf upstream.conf off 1
 nginx -e "$RUN/upstream.error.log" -p "$RUN" -c "$RUN/upstream.conf" >/dev/null 2>&1 &
 PIDS+=($!)
 
 case "$WHICH" in
-  full) render palisade-full.toml gw.conf "$KEYS" 2 ;;
-  pass) render palisade-passthrough.toml gw.conf off 2 ;;
+  full) gw_render palisade-full.toml gw.conf "$KEYS" 2 ;;
+  pass) gw_render palisade-passthrough.toml gw.conf off 2 ;;
   nginx)
-    render nginx-gateway.conf gw.conf "$KEYS" 1
-    render nginx-gateway.headers.conf nginx-gateway.headers.conf "$KEYS" 1
-    render nginx-gateway.location.conf nginx-gateway.location.conf "$KEYS" 1
+    gw_render nginx-gateway.conf gw.conf "$KEYS" 1
+    gw_render nginx-gateway.headers.conf nginx-gateway.headers.conf "$KEYS" 1
+    gw_render nginx-gateway.location.conf nginx-gateway.location.conf "$KEYS" 1
     # One process: the worker's work is what callgrind sees.
     sed -i 's/^master_process on;/master_process off;/' "$RUN/gw.conf"
     ;;
@@ -130,7 +126,7 @@ profile_run() {
     "${tracer[@]}" nginx -e "$RUN/gw.error.log" -p "$RUN" -c "$RUN/gw.conf" >"$RUN/vg.log" 2>&1 &
   elif [ "$WHICH" = bare ]; then
     "${tracer[@]}" "$BARE_BIN" "127.0.0.1:$GW" "127.0.0.1:$GWS" "$RUN/cert/dev.pem" "$RUN/cert/dev-key.pem" \
-      "127.0.0.1:$UP" 2 >/dev/null 2>"$RUN/vg.log" &
+      "127.0.0.1:$UP_PORT" 2 >/dev/null 2>"$RUN/vg.log" &
   else
     "${tracer[@]}" "$BIN" run --config "$RUN/gw.conf" >/dev/null 2>"$RUN/vg.log" &
   fi

@@ -114,7 +114,7 @@ def render(run_tsv, mem_tsv, meta_path, out_md):
     w("| machine | |")
     w("| --- | --- |")
     for key in ("cpu", "nproc", "kernel", "memory", "load_start", "load_end", "tools", "palisade",
-                "settings", "api_keys"):
+                "build", "settings", "api_keys"):
         if key in meta:
             w(f"| {key.replace('_', ' ')} | {meta[key]} |")
     w("")

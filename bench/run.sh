@@ -39,6 +39,9 @@
 #   BENCH_TESTS="h1 h2 tls fixed"  which load tests to run ("fixed": after the others, h1
 #                           and h2 again at one fixed request rate for every gateway)
 #   BENCH_RATE_SHARE=0.5    the fixed rate, as a share of the slowest gateway's median req/s
+#   BENCH_PGO=1             1: Palisade is the profile-guided build bench/pgo.sh makes (the build
+#                           to deploy); 0: a plain `cargo build --release`. Bare Pingora is a
+#                           plain release build either way.
 #   BENCH_BIN=              a palisade binary to measure instead of building this tree (e.g. one
 #                           built from a clean checkout while the work tree is mid-edit)
 #   BENCH_BARE_BIN=         likewise for the bare_pingora example
@@ -57,6 +60,7 @@ IDLE_CONNS=${BENCH_IDLE_CONNS:-10000}
 API_KEYS_MODE=${BENCH_API_KEY_CHECK:-auto}
 TESTS=${BENCH_TESTS:-h1 h2 tls fixed}
 RATE_SHARE=${BENCH_RATE_SHARE:-0.5}
+PGO=${BENCH_PGO:-1}
 ORIGIN="https://app.example.com"
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -68,39 +72,28 @@ PATH=$PATH:/usr/sbin:/sbin
 export PATH
 export PYTHONDONTWRITEBYTECODE=1   # no __pycache__ in bench/
 
+# shellcheck source=bench/lib.sh
+. "$BENCH_DIR/lib.sh"
+
 say() { printf 'bench: %s\n' "$*" >&2; }
 die() { say "$*"; exit 1; }
 
 # --- what the run needs -------------------------------------------------------------------
 
-install_missing() {
-  local need=()
-  command -v wrk >/dev/null 2>&1 || need+=(wrk)
-  command -v nginx >/dev/null 2>&1 || need+=(nginx)
-  command -v h2load >/dev/null 2>&1 || need+=(nghttp2-client)
-  command -v python3 >/dev/null 2>&1 || need+=(python3)
-  command -v curl >/dev/null 2>&1 || need+=(curl)
-  command -v openssl >/dev/null 2>&1 || need+=(openssl)
-  [ ${#need[@]} -eq 0 ] && return 0
-  say "installing ${need[*]}"
-  command -v apt-get >/dev/null 2>&1 || die "please install ${need[*]} (Debian: wrk nginx nghttp2-client)"
-  local sudo=""
-  if [ "$(id -u)" -ne 0 ]; then
-    command -v sudo >/dev/null 2>&1 || die "run as root or install ${need[*]} yourself"
-    sudo=sudo
-  fi
-  export DEBIAN_FRONTEND=noninteractive
-  $sudo apt-get update -qq
-  $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-}
-
-install_missing
+need_packages wrk:wrk nginx:nginx h2load:nghttp2-client python3:python3 curl:curl openssl:openssl ||
+  die "please install wrk nginx nghttp2-client python3 curl openssl"
 if [ -n "${BENCH_BIN:-}" ]; then
   BIN=$BENCH_BIN
+  BUILD="BENCH_BIN=$BENCH_BIN"
+elif [ "$PGO" = 1 ]; then
+  say "building the profile-guided release binary (bench/pgo.sh)"
+  BIN=$("$BENCH_DIR/pgo.sh" | tail -1)
+  BUILD="profile-guided (bench/pgo.sh: trained on this bench's traffic and on refusals)"
 else
   say "building the release binary"
   cargo build --release --bin palisade
   BIN=$TARGET_DIR/release/palisade
+  BUILD="cargo build --release (no profile-guided optimization)"
 fi
 [ -x "$BIN" ] || die "no binary at $BIN"
 if [ -n "${BENCH_BARE_BIN:-}" ]; then
@@ -156,27 +149,13 @@ fi
 # --- ports, certificate, key, configs -----------------------------------------------------
 
 read -r UP_PORT FULL_HTTP FULL_HTTPS FULL_ADMIN PASS_HTTP PASS_HTTPS PASS_ADMIN NGX_HTTP NGX_HTTPS BARE_HTTP BARE_HTTPS < <(
-  python3 -c 'import socket
-ss = [socket.socket() for _ in range(11)]
-for s in ss: s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in ss))')
+  free_ports 11)
 
 "$BIN" cert dev --out "$RUN/cert" >/dev/null
 CERT=$RUN/cert/dev.pem
 KEY=$RUN/cert/dev-key.pem
 API_KEY="bench-$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')"
 export BENCH_API_KEYS=$API_KEY
-
-# render TEMPLATE OUT APIKEYS(on|off) HTTP HTTPS ADMIN
-render() {
-  local keep=/^#APIKEYS/d
-  [ "$3" = on ] && keep='s/^#APIKEYS //'
-  sed -e "$keep" \
-    -e "s|@RUN@|$RUN|g" -e "s|@CERT@|$CERT|g" -e "s|@KEY@|$KEY|g" -e "s|@API_KEY@|$API_KEY|g" \
-    -e "s|@THREADS@|$THREADS|g" -e "s|@UPSTREAM_WORKERS@|$UPSTREAM_WORKERS|g" \
-    -e "s|@UPSTREAM_PORT@|$UP_PORT|g" -e "s|@HTTP_PORT@|$4|g" -e "s|@HTTPS_PORT@|$5|g" \
-    -e "s|@ADMIN_PORT@|$6|g" "$BENCH_DIR/$1" >"$RUN/$2"
-}
 
 case "$API_KEYS_MODE" in
   on | off) API_KEYS=$API_KEYS_MODE ;;
@@ -303,6 +282,7 @@ meta memory "$(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/memi
 meta load_start "$(uptime | sed 's/.*load average/load average/')"
 meta tools "$(wrk -v 2>&1 | head -1 | awk '{print $1, $2}'), $(h2load --version 2>&1 | head -1), $(nginx -v 2>&1 | sed 's/.*: //') ($(openssl version 2>/dev/null | awk '{print "OpenSSL", $2}'))"
 meta palisade "$("$BIN" version), $THREADS threads; bare Pingora: $THREADS threads; nginx: $THREADS worker processes; upstream: nginx, $UPSTREAM_WORKERS worker(s)"
+meta build "$BUILD"
 meta settings "$SECS s per run, $ROUNDS rounds, warm-up $WARMUP s, $CONNS connections, $LOAD_THREADS load threads, $H2_STREAMS streams per HTTP/2 connection"
 if [ "$API_KEYS" = on ]; then
   meta api_keys "on: Palisade [api_keys.bench] (X-API-Key), nginx map \$http_x_api_key -> 401"

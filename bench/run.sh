@@ -532,7 +532,7 @@ fi
 
 meta load_end "$(uptime | sed 's/.*load average/load average/')"
 NOTES+=("nginx cannot send Palisade's per-request RateLimit header (remaining/reset); it sends the static RateLimit-Policy only. nginx still sends \`Server: nginx\` (server_tokens off); Palisade sends no Server header.")
-NOTES+=("bare Pingora (examples/bare_pingora.rs) is a Pingora proxy with nothing but an upstream, run as Palisade runs (same threads, no work stealing, mimalloc, the vendored pingora-core): no policy, no access log, no metrics. Whatever it costs, Palisade's architecture costs too.")
+NOTES+=("bare Pingora (examples/bare_pingora.rs) is a Pingora proxy with nothing but an upstream, run as Palisade runs (same threads, no work stealing, mimalloc, the vendored pingora-core): no policy, no access log, no metrics. Whatever it costs, Palisade's architecture costs too. It is a plain release build: against a profile-guided Palisade (BENCH_PGO=1, the default) it is the floor of the plain build, not of that one.")
 NOTES+=("Palisade's access log is written by its own thread to stdout (a file here); nginx's with \`buffer=64k\`. Both logs were truncated after every run; 'access log lines / req' checks that every request was logged.")
 NOTES+=("CPU s / 100k: the gateway's own CPU (utime+stime) per 100,000 requests (or handshakes), and 'of it kernel' its stime part (system calls, and loopback TCP, which the sender's system call carries to the receiving socket); the user-space part is the difference. The upstream and the load tools run on the same cores and are not counted. 'machine busy' is the whole machine's non-idle share during the run: near 100% means the numbers are CPU-bound for everyone on the box.")
 meta notes "$(printf '%s || ' "${NOTES[@]}" | sed 's/ || $//')"

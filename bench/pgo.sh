@@ -123,6 +123,12 @@ expect() {
   [ "$got" = "${count}x$code" ] || die "training: want ${count}x$code for $url, got: $got"
 }
 
+# h2load_ok WHAT: h2load's report in $RUN/load.out shows answers, every one a 2xx
+h2load_ok() {
+  awk '/^status codes:/ { ok = ($3 > 0 && $5 + $7 + $9 == 0) } END { exit !ok }' "$RUN/load.out" ||
+    die "h2load ($1): not every answer a 2xx: $(grep -E '^(requests|status codes):' "$RUN/load.out" | tr '\n' ' ')"
+}
+
 dd if=/dev/zero bs=4096 count=1 status=none >"$RUN/body.4k"
 dd if=/dev/zero bs=1M count=2 status=none >"$RUN/body.2m"
 for gw in full pass; do
@@ -134,12 +140,15 @@ for gw in full pass; do
   h2load -t2 -c32 -m10 -D "$SECS" -H "x-api-key: $API_KEY" -H "origin: $ORIGIN" \
     "https://127.0.0.1:$https/" >"$RUN/load.out" 2>&1 || die "h2load failed: $(tail -3 "$RUN/load.out")"
   grep -q '^Application protocol: h2' "$RUN/load.out" || die "h2load did not speak h2: $(tail -3 "$RUN/load.out")"
+  h2load_ok "HTTP/2"
   h2load --h1 -t2 -c16 -D "$SECS" -d "$RUN/body.4k" -H "x-api-key: $API_KEY" -H "origin: $ORIGIN" \
     -H 'content-type: application/json' "http://127.0.0.1:$http/" >"$RUN/load.out" 2>&1 ||
     die "h2load (POST) failed: $(tail -3 "$RUN/load.out")"
+  h2load_ok POST
   # New TLS connections: a full handshake each.
   h2load -t2 -c100 -n 400 -H "x-api-key: $API_KEY" "https://127.0.0.1:$https/" >"$RUN/load.out" 2>&1 ||
     die "h2load (handshakes) failed: $(tail -3 "$RUN/load.out")"
+  h2load_ok handshakes
   expect 400 300 -H 'Content-Length: 1' -H 'Content-Length: 2' "http://127.0.0.1:$http/"
 done
 # What the full policy set refuses or answers itself.

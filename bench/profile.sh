@@ -14,7 +14,10 @@
 # PROFILE_PROTO=h1 (or h2:
 # HTTP/2 over TLS, 4 connections x 10 streams; the handshakes cancel out in the subtraction),
 # and as in run.sh BENCH_BIN and BENCH_API_KEY_CHECK (auto | on | off). PROFILE_VALGRIND_ARGS adds
-# callgrind options, e.g. '--separate-callers=2' to split a function's cost by its callers.
+# valgrind options (callgrind and dhat), e.g. '--separate-callers=2' to split a function's cost
+# by its callers, '--cache-sim=yes --branch-sim=yes' for simulated cache misses and branch
+# mispredictions per request (printed under the total), '--num-callers=40' for DHAT's stacks
+# of a build with line tables (CARGO_PROFILE_RELEASE_DEBUG=line-tables-only).
 # PROFILE_TOOL=strace counts system calls per request instead; PROFILE_TOOL=perf samples one
 # run of PROFILE_LARGE requests at full speed (perf record -e cpu-clock; PROFILE_PERF_ARGS adds
 # options) and prints each symbol's share of the gateway's CPU. PROFILE_TOOL=dhat counts heap
@@ -119,7 +122,7 @@ profile_run() {
   # shellcheck disable=SC2086 # PROFILE_VALGRIND_ARGS is a list of options
   local tracer=(valgrind --tool=callgrind --callgrind-out-file="$out" ${PROFILE_VALGRIND_ARGS:-})
   [ "$TOOL" = strace ] && { out=$OUT/strace.$WHICH$SUFFIX.$1; tracer=(strace -f -c -o "$out"); }
-  [ "$TOOL" = dhat ] && { out=$OUT/dhat.$WHICH$SUFFIX.$1.json; tracer=(valgrind --tool=dhat --soname-synonyms=somalloc=NONE --dhat-out-file="$out"); }
+  [ "$TOOL" = dhat ] && { out=$OUT/dhat.$WHICH$SUFFIX.$1.json; tracer=(valgrind --tool=dhat --soname-synonyms=somalloc=NONE --dhat-out-file="$out" ${PROFILE_VALGRIND_ARGS:-}); }
   # shellcheck disable=SC2086 # PROFILE_PERF_ARGS is a list of options
   [ "$TOOL" = perf ] && { out=$OUT/perf.$WHICH$SUFFIX.$1; tracer=(perf record -q -e cpu-clock -F 4999 ${PROFILE_PERF_ARGS:-} -o "$out" --); }
   if [ "$WHICH" = nginx ]; then
@@ -199,6 +202,15 @@ total_small=$(awk '/^summary:/ { print $2 }' "$small")
 total_large=$(awk '/^summary:/ { print $2 }' "$large")
 if [ "$WHICH" = pass ]; then label="pass (no policies)"; else label="$WHICH (API key check $KEYS)"; fi
 echo "$label: $(awk -v a="$total_small" -v b="$total_large" -v n="$n" 'BEGIN { printf "%.0f", (b - a) / n }') instructions per request (user space; $SMALL vs $LARGE requests, $how)"
+# With --cache-sim=yes / --branch-sim=yes: every simulated event per request, as the two runs'
+# "events:" and "summary:" lines name them (I1mr: first-level instruction cache read misses,
+# D1mr / D1mw: data cache read / write misses, Bcm: conditional branches mispredicted, ...).
+if grep -q '^events:.*D1mr\|^events:.*Bcm' "$large"; then
+  awk -v n="$n" '/^events:/ { for (i = 2; i <= NF; i++) name[i] = $i }
+    /^summary:/ { for (i = 2; i <= NF; i++) v[FILENAME, i] = $i; last = NF }
+    END { printf "per request:"; for (i = 2; i <= last; i++) if (name[i] !~ /^(ILmr|DLmr|DLmw)$/)
+      printf " %s %.0f", name[i], (v[ARGV[2], i] - v[ARGV[1], i]) / n; print "" }' "$small" "$large"
+fi
 echo
 echo "per request, inclusive (a function's callees counted in it):"
 totals "$small" >"$RUN/a"

@@ -249,8 +249,8 @@ impl HeadDeadline {
         }
         let (deadline, tail) = match self.phase {
             Phase::Body => return,
-            Phase::Between => (Instant::now() + self.limit, [0; 2]),
-            Phase::Head { deadline, tail } => (deadline, tail),
+            Phase::Between => (None, [0; 2]),
+            Phase::Head { deadline, tail } => (Some(deadline), tail),
         };
         match head_end(tail, read) {
             Ok(_) => {
@@ -258,7 +258,11 @@ impl HeadDeadline {
                 // Not kept for the next head: an idle keep-alive connection holds no timer.
                 self.timer = None;
             }
-            Err(tail) => self.phase = Phase::Head { deadline, tail },
+            // The clock is read only for a head that did not come whole in its first read.
+            Err(tail) => {
+                let deadline = deadline.unwrap_or_else(|| Instant::now() + self.limit);
+                self.phase = Phase::Head { deadline, tail };
+            }
         }
     }
 

@@ -216,6 +216,62 @@ async fn the_next_head_on_a_keep_alive_connection_is_under_header_read_too() {
     assert_eq!(app.hits(), 1, "the dribbled request never reached the app");
 }
 
+/// Request and response heads are parsed into slots the parser fills (pingora-core patch
+/// 18): every field of a head with many comes through, in order, on a reused connection too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heads_with_many_fields_come_through_whole_both_ways() {
+    let app = Upstream::start("app").await;
+    let gw = Gateway::start(&config(
+        &app,
+        "max_headers = 250\nmax_header_bytes = \"32KiB\"",
+    ))
+    .await;
+    let mut s = TcpStream::connect(("127.0.0.1", gw.ports.http))
+        .await
+        .unwrap();
+    let mut pending = Vec::new();
+    for (round, count) in [240usize, 3, 200].into_iter().enumerate() {
+        let fields: String = (0..count)
+            .map(|i| format!("X-Field-{i}: v{round}-{i}\r\n"))
+            .collect();
+        // Under Pingora's 256 fields a response head, with the app's own three.
+        let fields_back = count;
+        s.write_all(
+            format!(
+                "GET /api/many?fields={fields_back} HTTP/1.1\r\nHost: localhost\r\n{fields}\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let answer = read_answer(&mut s, &mut pending).await;
+        assert_eq!(answer.status(), 200, "{}", answer.head);
+        let seen: Value = serde_json::from_slice(&answer.body).unwrap();
+        let headers = seen["headers"].as_object().unwrap();
+        for i in 0..count {
+            assert_eq!(
+                headers
+                    .get(&format!("x-field-{i}"))
+                    .and_then(|v| v.as_str()),
+                Some(format!("v{round}-{i}").as_str()),
+                "request field {i} of {count}"
+            );
+        }
+        let head = answer.head.to_ascii_lowercase();
+        let mut at = 0;
+        for i in 0..fields_back {
+            let line = format!("\r\nx-app-field-{i}: value-{i}\r\n");
+            let found = head[at..].find(&line);
+            assert!(
+                found.is_some(),
+                "response field {i} of {fields_back}, in order"
+            );
+            at += found.unwrap_or(0) + 1;
+        }
+    }
+    assert_eq!(app.hits(), 3);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_and_small_responses_alternate_intact_on_one_connection() {
     let app = Upstream::start("app").await;

@@ -104,9 +104,11 @@ impl Upstream {
                 let state = shared.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| echo(req, state.clone()));
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let mut server =
+                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    // As many request fields as Pingora parses (hyper's own default is 100).
+                    server.http1().max_headers(256);
+                    let _ = server.serve_connection(TokioIo::new(stream), service).await;
                 });
             }
         });
@@ -218,6 +220,18 @@ async fn echo(
     let mut r = respond(200, "application/json", Bytes::from(report.to_string()));
     if path.contains("/legacy") {
         announce_like_a_legacy_app(&mut r);
+    }
+    // `?fields=N`: N more fields in the response, `x-app-field-I: value-I`.
+    if let Some(n) = query_number::<usize>(query.as_deref(), "fields=") {
+        for i in 0..n {
+            let name = format!("x-app-field-{i}");
+            if let (Ok(name), Ok(value)) = (
+                http::HeaderName::from_bytes(name.as_bytes()),
+                format!("value-{i}").parse(),
+            ) {
+                r.headers_mut().append(name, value);
+            }
+        }
     }
     // `?token=T`: a header of the app's whose value is T, new to an HTTP/2 connection's
     // HPACK table every time T is.

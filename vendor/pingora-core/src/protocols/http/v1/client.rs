@@ -301,9 +301,11 @@ impl HttpSession {
 
         loop {
             if parse_existing_buffer {
-                let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-                let mut resp = httparse::Response::new(&mut headers);
-                let parsed = parse_resp_buffer(&mut resp, &self.response_header_read_buf);
+                // Palisade: slots httparse fills, not 8 KiB written first (see `HeaderSlot`).
+                let mut headers = header_slots();
+                let mut resp = httparse::Response::new(&mut []);
+                let parsed =
+                    parse_resp_buffer(&mut resp, &self.response_header_read_buf, &mut headers);
                 match parsed {
                     HeaderParseState::Complete(s) => {
                         let total_read = self.response_header_read_buf.len();
@@ -945,14 +947,23 @@ impl HttpSession {
 }
 
 #[inline]
-fn parse_resp_buffer<'buf>(
-    resp: &mut httparse::Response<'_, 'buf>,
+// Palisade: parses into `headers` (see `HeaderSlot`), which `resp.headers` then borrows.
+fn parse_resp_buffer<'h, 'buf>(
+    resp: &mut httparse::Response<'h, 'buf>,
     buf: &'buf [u8],
+    headers: &'h mut [HeaderSlot<'buf>],
 ) -> HeaderParseState {
     let mut parser = httparse::ParserConfig::default();
     parser.allow_spaces_after_header_name_in_responses(true);
     parser.allow_obsolete_multiline_headers_in_responses(true);
-    let res = match parser.parse_response(resp, buf) {
+    #[cfg(not(feature = "patched_http1"))]
+    let parsed = parser.parse_response_with_uninit_headers(resp, buf, headers);
+    #[cfg(feature = "patched_http1")]
+    let parsed = {
+        resp.headers = headers;
+        parser.parse_response(resp, buf)
+    };
+    let res = match parsed {
         Ok(s) => s,
         Err(e) => {
             return HeaderParseState::Invalid(e);

@@ -26,6 +26,28 @@ use crate::utils::KVRef;
 
 pub(super) const MAX_HEADERS: usize = 256;
 
+/// Palisade: a slot of the array a head is parsed into. Left uninitialized (httparse's
+/// `*_with_uninit_headers`): `[EMPTY_HEADER; MAX_HEADERS]` wrote 8 KiB, 256 slots of 32
+/// bytes, before every parse of a request head and of a response head, where a head has a
+/// handful of fields; httparse writes only the slots it fills.
+#[cfg(not(feature = "patched_http1"))]
+pub(super) type HeaderSlot<'buf> = std::mem::MaybeUninit<httparse::Header<'buf>>;
+/// `parse_unchecked` of the patched httparse takes initialized slots.
+#[cfg(feature = "patched_http1")]
+pub(super) type HeaderSlot<'buf> = httparse::Header<'buf>;
+
+/// Palisade: a fresh array of [`HeaderSlot`]s (see there).
+#[cfg(not(feature = "patched_http1"))]
+#[inline(always)]
+pub(super) fn header_slots<'buf>() -> [HeaderSlot<'buf>; MAX_HEADERS] {
+    [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS]
+}
+#[cfg(feature = "patched_http1")]
+#[inline(always)]
+pub(super) fn header_slots<'buf>() -> [HeaderSlot<'buf>; MAX_HEADERS] {
+    [httparse::EMPTY_HEADER; MAX_HEADERS]
+}
+
 pub(super) const INIT_HEADER_BUF_SIZE: usize = 4096;
 pub(super) const MAX_HEADER_SIZE: usize = 1048575;
 

@@ -16,8 +16,8 @@ build: deps-build
 	$(CARGO) build --release --bin palisade
 
 ## build-pgo: the build to deploy where CPU matters: a profile-guided release build, trained on
-## loopback traffic (bench/pgo.sh; needs what `make bench` needs and installs it). Prints the
-## binary's path: target/pgo/release/palisade
+## loopback traffic, then laid out by BOLT from a second training run (bench/pgo.sh; needs what
+## `make bench` needs and installs it). Prints the binary's path: target/pgo/bolt/palisade
 build-pgo: deps-build
 	bench/pgo.sh
 

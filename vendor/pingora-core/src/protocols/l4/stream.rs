@@ -884,7 +884,7 @@ impl AsyncRead for Stream {
         } else {
             Pin::new(&mut self.stream_mut()).poll_read(cx, buf)
         };
-        // Palisade: the time reads spent pending is not accounted (`get_read_pending_time`
+        // Palisade: the time a read spends pending is not accounted (`get_read_pending_time`
         // stays zero): nothing reads it, and it cost two clock reads for every read that
         // waited, which on a keep-alive connection is every request and every response.
         self.rx_ts = self.stream().get_ref().rx_ts;

@@ -145,7 +145,7 @@ dd if=/dev/zero bs=1M count=2 status=none >"$RUN/body.2m"
 # train BIN: BIN serves the training traffic with the full policy set and with none, then
 # exits on SIGTERM (an instrumented binary writes its counts as it exits)
 train() {
-  local bin=$1 gw http https pid key
+  local bin=$1 gw http https port pid key
   "$bin" run --config "$RUN/full.toml" >/dev/null 2>"$RUN/full.err" &
   FULL_PID=$!
   PIDS+=("$FULL_PID")
@@ -219,7 +219,7 @@ if [ "$BOLT" = 1 ]; then
   # The layout rustc's own release builds get from BOLT.
   "$LLVM_BOLT" "$BIN" -o "$BOLT_DIR/palisade" -data="$BOLT_DIR/palisade.fdata" \
     -reorder-blocks=ext-tsp -reorder-functions=cdsort -split-functions -split-all-cold \
-    -split-eh -icf=1 -use-gnu-stack -dyno-stats >"$BOLT_DIR/optimize.log" 2>&1 ||
+    -split-eh -icf=all -use-gnu-stack -dyno-stats >"$BOLT_DIR/optimize.log" 2>&1 ||
     die "llvm-bolt failed: $(tail -3 "$BOLT_DIR/optimize.log")"
   BIN=$BOLT_DIR/palisade
 fi

@@ -88,7 +88,8 @@ if [ -n "${BENCH_BIN:-}" ]; then
 elif [ "$PGO" = 1 ]; then
   say "building the profile-guided release binary (bench/pgo.sh)"
   BIN=$("$BENCH_DIR/pgo.sh" | tail -1)
-  BUILD="profile-guided and laid out by BOLT (bench/pgo.sh: trained on this bench's traffic and on refusals; PGO_BOLT=${PGO_BOLT:-1})"
+  BUILD="profile-guided (bench/pgo.sh: trained on this bench's traffic and on refusals)"
+  [ "${PGO_BOLT:-1}" = 1 ] && BUILD="$BUILD, laid out by BOLT from a second training run"
 else
   say "building the release binary"
   cargo build --release --bin palisade

@@ -268,6 +268,80 @@ async fn a_short_read_timeout_fires_on_time_beside_a_long_one_on_the_same_thread
     assert_eq!(answered.status(), 200, "the 5 s timeout fired early");
 }
 
+/// An upstream that takes its time between the pieces of an answer: the head 250 ms after the
+/// request's, then a 10-byte body two bytes at a time, 250 ms apart (`/drip`), or two bytes and
+/// then nothing for 4 s before the rest (`/stall`).
+async fn start_dripping_upstream() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let stall = head.windows(6).any(|w| w == b"/stall");
+                let pause = Duration::from_millis(250);
+                tokio::time::sleep(pause).await;
+                let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\nConnection: close\r\n\r\n";
+                if s.write_all(answer).await.is_err() {
+                    return;
+                }
+                for (i, piece) in b"0123456789".chunks(2).enumerate() {
+                    tokio::time::sleep(if stall && i == 1 {
+                        Duration::from_secs(4)
+                    } else {
+                        pause
+                    })
+                    .await;
+                    if s.write_all(piece).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// `read_timeout` bounds each wait for the upstream, not its whole answer: an answer that
+/// comes in pieces, every one well within the limit, arrives whole however long it takes in
+/// all; a body that stops for longer than the limit is cut about the limit after its last
+/// piece. (The session's one timer is moved to a new deadline at each wait, pingora-core
+/// patch 20: a timer left at its first deadline cut the first answer, one never set kept the
+/// second waiting for the whole stall.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_timeout_bounds_each_wait_for_the_upstream_not_the_whole_answer() {
+    let upstream = start_dripping_upstream().await;
+    let gw = Gateway::start(&pool_config(
+        &[upstream.to_string()],
+        "read_timeout = \"800ms\"\nretries = 0",
+    ))
+    .await;
+    let c = gw.client();
+
+    let started = Instant::now();
+    let answer = c.get(gw.https_url("/drip")).send().await.unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(&answer.bytes().await.unwrap()[..], b"0123456789");
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(1500), "{took:?}");
+
+    let started = Instant::now();
+    let answer = c.get(gw.https_url("/stall")).send().await.unwrap();
+    assert_eq!(answer.status(), 200);
+    let body = answer.bytes().await;
+    let took = started.elapsed();
+    assert!(body.is_err(), "a body cut short arrived as {body:?}");
+    assert!(took < Duration::from_secs(3), "cut after {took:?}");
+}
+
 /// TLS to the upstream, with SNI and a CA file: the upstream is a second Palisade over HTTPS.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_to_the_upstream_verifies_it_with_the_ca_file_and_sni() {

@@ -15,6 +15,7 @@
 //! Abstractions and implementations for protocols including TCP, TLS and HTTP
 
 mod digest;
+pub mod io_timer; // Palisade: patch 20
 pub mod http;
 pub mod l4;
 pub mod raw_connect;

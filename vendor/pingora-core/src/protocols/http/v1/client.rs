@@ -19,7 +19,7 @@ use http::{header, header::AsHeaderName, HeaderValue, StatusCode, Version};
 use log::{debug, trace};
 use pingora_error::{Error, ErrorType::*, OrErr, Result, RetryType};
 use pingora_http::{HMap, IntoCaseHeaderName, RequestHeader, ResponseHeader};
-use pingora_timeout::timeout;
+use crate::protocols::io_timer::IoTimer; // Palisade: patch 20
 use std::io::ErrorKind;
 use std::str;
 use std::time::Duration;
@@ -72,6 +72,8 @@ pub struct HttpSession {
     allow_h1_response_invalid_content_length: bool,
     // Palisade: response fields dropped as they are parsed, see `drop_response_fields`
     drop_fields: Option<ResponseFieldDrop>,
+    // Palisade: the timer of `read_timeout` and `write_timeout` (patch 20)
+    io_timer: IoTimer,
 }
 
 /// Palisade: picks the fields of an upstream's response to drop as it is parsed (see
@@ -121,6 +123,7 @@ impl HttpSession {
             close_delimited_resp: false,
             allow_h1_response_invalid_content_length: false,
             drop_fields: None,
+            io_timer: IoTimer::default(),
         }
     }
 
@@ -162,7 +165,8 @@ impl HttpSession {
 
         let write_fut = self.underlying_stream.write_all(to_wire.as_ref());
         match self.write_timeout {
-            Some(t) => match timeout(t, write_fut).await {
+            // Palisade: the session's timer, see `io_timer` (patch 20)
+            Some(t) => match self.io_timer.limit(t, write_fut).await {
                 Ok(res) => res,
                 Err(_) => Err(std::io::Error::from(ErrorKind::TimedOut)),
             },
@@ -185,30 +189,24 @@ impl HttpSession {
         Ok(to_wire.len())
     }
 
-    async fn do_write_body(&mut self, buf: &[u8]) -> Result<Option<usize>> {
-        let written = self
-            .body_writer
-            .write_body(&mut self.underlying_stream, buf)
-            .await;
-
-        if let Ok(Some(num_bytes)) = written {
-            self.bytes_sent += num_bytes;
-        }
-
-        written
-    }
-
     /// Write request body. Return Ok(None) if no more body should be written, either due to
     /// Content-Length or the last chunk is already sent
     pub async fn write_body(&mut self, buf: &[u8]) -> Result<Option<usize>> {
         // TODO: verify that request header is sent already
-        match self.write_timeout {
-            Some(t) => match timeout(t, self.do_write_body(buf)).await {
+        // Palisade: the body writer and the stream borrowed apart from the session's timer
+        // (patch 20), so the write is no longer a method of the whole session.
+        let write = self.body_writer.write_body(&mut self.underlying_stream, buf);
+        let written = match self.write_timeout {
+            Some(t) => match self.io_timer.limit(t, write).await {
                 Ok(res) => res,
                 Err(_) => Error::e_explain(WriteTimedout, format!("writing body, timeout: {t:?}")),
             },
-            None => self.do_write_body(buf).await,
+            None => write.await,
+        };
+        if let Ok(Some(num_bytes)) = written {
+            self.bytes_sent += num_bytes;
         }
+        written
     }
 
     fn maybe_force_close_body_reader(&mut self) {
@@ -433,7 +431,8 @@ impl HttpSession {
                 .underlying_stream
                 .read_buf(&mut self.response_header_read_buf);
             let read_result = match self.read_timeout {
-                Some(t) => match timeout(t, read_fut).await {
+                // Palisade: the session's timer, see `io_timer` (patch 20)
+                Some(t) => match self.io_timer.limit(t, read_fut).await {
                     Ok(res) => res,
                     Err(_) => {
                         return self.fail_response_header_read(Error::explain(
@@ -532,22 +531,24 @@ impl HttpSession {
 
     async fn do_read_body(&mut self) -> Result<Option<BufRef>> {
         self.init_body_reader();
-        self.body_reader
-            .read_body(&mut self.underlying_stream)
-            .await
+        // Palisade: the session's timer, see `io_timer` (patch 20); the body reader and the
+        // stream are borrowed apart from it.
+        let read = self.body_reader.read_body(&mut self.underlying_stream);
+        match self.read_timeout {
+            Some(t) => match self.io_timer.limit(t, read).await {
+                Ok(res) => res,
+                Err(_) => Error::e_explain(ReadTimedout, format!("reading body, timeout: {t:?}")),
+            },
+            None => read.await,
+        }
     }
 
     /// Read the response body into the internal buffer.
     /// Return `Ok(Some(ref)) after a successful read.
     /// Return `Ok(None)` if there is no more body to read.
     pub async fn read_body_ref(&mut self) -> Result<Option<&[u8]>> {
-        let result = match self.read_timeout {
-            Some(t) => match timeout(t, self.do_read_body()).await {
-                Ok(res) => res,
-                Err(_) => Error::e_explain(ReadTimedout, format!("reading body, timeout: {t:?}")),
-            },
-            None => self.do_read_body().await,
-        };
+        // Palisade: `do_read_body` applies the read timeout (patch 20)
+        let result = self.do_read_body().await;
 
         result.map(|maybe_body| {
             maybe_body.map(|body_ref| {

@@ -17,3 +17,14 @@ pub fn now_ms() -> u64 {
 pub fn now_us() -> u64 {
     start().elapsed().as_micros() as u64
 }
+
+/// Milliseconds from the process's start to `at` (0 for an instant before it), for a time
+/// already read: a request's start serves its policies without another clock read.
+pub fn ms_at(at: Instant) -> u64 {
+    at.saturating_duration_since(start()).as_millis() as u64
+}
+
+/// Microseconds from the process's start to `at` (0 for an instant before it).
+pub fn us_at(at: Instant) -> u64 {
+    at.saturating_duration_since(start()).as_micros() as u64
+}

@@ -102,12 +102,14 @@ impl ProxyHttp for Gateway {
         };
         let pool = route.upstream.clone();
         ctx.attempts += 1;
-        let Some(server) = pool.select() else {
+        // One clock read for the servers' health and the upstream's timing.
+        let now = Instant::now();
+        let Some(server) = pool.select(clock::ms_at(now)) else {
             ctx.pool = Some(pool);
             return Error::e_explain(ErrorType::HTTPStatus(503), "no available upstream server");
         };
         ctx.server = Some(server.addr);
-        ctx.upstream_started = Some(Instant::now());
+        ctx.upstream_started = Some(now);
         let peer = server.peer();
         ctx.pool = Some(pool);
         Ok(peer)
@@ -902,7 +904,8 @@ impl Gateway {
             key_id: ctx.key_id(),
         };
         let start = outcomes.len();
-        let now = clock::now_us();
+        // The request's arrival is its time for the limits (no second clock read).
+        let now = clock::us_at(ctx.started);
         // In-process limits are decided without the store's future.
         let verdict = if rate_limit::all_local(policies) {
             rate_limit::check_all_local(policies, &facts, now, outcomes)

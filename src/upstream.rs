@@ -147,11 +147,11 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// The next available server in round-robin order, or `None` when every one is down.
-    pub fn select(&self) -> Option<&Server> {
+    /// The next available server in round-robin order at `now` ([`now_ms`]'s scale), or
+    /// `None` when every one is down.
+    pub fn select(&self, now: u64) -> Option<&Server> {
         let n = self.servers.len();
         let start = self.cursor.fetch_add(1, Ordering::Relaxed);
-        let now = now_ms();
         (0..n)
             .map(|i| &self.servers[(start + i) % n])
             .find(|s| s.health.is_available(now))

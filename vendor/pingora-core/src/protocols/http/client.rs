@@ -22,8 +22,10 @@ use super::{custom::client::Session, v1::client::HttpSession as Http1Session};
 use crate::protocols::{Digest, SocketAddr, Stream};
 
 /// A type for Http client session. It can be either an Http1 connection or an Http2 stream.
+// Palisade: the HTTP/1.x session is boxed (patch 21): it is hundreds of bytes, and the enum
+// is moved by value from the connector through the proxy and back.
 pub enum HttpSession<S = ()> {
-    H1(Http1Session),
+    H1(Box<Http1Session>),
     H2(Http2Session),
     Custom(S),
 }

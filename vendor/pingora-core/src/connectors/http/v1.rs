@@ -38,7 +38,7 @@ impl Connector {
     ) -> Result<(Box<HttpSession>, bool)> {
         let (stream, reused) = self.transport.get_stream(peer).await?;
         // Palisade: boxed where it is made (patch 21)
-        let http = Box::new(HttpSession::new_with_options(stream, peer));
+        let http = Box::write(Box::new_uninit(), HttpSession::new_with_options(stream, peer));
         Ok((http, reused))
     }
 
@@ -48,7 +48,7 @@ impl Connector {
     ) -> Option<Box<HttpSession>> {
         let stream = self.transport.reused_stream(peer).await?;
         // Palisade: boxed where it is made (patch 21)
-        let http = Box::new(HttpSession::new_with_options(stream, peer));
+        let http = Box::write(Box::new_uninit(), HttpSession::new_with_options(stream, peer));
         Some(http)
     }
 

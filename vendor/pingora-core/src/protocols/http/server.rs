@@ -65,7 +65,7 @@ pub enum Session {
 impl Session {
     /// Create a new [`Session`] from an established connection for HTTP/1.x
     pub fn new_http1(stream: Stream) -> Self {
-        Self::H1(Box::new(SessionV1::new(stream)))
+        Self::H1(Box::write(Box::new_uninit(), SessionV1::new(stream)))
     }
 
     /// Create a new [`Session`] from an established HTTP/2 stream

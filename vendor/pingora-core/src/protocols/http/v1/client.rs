@@ -316,11 +316,12 @@ impl HttpSession {
 
                         // Palisade: the spellings map only when a name is not commonly
                         // spelled (pingora-http's `build_common_case`).
-                        let mut response_header = match ResponseHeader::build_common_case(
+                        // Palisade: made in its box (`build_common_case_boxed`, patch 22)
+                        let mut response_header = match ResponseHeader::build_common_case_boxed(
                             resp.code.unwrap(),
                             Some(resp.headers.len()),
                         ) {
-                            Ok(header) => Box::new(header),
+                            Ok(header) => header,
                             Err(e) => return self.fail_response_header_read(e),
                         };
 

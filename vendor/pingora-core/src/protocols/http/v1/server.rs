@@ -350,12 +350,13 @@ impl HttpSession {
                         // while header_refs doesn't as it is still empty
                         let _num_headers = populate_headers(base, &mut header_refs, req.headers);
 
-                        let mut request_header = Box::new(RequestHeader::build(
+                        // Palisade: made in its box (pingora-http's `build_boxed`, patch 22)
+                        let mut request_header = RequestHeader::build_boxed(
                             req.method.unwrap_or(""),
                             // we path httparse to allow unsafe bytes in the str
                             req.path.unwrap_or("").as_bytes(),
                             Some(req.headers.len()),
-                        )?);
+                        )?;
 
                         request_header.set_version(match req.version {
                             Some(1) => Version::HTTP_11,

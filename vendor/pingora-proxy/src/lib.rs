@@ -531,7 +531,7 @@ where
 
     async fn finish(
         &self,
-        mut session: Session,
+        mut session: Box<Session>,
         ctx: &mut SV::CTX,
         reuse: bool,
         error: Option<Box<Error>>,
@@ -1158,7 +1158,7 @@ where
 {
     async fn process_request(
         self: &Arc<Self>,
-        mut session: Session,
+        mut session: Box<Session>,
         mut ctx: <SV as ProxyHttp>::CTX,
     ) -> Option<ReusedHttpStream>
     where
@@ -1377,7 +1377,7 @@ where
 
     async fn handle_error(
         &self,
-        mut session: Session,
+        mut session: Box<Session>,
         ctx: &mut <SV as ProxyHttp>::CTX,
         e: Box<Error>,
         context: &str,
@@ -1450,14 +1450,15 @@ where
     ) {
         debug!("starting subrequest");
 
+        // Palisade: boxed, as in `process_new_http_inner` (patch 7)
         let mut session = match self.handle_new_request(session).await {
-            Some(downstream_session) => Session::new(
+            Some(downstream_session) => Box::new(Session::new(
                 downstream_session,
                 &self.downstream_modules,
                 #[cfg(feature = "upstream_modules")]
                 &self.upstream_modules,
                 self.shutdown_flag.clone(),
-            ),
+            )),
             None => return, // bad request
         };
 
@@ -1579,13 +1580,18 @@ where
         let session = Box::new(session);
 
         // TODO: keepalive pool, use stack
+        // Palisade: the session is boxed where it is made (patch 7); it is moved into
+        // `process_request` and on into `finish` or `handle_error`.
         let mut session = match self.handle_new_request(session).await {
-            Some(downstream_session) => Session::new(
-                downstream_session,
-                &self.downstream_modules,
-                #[cfg(feature = "upstream_modules")]
-                &self.upstream_modules,
-                self.shutdown_flag.clone(),
+            Some(downstream_session) => Box::write(
+                Box::new_uninit(),
+                Session::new(
+                    downstream_session,
+                    &self.downstream_modules,
+                    #[cfg(feature = "upstream_modules")]
+                    &self.upstream_modules,
+                    self.shutdown_flag.clone(),
+                ),
             ),
             None => return None, // bad request
         };

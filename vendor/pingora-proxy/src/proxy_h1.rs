@@ -50,7 +50,8 @@ where
 
         // phase 2 send to upstream
 
-        let mut req = session.req_header().clone();
+        // Palisade: cloned straight into the box `write_request_header` takes (patch 6)
+        let mut req = Box::write(Box::new_uninit(), session.req_header().clone());
         let authority_policy = AuthorityPolicy::from(session.downstream_session.is_custom());
         let downstream_had_host = req.headers.contains_key(http::header::HOST);
         req.set_version(Version::HTTP_11);
@@ -124,7 +125,7 @@ where
 
         debug!("Sending header to upstream {:?}", req);
 
-        match client_session.write_request_header(Box::new(req)).await {
+        match client_session.write_request_header(req).await {
             Ok(_) => { /* Continue */ }
             Err(e) => {
                 return (false, false, Some(e.into_up()));

@@ -12,9 +12,9 @@
 //! The session's timer is a tokio [`Sleep`] moved to the new deadline at each wait, which for
 //! a later deadline is one atomic store in tokio. A session that ends leaves its timer to the
 //! next session on its thread (of the same runtime): a timer made and dropped per request
-//! costs tokio's driver lock twice, and when no other timer is set, a wake-up of the driver
-//! (an `eventfd` write and an extra `epoll_wait`), which made the requests dearer in CPU time
-//! than the shared timer they replaced.
+//! takes tokio's driver lock twice, for the wheel's insert and removal, which made the
+//! requests dearer in CPU time than the shared timer they replaced (`bench/ab.sh`, see
+//! PATCHES.md) though it ran fewer instructions.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -50,8 +50,8 @@ impl Drop for IoTimer {
         let Some(sleep) = self.sleep.take() else {
             return;
         };
-        // Still set for its last deadline, which keeps the driver from being woken for the
-        // next timer set; a spare going off in the meantime wakes nobody who waits.
+        // Still set for its last deadline: the next session moves it to a later one without
+        // the driver's lock. A spare going off in the meantime wakes nobody who waits.
         let _ = SPARE.try_with(|spare| {
             if let Ok(mut spare) = spare.try_borrow_mut() {
                 if spare.len() < SPARES {

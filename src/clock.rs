@@ -10,12 +10,12 @@ fn start() -> Instant {
 
 /// Milliseconds since the process started.
 pub fn now_ms() -> u64 {
-    start().elapsed().as_millis() as u64
+    ms_at(Instant::now())
 }
 
 /// Microseconds since the process started.
 pub fn now_us() -> u64 {
-    start().elapsed().as_micros() as u64
+    us_at(Instant::now())
 }
 
 /// Milliseconds from the process's start to `at` (0 for an instant before it), for a time

@@ -209,9 +209,7 @@ impl RequestHeader {
         size_hint: Option<usize>,
     ) -> Result<Self> {
         let mut req = Self::build_no_case(method, path, size_hint)?;
-        req.header_name_map = Some(CaseMap::with_capacity(http_header_map_upper_bound(
-            size_hint,
-        )));
+        req.keep_case(size_hint); // Palisade: shared with `build_boxed`
         Ok(req)
     }
 
@@ -224,14 +222,24 @@ impl RequestHeader {
         size_hint: Option<usize>,
     ) -> Result<Box<Self>> {
         let mut req = Box::write(Box::new_uninit(), Self::new_no_case(size_hint));
-        req.base.method = method
+        req.set_method_and_path(method, path)?;
+        req.keep_case(size_hint);
+        Ok(req)
+    }
+
+    /// Palisade: the request line of [Self::build_no_case] and [Self::build_boxed].
+    fn set_method_and_path(&mut self, method: impl TryInto<Method>, path: &[u8]) -> Result<()> {
+        self.base.method = method
             .try_into()
             .explain_err(InvalidHTTPHeader, |_| "invalid method")?;
-        req.set_raw_path(path)?;
-        req.header_name_map = Some(CaseMap::with_capacity(http_header_map_upper_bound(
+        self.set_raw_path(path)
+    }
+
+    /// Palisade: the spellings map of [Self::build] and [Self::build_boxed].
+    fn keep_case(&mut self, size_hint: Option<usize>) {
+        self.header_name_map = Some(CaseMap::with_capacity(http_header_map_upper_bound(
             size_hint,
         )));
-        Ok(req)
     }
 
     /// Create a new [RequestHeader] with the given method and path without preserving header case.
@@ -245,10 +253,7 @@ impl RequestHeader {
         size_hint: Option<usize>,
     ) -> Result<Self> {
         let mut req = Self::new_no_case(size_hint);
-        req.base.method = method
-            .try_into()
-            .explain_err(InvalidHTTPHeader, |_| "invalid method")?;
-        req.set_raw_path(path)?;
+        req.set_method_and_path(method, path)?; // Palisade: shared with `build_boxed`
         Ok(req)
     }
 

@@ -18,6 +18,10 @@
 # by its callers, '--cache-sim=yes --branch-sim=yes' for simulated cache misses and branch
 # mispredictions per request (printed under the total), '--num-callers=40' for DHAT's stacks
 # of a build with line tables (CARGO_PROFILE_RELEASE_DEBUG=line-tables-only).
+# PROFILE_RATE=N offers N requests per second in all (h2load --rps, split over the
+# connections) instead of as fast as the gateway answers: the cost of a request that finds the
+# gateway idle (each one wakes a thread), where the default measures a saturated gateway that
+# takes many requests per wake-up; under callgrind a few hundred a second is already that.
 # PROFILE_TOOL=strace counts system calls per request instead; PROFILE_TOOL=perf samples one
 # run of PROFILE_LARGE requests at full speed (perf record -e cpu-clock; PROFILE_PERF_ARGS adds
 # options) and prints each symbol's share of the gateway's CPU. PROFILE_TOOL=dhat counts heap
@@ -32,6 +36,12 @@ TOP=${PROFILE_TOP:-40}
 PROTO=${PROFILE_PROTO:-h1}
 TOOL=${PROFILE_TOOL:-callgrind}
 CONNS=${PROFILE_CONNS:-4}
+RATE=${PROFILE_RATE:-}
+RPS=()
+if [ -n "$RATE" ]; then
+  [ "$RATE" -ge "$CONNS" ] 2>/dev/null || { echo "profile: PROFILE_RATE is a number of requests per second, at least PROFILE_CONNS" >&2; exit 2; }
+  RPS=(--rps="$((RATE / CONNS))")
+fi
 case "$PROTO" in
   h1) SUFFIX="" ;;
   h2) SUFFIX=".h2" ;;
@@ -140,10 +150,10 @@ profile_run() {
     sleep 0.5
   done
   if [ "$PROTO" = h2 ]; then
-    timeout 600 h2load -t1 -c"$CONNS" -m10 -n "$n" -H "X-API-Key: $API_KEY" -H "Origin: https://app.example.com" \
+    timeout 600 h2load -t1 -c"$CONNS" -m10 -n "$n" "${RPS[@]}" -H "X-API-Key: $API_KEY" -H "Origin: https://app.example.com" \
       "https://127.0.0.1:$GWS/" >"$RUN/h2load.out" 2>&1 || true
   else
-    timeout 600 h2load --h1 -t1 -c"$CONNS" -n "$n" -H "X-API-Key: $API_KEY" -H "Origin: https://app.example.com" \
+    timeout 600 h2load --h1 -t1 -c"$CONNS" -n "$n" "${RPS[@]}" -H "X-API-Key: $API_KEY" -H "Origin: https://app.example.com" \
       "http://127.0.0.1:$GW/" >"$RUN/h2load.out" 2>&1 || true
   fi
   cp "$RUN/h2load.out" "$out.h2load.txt"
@@ -178,6 +188,7 @@ small=$(profile_run "$SMALL")
 large=$(profile_run "$LARGE")
 n=$((LARGE - SMALL))
 if [ "$PROTO" = h2 ]; then how="HTTP/2 over TLS, $CONNS connections x 10 streams"; else how="HTTP/1.1, $CONNS keep-alive connections"; fi
+[ -n "$RATE" ] && how="$how, $((RATE / CONNS * CONNS)) a second"
 if [ "$TOOL" = dhat ]; then
   echo "$WHICH: heap allocations per request ($SMALL vs $LARGE requests, $how)"
   python3 "$BENCH_DIR/dhat_diff.py" "$small" "$large" "$n" "$TOP"

@@ -12,12 +12,11 @@ use crate::policy::headers::{HeaderForm, HeaderPolicy};
 use crate::policy::in_flight::InFlightGuard;
 use crate::policy::schema::{BodySchema, Mismatch};
 use crate::policy::webhook::{self, WebhookPolicy};
-use crate::runtime::{Route, Runtime};
-use crate::upstream::Pool;
+use crate::snapshot::{PoolRef, RouteRef, Snapshot};
 
 pub struct RequestCtx {
     /// The config snapshot this request started with; it finishes with the same one.
-    pub runtime: Option<Arc<Runtime>>,
+    pub runtime: Option<Snapshot>,
     pub request_id: String,
     pub client_ip: Option<IpAddr>,
     pub peer_trusted: bool,
@@ -26,9 +25,9 @@ pub struct RequestCtx {
     /// `request_filter` ran; the header map with spellings until then).
     pub header_form: HeaderForm,
     pub host: String,
-    pub route: Option<Arc<Route>>,
+    pub route: Option<RouteRef>,
     /// The pool and server address of the current try.
-    pub pool: Option<Arc<Pool>>,
+    pub pool: Option<PoolRef>,
     pub server: Option<std::net::SocketAddr>,
     /// Connect attempts made so far.
     pub attempts: usize,

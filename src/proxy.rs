@@ -45,6 +45,7 @@ use crate::policy::schema::Mismatch;
 use crate::respond::{finish_response_of, mask_upstream_error, GatewayResponse, X_REQUEST_ID};
 use crate::router::request_host;
 use crate::runtime::{Route, RouteAuth, Runtime};
+use crate::snapshot::Snapshot;
 use crate::upstream::now_ms;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -100,7 +101,7 @@ impl ProxyHttp for Gateway {
         let Some(route) = ctx.route.clone() else {
             return Error::e_explain(ErrorType::InternalError, "upstream_peer without a route");
         };
-        let pool = route.upstream.clone();
+        let pool = route.upstream();
         ctx.attempts += 1;
         // One clock read for the servers' health and the upstream's timing.
         let now = Instant::now();
@@ -584,7 +585,7 @@ impl ProxyHttp for Gateway {
 impl Gateway {
     /// `request_filter`: phase 1 and the guard (see the module table).
     async fn filter_request(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        let rt = self.shared.runtime.load_full();
+        let rt = Snapshot::current(&self.shared.runtime);
         ctx.runtime = Some(rt.clone());
         self.shared.metrics.requests_in_flight.inc();
         ctx.in_flight = true;
@@ -628,7 +629,10 @@ impl Gateway {
             response.send(session, ctx).await?;
             return Ok(true);
         }
-        let route = rt.router.find(&ctx.host, path).cloned();
+        let route = rt
+            .router
+            .find_index(&ctx.host, path)
+            .and_then(|index| rt.route(index));
         let Some(route) = route else {
             GatewayResponse::not_found().send(session, ctx).await?;
             return Ok(true);

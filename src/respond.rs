@@ -392,7 +392,7 @@ impl GatewayResponse {
 /// the `[defaults]` response policies, and `Connection: close`.
 pub fn unparsable_head(runtime: std::sync::Arc<crate::runtime::Runtime>, https: bool) -> Vec<u8> {
     let mut ctx = RequestCtx::new();
-    ctx.runtime = Some(runtime);
+    ctx.runtime = Some(crate::snapshot::Snapshot::of(runtime));
     ctx.https = https;
     ctx.header_form = HeaderForm::H1Lines;
     ctx.request_id = crate::policy::forwarded::new_request_id();

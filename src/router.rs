@@ -109,9 +109,19 @@ impl<R: Matchable> Router<R> {
 
     /// `host` must already be lowercased and stripped of its port.
     pub fn find(&self, host: &str, path: &str) -> Option<&Arc<R>> {
+        self.routes.get(self.find_index(host, path)?)
+    }
+
+    /// The position in [`Self::routes`] of the route [`Self::find`] finds.
+    pub fn find_index(&self, host: &str, path: &str) -> Option<usize> {
         self.routes
             .iter()
-            .find(|r| r.host().matches(host) && prefix_matches(r.prefix(), path))
+            .position(|r| r.host().matches(host) && prefix_matches(r.prefix(), path))
+    }
+
+    /// The routes, most specific first.
+    pub fn routes(&self) -> &[Arc<R>] {
+        &self.routes
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Arc<R>> {

@@ -152,7 +152,13 @@ impl Pool {
     /// `None` when every one is down.
     pub fn select(&self, now: u64) -> Option<&Server> {
         let n = self.servers.len();
-        let start = self.cursor.fetch_add(1, Ordering::Relaxed);
+        // One server needs no turn: the cursor, a count every request thread writes, is left
+        // alone (its cache line would move between cores on each request).
+        let start = if n > 1 {
+            self.cursor.fetch_add(1, Ordering::Relaxed)
+        } else {
+            0
+        };
         (0..n)
             .map(|i| &self.servers[(start + i) % n])
             .find(|s| s.health.is_available(now))

@@ -24,7 +24,8 @@
 # takes many requests per wake-up; under callgrind a few hundred a second is already that.
 # PROFILE_TOOL=strace counts system calls per request instead; PROFILE_TOOL=perf samples one
 # run of PROFILE_LARGE requests at full speed (perf record -e cpu-clock; PROFILE_PERF_ARGS adds
-# options) and prints each symbol's share of the gateway's CPU. PROFILE_TOOL=dhat counts heap
+# options) and prints each symbol's share of the gateway's CPU, then bench/atomics.py's share
+# of the samples that wait on an atomic instruction. PROFILE_TOOL=dhat counts heap
 # allocations per request by where they are made (valgrind's DHAT, the two runs subtracted by
 # bench/dhat_diff.py; mimalloc's malloc in the binary is intercepted with --soname-synonyms).
 set -euo pipefail
@@ -179,8 +180,14 @@ if [ "$TOOL" = perf ]; then
   # (start-up and shutdown included, which a large PROFILE_LARGE makes negligible).
   large=$(profile_run "$LARGE")
   echo "$WHICH: share of the gateway's CPU samples (perf, cpu-clock; $LARGE requests)"
-  perf report -q -i "$large" --no-children --sort dso,symbol --percent-limit 0.3 2>/dev/null | head -n "$TOP" | cut -c1-200
+  # `head` closing the pipe early is no failure.
+  perf report -q -i "$large" --no-children --sort dso,symbol --percent-limit 0.3 2>/dev/null | head -n "$TOP" | cut -c1-200 || true
   echo
+  # The samples that wait on atomic instructions (counts and locks shared between threads).
+  if command -v objdump >/dev/null 2>&1 && [ "$WHICH" != nginx ] && [ "$WHICH" != bare ]; then
+    python3 "$BENCH_DIR/atomics.py" "$large" "$BIN" 12 || true
+    echo
+  fi
   echo "perf file: $large (perf report -i FILE)"
   exit 0
 fi

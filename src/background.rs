@@ -413,11 +413,10 @@ impl BackgroundService for Drain {
         }
         log::info!(
             "shutting down: draining {} in-flight request(s)",
-            self.shared.metrics.requests_in_flight.get()
+            self.shared.metrics.in_flight()
         );
         let deadline = tokio::time::Instant::now() + self.grace;
-        let idle =
-            || self.shared.metrics.requests_in_flight.get() <= 0 && self.connections.get() <= 0;
+        let idle = || self.shared.metrics.in_flight() <= 0 && self.connections.get() <= 0;
         while tokio::time::Instant::now() < deadline {
             if idle() {
                 // Let the last responses leave the socket buffers and the log writer; and a

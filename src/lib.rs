@@ -19,6 +19,7 @@ pub mod router;
 pub mod runtime;
 pub mod scan;
 pub mod server;
+pub mod sharded;
 pub mod snapshot;
 pub mod stack_str;
 pub mod state;

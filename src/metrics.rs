@@ -10,18 +10,20 @@ use prometheus::{
 };
 
 use crate::runtime::Runtime;
+use crate::sharded::{LazyPerShard, Sharded};
 
 pub struct Metrics {
     registry: Registry,
     /// The series of requests no route matched (`route="-"`, whatever the config).
     pub unrouted: RouteSeries,
-    pub requests: IntCounterVec,
-    pub request_duration: HistogramVec,
-    pub upstream_duration: HistogramVec,
+    /// Sharded (`crate::sharded`): every request counts into these.
+    pub requests: Sharded<IntCounterVec>,
+    pub request_duration: Sharded<HistogramVec>,
+    pub upstream_duration: Sharded<HistogramVec>,
     pub upstream_errors: IntCounterVec,
     upstream_health: IntGaugeVec,
     pub active_connections: IntGauge,
-    pub requests_in_flight: IntGauge,
+    pub requests_in_flight: Sharded<IntGauge>,
     pub access_log_dropped: prometheus::IntCounter,
     pub rate_limit_decisions: IntCounterVec,
     pub rate_limit_store_errors: IntCounterVec,
@@ -46,27 +48,33 @@ pub const NO_ROUTE: &str = "-";
 impl Metrics {
     pub fn new(version: &str, git_sha: &str) -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new();
-        let requests = IntCounterVec::new(
-            Opts::new(
-                "gateway_requests_total",
-                "Requests answered, by route, method and status class.",
-            ),
-            &["route", "method", "status_class"],
-        )?;
-        let request_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "gateway_request_duration_seconds",
-                "Time from request to last response byte, by route.",
-            ),
-            &["route"],
-        )?;
-        let upstream_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "gateway_upstream_duration_seconds",
-                "Time from choosing an upstream server to its response header, by upstream.",
-            ),
-            &["upstream"],
-        )?;
+        let requests = Sharded::new(|| {
+            IntCounterVec::new(
+                Opts::new(
+                    "gateway_requests_total",
+                    "Requests answered, by route, method and status class.",
+                ),
+                &["route", "method", "status_class"],
+            )
+        })?;
+        let request_duration = Sharded::new(|| {
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "gateway_request_duration_seconds",
+                    "Time from request to last response byte, by route.",
+                ),
+                &["route"],
+            )
+        })?;
+        let upstream_duration = Sharded::new(|| {
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "gateway_upstream_duration_seconds",
+                    "Time from choosing an upstream server to its response header, by upstream.",
+                ),
+                &["upstream"],
+            )
+        })?;
         let upstream_errors = IntCounterVec::new(
             Opts::new(
                 "gateway_upstream_errors_total",
@@ -85,8 +93,9 @@ impl Metrics {
             "gateway_active_connections",
             "Client connections open (after any TLS handshake).",
         )?;
-        let requests_in_flight =
-            IntGauge::new("gateway_requests_in_flight", "Requests being handled now.")?;
+        let requests_in_flight = Sharded::new(|| {
+            IntGauge::new("gateway_requests_in_flight", "Requests being handled now.")
+        })?;
         let access_log_dropped = prometheus::IntCounter::new(
             "gateway_access_log_dropped_total",
             "Access log lines dropped because the writer fell behind.",
@@ -227,6 +236,15 @@ impl Metrics {
         })
     }
 
+    /// `gateway_requests_in_flight`: the requests being handled now, over all shards.
+    pub fn in_flight(&self) -> i64 {
+        self.requests_in_flight
+            .copies()
+            .iter()
+            .map(|copy| copy.get())
+            .sum()
+    }
+
     /// The Prometheus text exposition, with upstream health read from the live runtime.
     pub fn render(&self, runtime: &Runtime) -> Vec<u8> {
         // Reset so servers removed by a reload disappear instead of freezing at their last value.
@@ -319,6 +337,29 @@ impl<const N: usize> CounterSlots<N> {
     }
 }
 
+/// [`CounterSlots`] of a [`Sharded`] vec: each slot holds its series in every copy, and a
+/// thread counts into its own.
+pub struct ShardedSlots<const N: usize>([LazyPerShard<IntCounter>; N]);
+
+impl<const N: usize> Default for ShardedSlots<N> {
+    fn default() -> Self {
+        ShardedSlots(std::array::from_fn(|_| OnceLock::new()))
+    }
+}
+
+impl<const N: usize> ShardedSlots<N> {
+    /// Adds one to the counter of `labels`, kept in `slot`.
+    pub fn inc(&self, slot: usize, vec: &Sharded<IntCounterVec>, labels: &[&str]) {
+        match self.0.get(slot) {
+            Some(cell) => cell
+                .get_or_init(|| vec.each(|copy| copy.with_label_values(labels)))
+                .mine()
+                .inc(),
+            None => vec.mine().with_label_values(labels).inc(),
+        }
+    }
+}
+
 /// Counters of one vec whose last label comes from an open set of `&'static str` (a refusal's
 /// reason): each of the first reasons seen claims a slot, without a lock (a thread that loses
 /// the race for a slot to another reason moves on to the next); reasons beyond the slots are
@@ -354,8 +395,8 @@ impl ReasonSlots {
 /// with the route (or, for requests no route matched, in [`Metrics::unrouted`]).
 #[derive(Default)]
 pub struct RouteSeries {
-    requests: CounterSlots<{ METHOD_LABELS.len() * STATUS_CLASSES.len() }>,
-    duration: OnceLock<Histogram>,
+    requests: ShardedSlots<{ METHOD_LABELS.len() * STATUS_CLASSES.len() }>,
+    duration: LazyPerShard<Histogram>,
     rejected: ReasonSlots,
     /// `gateway_webhook_verifications_total`, by the caller's slot for its result.
     webhook: CounterSlots<8>,
@@ -378,7 +419,12 @@ impl RouteSeries {
             &[route, METHOD_LABELS[m], STATUS_CLASSES[s]],
         );
         self.duration
-            .get_or_init(|| metrics.request_duration.with_label_values(&[route]))
+            .get_or_init(|| {
+                metrics
+                    .request_duration
+                    .each(|vec| vec.with_label_values(&[route]))
+            })
+            .mine()
             .observe(seconds);
     }
 
@@ -401,7 +447,11 @@ mod tests {
     use super::*;
 
     fn value(m: &Metrics, labels: &[&str]) -> u64 {
-        m.requests.with_label_values(labels).get()
+        m.requests
+            .copies()
+            .iter()
+            .map(|copy| copy.with_label_values(labels).get())
+            .sum()
     }
 
     #[test]
@@ -419,8 +469,13 @@ mod tests {
         assert_eq!(value(&m, &["api", "POST", "none"]), 1);
         assert_eq!(value(&m, &["web", "GET", "4xx"]), 1);
         assert_eq!(value(&m, &["api", "GET", "4xx"]), 0);
-        let hist = m.request_duration.with_label_values(&["api"]);
-        assert_eq!(hist.get_sample_count(), 5);
+        let count: u64 = m
+            .request_duration
+            .copies()
+            .iter()
+            .map(|copy| copy.with_label_values(&["api"]).get_sample_count())
+            .sum();
+        assert_eq!(count, 5);
     }
 
     #[test]
@@ -480,10 +535,20 @@ mod tests {
     #[test]
     fn a_slot_past_the_end_still_counts() {
         let m = Metrics::new("test", "none").unwrap();
-        let slots = CounterSlots::<1>::default();
+        let slots = ShardedSlots::<1>::default();
         slots.inc(0, &m.requests, &["r", "GET", "2xx"]);
         slots.inc(5, &m.requests, &["r", "GET", "3xx"]);
         assert_eq!(value(&m, &["r", "GET", "2xx"]), 1);
         assert_eq!(value(&m, &["r", "GET", "3xx"]), 1);
+
+        let slots = CounterSlots::<1>::default();
+        let webhook = |result| {
+            m.webhook_verifications
+                .with_label_values(&["r", result])
+                .get()
+        };
+        slots.inc(0, &m.webhook_verifications, &["r", "ok"]);
+        slots.inc(5, &m.webhook_verifications, &["r", "stale"]);
+        assert_eq!((webhook("ok"), webhook("stale")), (1, 1));
     }
 }

@@ -364,8 +364,9 @@ impl ProxyHttp for Gateway {
                     self.shared
                         .metrics
                         .upstream_duration
-                        .with_label_values(&[pool.name.as_str()])
+                        .each(|vec| vec.with_label_values(&[pool.name.as_str()]))
                 })
+                .mine()
                 .observe(started.elapsed().as_secs_f64());
         }
         Ok(())
@@ -544,7 +545,7 @@ impl ProxyHttp for Gateway {
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
         let metrics = &self.shared.metrics;
         if ctx.in_flight {
-            metrics.requests_in_flight.dec();
+            metrics.requests_in_flight.mine().dec();
         }
         let status = session
             .response_written()
@@ -587,7 +588,7 @@ impl Gateway {
     async fn filter_request(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let rt = Snapshot::current(&self.shared.runtime);
         ctx.runtime = Some(rt.clone());
-        self.shared.metrics.requests_in_flight.inc();
+        self.shared.metrics.requests_in_flight.mine().inc();
         ctx.in_flight = true;
         // Pingora's keep-alive is left as it granted it (off for a request that must close);
         // its length is not Pingora's to time: the wait for the next request is the

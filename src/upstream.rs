@@ -144,7 +144,7 @@ pub struct Pool {
     pub last_check_ms: AtomicU64,
     /// `gateway_upstream_duration_seconds` of this pool, resolved on first use (see
     /// [`crate::metrics::CounterSlots`] for why).
-    pub duration: OnceLock<prometheus::Histogram>,
+    pub duration: crate::sharded::LazyPerShard<prometheus::Histogram>,
 }
 
 impl Pool {

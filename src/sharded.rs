@@ -8,23 +8,20 @@
 //! shard ([`shard`]), and the registry is shown their sum ([`Sharded`] is the registered
 //! collector), so `/metrics` reads as before: the same names, help, labels and values.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{Metric, MetricFamily, MetricType};
 
+use crate::upstream::thread_index;
+
 /// How many copies: request threads beyond this many share copies (still correct, only
 /// contended again).
 pub const SHARDS: usize = 16;
 
-/// This thread's shard: threads take the shards in turn as they first count something.
+/// This thread's shard: its [`thread_index`], so threads take the shards in turn.
 pub fn shard() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
-    }
-    SHARD.with(|shard| *shard)
+    thread_index() % SHARDS
 }
 
 /// One metric (or metric vec) in [`SHARDS`] copies, registered as one: its families are the
@@ -86,7 +83,8 @@ pub struct PerShard<T>(Box<[T]>);
 impl<T> PerShard<T> {
     /// This thread's copy.
     pub fn mine(&self) -> &T {
-        &self.0[shard() % self.0.len()]
+        // `Sharded::each` made one per shard.
+        &self.0[shard()]
     }
 
     /// Every copy.

@@ -115,7 +115,8 @@ impl Server {
 }
 
 /// A number for the calling thread, fixed for its life: the pool key of [`Server::peer`],
-/// and the shard a thread's waiters use in [`crate::background::Closing`].
+/// the shard a thread's waiters use in [`crate::background::Closing`], and its metrics'
+/// shard ([`crate::sharded::shard`]).
 pub fn thread_index() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local! {
@@ -142,8 +143,8 @@ pub struct Pool {
     pub check: Option<ActiveCheck>,
     /// When the active check last ran (ms, [`now_ms`]).
     pub last_check_ms: AtomicU64,
-    /// `gateway_upstream_duration_seconds` of this pool, resolved on first use (see
-    /// [`crate::metrics::CounterSlots`] for why).
+    /// `gateway_upstream_duration_seconds` of this pool in every metrics shard, resolved on
+    /// first use (see [`crate::metrics::CounterSlots`] for why).
     pub duration: crate::sharded::LazyPerShard<prometheus::Histogram>,
 }
 

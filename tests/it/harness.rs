@@ -24,12 +24,48 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_palisade");
 /// [`free_port`] could be handed to another test's listener in the meantime.)
 pub const DEAD: &str = "127.0.0.1:1";
 
-/// A port nobody listens on right now.
+/// A port nobody listens on right now, for a listener a test starts later (a gateway's, a
+/// Redis server's).
+///
+/// Taken below the kernel's ephemeral range, never from it: the echo upstreams bind port 0 and
+/// outgoing connections take their source ports there, so a port from that range can be an
+/// upstream another test has just dropped while its gateway still sends to it (health checks,
+/// retries). A gateway of ours listening there got that other test's requests and counted
+/// them against its rate limits. Below the range, ports are handed out by one counter for the
+/// whole test process, so two tests here never pick the same one either.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let (low, high) = below_ephemeral_range();
+    let span = usize::from(high - low);
+    // Apart from another test process on this machine: start where this process's id points.
+    let start = std::process::id() as usize * 7919;
+    for _ in 0..span {
+        let port = low + ((start + NEXT.fetch_add(1, Ordering::Relaxed)) % span) as u16;
+        if port_is_free(port) {
+            return port;
+        }
+    }
+    panic!("no free port in {low}..{high}");
+}
+
+/// Ports from 10000 up to the start of the kernel's ephemeral range (32768 by default).
+fn below_ephemeral_range() -> (u16, u16) {
+    let first_ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    (10_000, first_ephemeral.max(20_000))
+}
+
+/// Nothing listens on the port on 127.0.0.1, nor on ::1 (`localhost` in a URL may try ::1
+/// first, and a listener there would take the connection).
+fn port_is_free(port: u16) -> bool {
+    let v4 = std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+    let v6_taken = matches!(
+        std::net::TcpListener::bind(("::1", port)),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse
+    );
+    v4 && !v6_taken
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -25,7 +25,8 @@ pub struct Metrics {
     pub active_connections: IntGauge,
     pub requests_in_flight: Sharded<IntGauge>,
     pub access_log_dropped: prometheus::IntCounter,
-    pub rate_limit_decisions: IntCounterVec,
+    /// Sharded: every request under a rate limit counts into this.
+    pub rate_limit_decisions: Sharded<IntCounterVec>,
     pub rate_limit_store_errors: IntCounterVec,
     pub lockouts: IntCounterVec,
     rate_limit_keys: IntGaugeVec,
@@ -35,7 +36,8 @@ pub struct Metrics {
     /// `requests_rejected{route="-"}` for the refusals counted per connection, resolved once.
     pub header_timeouts: prometheus::IntCounter,
     pub bad_heads: prometheus::IntCounter,
-    pub api_key_auth: IntCounterVec,
+    /// Sharded: every request under an API key check counts into this.
+    pub api_key_auth: Sharded<IntCounterVec>,
     pub webhook_verifications: IntCounterVec,
     pub connections_rejected: prometheus::IntCounter,
     pub config_last_reload_success: prometheus::Gauge,
@@ -100,13 +102,15 @@ impl Metrics {
             "gateway_access_log_dropped_total",
             "Access log lines dropped because the writer fell behind.",
         )?;
-        let rate_limit_decisions = IntCounterVec::new(
-            Opts::new(
-                "gateway_rate_limit_decisions_total",
-                "Rate-limit decisions by policy and result (allowed, limited, missing_key, unavailable).",
-            ),
-            &["policy", "result"],
-        )?;
+        let rate_limit_decisions = Sharded::new(|| {
+            IntCounterVec::new(
+                Opts::new(
+                    "gateway_rate_limit_decisions_total",
+                    "Rate-limit decisions by policy and result (allowed, limited, missing_key, unavailable).",
+                ),
+                &["policy", "result"],
+            )
+        })?;
         let rate_limit_store_errors = IntCounterVec::new(
             Opts::new(
                 "gateway_rate_limit_store_errors_total",
@@ -153,13 +157,15 @@ impl Metrics {
             ),
             &["route", "reason"],
         )?;
-        let api_key_auth = IntCounterVec::new(
-            Opts::new(
-                "gateway_api_key_auth_total",
-                "API key checks by policy, key set (current, next, named, none) and result (ok, missing, invalid, expired, forbidden).",
-            ),
-            &["policy", "set", "result"],
-        )?;
+        let api_key_auth = Sharded::new(|| {
+            IntCounterVec::new(
+                Opts::new(
+                    "gateway_api_key_auth_total",
+                    "API key checks by policy, key set (current, next, named, none) and result (ok, missing, invalid, expired, forbidden).",
+                ),
+                &["policy", "set", "result"],
+            )
+        })?;
         let webhook_verifications = IntCounterVec::new(
             Opts::new(
                 "gateway_webhook_verifications_total",

@@ -17,7 +17,8 @@ use serde::Deserialize;
 use crate::config::diagnostics::Diagnostics;
 use crate::config::units::HumanDuration;
 use crate::config::{KeyPath, SecretRef};
-use crate::metrics::CounterSlots;
+use crate::metrics::ShardedSlots;
+use crate::sharded::Sharded;
 use crate::state::Keep;
 use gcra::{Outcome, Rate};
 use local::LocalTable;
@@ -120,7 +121,7 @@ pub struct RateLimitPolicy {
     /// The access log's `decision` when this policy refuses.
     pub decision: String,
     /// `gateway_rate_limit_decisions_total` of this policy, one slot per [`Decision`].
-    pub counted: CounterSlots<4>,
+    pub counted: ShardedSlots<4>,
 }
 
 /// The `result` label of `gateway_rate_limit_decisions_total`.
@@ -145,7 +146,7 @@ impl Decision {
 
 impl RateLimitPolicy {
     /// Counts one decision of this policy.
-    pub fn count(&self, vec: &prometheus::IntCounterVec, decision: Decision) {
+    pub fn count(&self, vec: &Sharded<prometheus::IntCounterVec>, decision: Decision) {
         self.counted.inc(
             decision as usize,
             vec,
@@ -328,7 +329,7 @@ impl RateLimitPolicy {
             missing_shared,
             policy_item: format!("\"{name}\";q={};w={window_secs}", cfg.limit),
             decision: format!("rate_limited:{name}"),
-            counted: CounterSlots::default(),
+            counted: ShardedSlots::default(),
         })
     }
 

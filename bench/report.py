@@ -61,6 +61,18 @@ def rate(run_tsv, test, share, conns):
     print(f"{per_conn * int(conns)} {per_conn}")
 
 
+def by_round(rows, a, b):
+    """The ratio of gateway a's rate to gateway b's in each round, where both ran a few
+    seconds apart: how far one round's ratio lies from another's shows the noise in the
+    medians' ratio."""
+    rates = {}
+    for r in rows:
+        rates.setdefault(r[2], {})[r[1]] = float(r[3])
+    ratios = [ratio(g[a], g[b]) for _, g in sorted(rates.items(), key=lambda kv: int(kv[0]))
+              if a in g and b in g]
+    return " ".join(ratios) if ratios else "n/a"
+
+
 def read_tsv(path):
     with open(path) as f:
         return [line.rstrip("\n").split("\t") for line in f if line.strip()]
@@ -193,11 +205,12 @@ def render(run_tsv, mem_tsv, meta_path, out_md):
             p99 = "" if tls else f"p99 {ratio(full['p99'], ngx['p99'])} (at saturation), "
             w(f"- Palisade full / nginx: {unit} **{ratio(full['rps'], ngx['rps'])}** "
               f"(target ≥ 1.00x), {p99}CPU per {per[:-1]} {ratio(full['cpu'], ngx['cpu'])}"
-              f"{split(full, ngx)}")
+              f"{split(full, ngx)}; {unit} by round {by_round(test_rows, 'full', 'nginx')}")
         if full and pas:
             target = "" if tls else " (target ≥ 0.95x)"
             w(f"- Palisade full / passthrough: {unit} **{ratio(full['rps'], pas['rps'])}**"
-              f"{target}, CPU per {per[:-1]} {ratio(full['cpu'], pas['cpu'])}")
+              f"{target}, CPU per {per[:-1]} {ratio(full['cpu'], pas['cpu'])}; "
+              f"{unit} by round {by_round(test_rows, 'full', 'pass')}")
         if bare and ngx:
             w(f"- bare Pingora / nginx (the architecture's floor): {unit} "
               f"{ratio(bare['rps'], ngx['rps'])}, CPU per {per[:-1]} "

@@ -38,7 +38,8 @@ pub struct Metrics {
     pub bad_heads: prometheus::IntCounter,
     /// Sharded: every request under an API key check counts into this.
     pub api_key_auth: Sharded<IntCounterVec>,
-    pub webhook_verifications: IntCounterVec,
+    /// Sharded: every request under a webhook check counts into this.
+    pub webhook_verifications: Sharded<IntCounterVec>,
     pub connections_rejected: prometheus::IntCounter,
     pub config_last_reload_success: prometheus::Gauge,
     tls_cert_expiry: prometheus::GaugeVec,
@@ -166,13 +167,15 @@ impl Metrics {
                 &["policy", "set", "result"],
             )
         })?;
-        let webhook_verifications = IntCounterVec::new(
-            Opts::new(
-                "gateway_webhook_verifications_total",
-                "Webhook signature checks by route and result (ok, missing, malformed, stale, mismatch).",
-            ),
-            &["route", "result"],
-        )?;
+        let webhook_verifications = Sharded::new(|| {
+            IntCounterVec::new(
+                Opts::new(
+                    "gateway_webhook_verifications_total",
+                    "Webhook signature checks by route and result (ok, missing, malformed, stale, mismatch).",
+                ),
+                &["route", "result"],
+            )
+        })?;
         let connections_rejected = prometheus::IntCounter::new(
             "gateway_connections_rejected_total",
             "Client connections closed at once for going over max_connections_per_ip.",
@@ -321,11 +324,12 @@ fn status_index(status: u16) -> usize {
     }
 }
 
-/// Counters of one metric vec for a small fixed set of label combinations, each looked up in
-/// the vec on first use and kept. Counting is then one atomic add: no hashing of labels and
-/// no read of the vec's lock-guarded map, a lock every request thread would share. A slot
-/// stands for one combination; the caller maps its combinations to slots.
-pub struct CounterSlots<const N: usize>([OnceLock<IntCounter>; N]);
+/// Counters of one [`Sharded`] metric vec for a small fixed set of label combinations, each
+/// looked up in every copy on first use and kept. Counting is then one atomic add into this
+/// thread's copy: no hashing of labels and no read of the vec's lock-guarded map, a lock every
+/// request thread would share. A slot stands for one combination; the caller maps its
+/// combinations to slots.
+pub struct CounterSlots<const N: usize>([LazyPerShard<IntCounter>; N]);
 
 impl<const N: usize> Default for CounterSlots<N> {
     fn default() -> Self {
@@ -334,26 +338,6 @@ impl<const N: usize> Default for CounterSlots<N> {
 }
 
 impl<const N: usize> CounterSlots<N> {
-    /// Adds one to the counter of `labels`, kept in `slot`.
-    pub fn inc(&self, slot: usize, vec: &IntCounterVec, labels: &[&str]) {
-        match self.0.get(slot) {
-            Some(cell) => cell.get_or_init(|| vec.with_label_values(labels)).inc(),
-            None => vec.with_label_values(labels).inc(),
-        }
-    }
-}
-
-/// [`CounterSlots`] of a [`Sharded`] vec: each slot holds its series in every copy, and a
-/// thread counts into its own.
-pub struct ShardedSlots<const N: usize>([LazyPerShard<IntCounter>; N]);
-
-impl<const N: usize> Default for ShardedSlots<N> {
-    fn default() -> Self {
-        ShardedSlots(std::array::from_fn(|_| OnceLock::new()))
-    }
-}
-
-impl<const N: usize> ShardedSlots<N> {
     /// Adds one to the counter of `labels`, kept in `slot`.
     pub fn inc(&self, slot: usize, vec: &Sharded<IntCounterVec>, labels: &[&str]) {
         match self.0.get(slot) {
@@ -401,7 +385,7 @@ impl ReasonSlots {
 /// with the route (or, for requests no route matched, in [`Metrics::unrouted`]).
 #[derive(Default)]
 pub struct RouteSeries {
-    requests: ShardedSlots<{ METHOD_LABELS.len() * STATUS_CLASSES.len() }>,
+    requests: CounterSlots<{ METHOD_LABELS.len() * STATUS_CLASSES.len() }>,
     duration: LazyPerShard<Histogram>,
     rejected: ReasonSlots,
     /// `gateway_webhook_verifications_total`, by the caller's slot for its result.
@@ -541,20 +525,10 @@ mod tests {
     #[test]
     fn a_slot_past_the_end_still_counts() {
         let m = Metrics::new("test", "none").unwrap();
-        let slots = ShardedSlots::<1>::default();
+        let slots = CounterSlots::<1>::default();
         slots.inc(0, &m.requests, &["r", "GET", "2xx"]);
         slots.inc(5, &m.requests, &["r", "GET", "3xx"]);
         assert_eq!(value(&m, &["r", "GET", "2xx"]), 1);
         assert_eq!(value(&m, &["r", "GET", "3xx"]), 1);
-
-        let slots = CounterSlots::<1>::default();
-        let webhook = |result| {
-            m.webhook_verifications
-                .with_label_values(&["r", result])
-                .get()
-        };
-        slots.inc(0, &m.webhook_verifications, &["r", "ok"]);
-        slots.inc(5, &m.webhook_verifications, &["r", "stale"]);
-        assert_eq!((webhook("ok"), webhook("stale")), (1, 1));
     }
 }

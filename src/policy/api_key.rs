@@ -25,7 +25,7 @@ use subtle::{ConditionallySelectable, ConstantTimeEq};
 
 use crate::config::diagnostics::Diagnostics;
 use crate::config::{KeyPath, SecretRef};
-use crate::metrics::ShardedSlots;
+use crate::metrics::CounterSlots;
 
 /// Keys shorter than this are refused unless given as digests: a short key can be guessed.
 pub const MIN_KEY_LEN: usize = 16;
@@ -162,7 +162,7 @@ pub struct ApiKeyPolicy {
     /// `WWW-Authenticate` for a 401.
     pub challenge: HeaderValue,
     /// `gateway_api_key_auth_total` of this policy, by [`AuthOutcome::metric_slot`].
-    pub counted: ShardedSlots<20>,
+    pub counted: CounterSlots<20>,
     /// Tells this policy's keys apart in the per-thread memory of matched keys (a reload
     /// makes a new policy, whose entries may sit at other places).
     id: u64,
@@ -426,7 +426,7 @@ impl ApiKeyPolicy {
             log_success: cfg.log_success,
             challenge: HeaderValue::from_str(&challenge)
                 .unwrap_or_else(|_| HeaderValue::from_static("ApiKey")),
-            counted: ShardedSlots::default(),
+            counted: CounterSlots::default(),
             id: POLICY_IDS.fetch_add(1, Ordering::Relaxed),
             tagger: SipHasher24::new_with_key(&tag_key),
         })

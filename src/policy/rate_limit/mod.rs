@@ -17,7 +17,7 @@ use serde::Deserialize;
 use crate::config::diagnostics::Diagnostics;
 use crate::config::units::HumanDuration;
 use crate::config::{KeyPath, SecretRef};
-use crate::metrics::ShardedSlots;
+use crate::metrics::CounterSlots;
 use crate::sharded::Sharded;
 use crate::state::Keep;
 use gcra::{Outcome, Rate};
@@ -121,7 +121,7 @@ pub struct RateLimitPolicy {
     /// The access log's `decision` when this policy refuses.
     pub decision: String,
     /// `gateway_rate_limit_decisions_total` of this policy, one slot per [`Decision`].
-    pub counted: ShardedSlots<4>,
+    pub counted: CounterSlots<4>,
 }
 
 /// The `result` label of `gateway_rate_limit_decisions_total`.
@@ -329,7 +329,7 @@ impl RateLimitPolicy {
             missing_shared,
             policy_item: format!("\"{name}\";q={};w={window_secs}", cfg.limit),
             decision: format!("rate_limited:{name}"),
-            counted: ShardedSlots::default(),
+            counted: CounterSlots::default(),
         })
     }
 

@@ -647,6 +647,109 @@ async fn header_names_reach_the_client_spelled_as_the_upstream_sent_them() {
     }
 }
 
+/// Every HTTP/1.1 response carries one `Date`, the gateway's, and one `Connection` saying
+/// what the gateway does with the connection, whatever the upstream sent in any spelling: the
+/// vendored pingora-core writes both as lines after the response's own fields and removes the
+/// response's copies (patch 23). A gateway-made answer gets the same two. A copy left in
+/// would show as a second line here; the upstream's 1970 date as a stale one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_response_has_one_date_and_one_connection_the_gateways() {
+    const ANSWER: &[u8] = b"HTTP/1.1 200 OK\r\ndate: Thu, 01 Jan 1970 00:00:00 GMT\r\n\
+        CONNECTION: keep-alive\r\nX-App: 1\r\nContent-Length: 2\r\n\r\nok";
+    let (addr, _, _) = start_answering_upstream(ANSWER, Duration::ZERO).await;
+    let gw = Gateway::start(&raw_upstream_config(addr, "")).await;
+    let fields = |head: &str, name: &str| -> Vec<String> {
+        head.lines()
+            .filter_map(|l| l.split_once(": "))
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(n, v)| format!("{n}: {v}"))
+            .collect()
+    };
+    let check_date = |head: &str| {
+        let dates = fields(head, "date");
+        assert_eq!(dates.len(), 1, "one Date:\n{head}");
+        let now = time::OffsetDateTime::now_utc();
+        let near: Vec<String> = (-5..=5)
+            .map(|s| http_date(now + time::Duration::seconds(s)))
+            .collect();
+        let value = dates[0].strip_prefix("Date: ").unwrap_or(&dates[0]);
+        assert!(
+            near.iter().any(|d| d == value),
+            "{value:?} is not now ({near:?})"
+        );
+    };
+
+    let mut s = TcpStream::connect(("127.0.0.1", gw.ports.http))
+        .await
+        .unwrap();
+    let mut pending = Vec::new();
+    for (request, connection) in [
+        (
+            "GET /raw/x HTTP/1.1\r\nHost: localhost\r\n\r\n",
+            "Connection: keep-alive",
+        ),
+        // Gateway-made: no route.
+        (
+            "GET /nothing HTTP/1.1\r\nHost: localhost\r\n\r\n",
+            "Connection: keep-alive",
+        ),
+        (
+            "GET /raw/x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+            "Connection: close",
+        ),
+    ] {
+        s.write_all(request.as_bytes()).await.unwrap();
+        let got = read_answer(&mut s, &mut pending).await;
+        check_date(&got.head);
+        assert_eq!(
+            fields(&got.head, "connection"),
+            [connection],
+            "{}",
+            got.head
+        );
+        if got.status() == 200 {
+            assert_eq!(fields(&got.head, "x-app"), ["X-App: 1"], "{}", got.head);
+            assert_eq!(got.body, b"ok");
+        }
+    }
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(read, Ok(Ok(0))),
+        "closed after Connection: close: {read:?}"
+    );
+
+    // HTTP/1.0 without keep-alive: closed.
+    let mut s = TcpStream::connect(("127.0.0.1", gw.ports.http))
+        .await
+        .unwrap();
+    s.write_all(b"GET /raw/x HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let got = read_answer(&mut s, &mut Vec::new()).await;
+    check_date(&got.head);
+    assert_eq!(
+        fields(&got.head, "connection"),
+        ["Connection: close"],
+        "{}",
+        got.head
+    );
+}
+
+/// An IMF-fixdate (RFC 9110 §5.6.7): `Sun, 06 Nov 1994 08:49:37 GMT`.
+fn http_date(t: time::OffsetDateTime) -> String {
+    format!(
+        "{}, {:02} {} {} {:02}:{:02}:{:02} GMT",
+        &t.weekday().to_string()[..3],
+        t.day(),
+        &t.month().to_string()[..3],
+        t.year(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
 /// An HTTP/1.1 upstream's connection-specific headers (`Connection`, `Keep-Alive`,
 /// `Proxy-Connection`, `Upgrade`, `Transfer-Encoding`) are its connection's, and HTTP/2
 /// forbids them (RFC 9113 §8.2.2): an HTTP/2 client gets the response and its body without

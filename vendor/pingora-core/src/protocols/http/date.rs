@@ -63,6 +63,21 @@ pub fn get_cached_date() -> HeaderValue {
     CACHED_DATE.with(|cache_date| (*cache_date.borrow_mut()).get_date())
 }
 
+/// Palisade: writes `Date: <the cached date>\r\n`, without a clone of the cached value
+/// (the HTTP/1.x server's response header, patch 23).
+pub fn put_date_line(buf: &mut impl bytes::BufMut) {
+    CACHED_DATE.with(|cache_date| {
+        let mut cache_date = cache_date.borrow_mut();
+        let d = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        cache_date.update(d);
+        buf.put_slice(b"Date: ");
+        buf.put_slice(cache_date.h1_date.as_bytes());
+        buf.put_slice(b"\r\n");
+    })
+}
+
 #[cfg(test)]
 mod test {
     use super::*;

@@ -846,17 +846,13 @@ impl HttpSession {
         }
 
         // no need to add these headers to 1xx responses
+        // Palisade: `Date` and `Connection` are written as lines after the map's fields, not
+        // inserted into its two maps (patch 23); a copy the response carried is removed.
+        let mut gateway_lines = None;
         if !header.status.is_informational() && self.update_resp_headers {
             /* update headers */
-            header.insert_header(header::DATE, date::get_cached_date())?;
-
-            // TODO: make these lazy static
-            let connection_value = if self.will_keepalive() {
-                "keep-alive"
-            } else {
-                "close"
-            };
-            header.insert_header(header::CONNECTION, connection_value)?;
+            remove_date_and_connection(header);
+            gateway_lines = Some(self.will_keepalive());
         }
 
         if header.status == 101 {
@@ -913,7 +909,7 @@ impl HttpSession {
 
         // Serialize header to bytes
         let mut write_buf = BytesMut::with_capacity(INIT_HEADER_BUF_SIZE);
-        http_resp_header_to_buf(header, &mut write_buf)
+        http_resp_header_to_buf(header, gateway_lines, &mut write_buf)
             .map_err(|_| Error::explain(WriteError, "serializing response header"))?;
 
         // Determine if we should flush
@@ -1842,8 +1838,29 @@ fn parse_req_buffer<'h, 'buf>(
 }
 
 #[inline]
+/// Palisade: removes the response's own `Date` and `Connection` fields, which
+/// [`http_resp_header_to_buf`] writes instead (patch 23). One walk over the names first: a
+/// response rarely has either by the time it is written, and a removal hashes the name in
+/// both maps.
+fn remove_date_and_connection(header: &mut ResponseHeader) {
+    let (mut date, mut connection) = (false, false);
+    for name in header.headers.keys() {
+        date |= name == header::DATE;
+        connection |= name == header::CONNECTION;
+    }
+    if date {
+        header.remove_header(&header::DATE);
+    }
+    if connection {
+        header.remove_header(&header::CONNECTION);
+    }
+}
+
+/// `gateway_lines`: Palisade: `Some(keepalive)` writes this server's `Date` and `Connection`
+/// (`keep-alive` or `close`) after the response's own fields (patch 23).
 fn http_resp_header_to_buf(
     resp: &ResponseHeader,
+    gateway_lines: Option<bool>,
     buf: &mut BytesMut,
 ) -> std::result::Result<(), ()> {
     // Status-Line
@@ -1868,6 +1885,14 @@ fn http_resp_header_to_buf(
     // headers
     // TODO: style: make sure Server and Date headers are the first two
     resp.header_to_h1_wire(buf);
+    if let Some(keepalive) = gateway_lines {
+        date::put_date_line(buf);
+        buf.put_slice(if keepalive {
+            b"Connection: keep-alive\r\n"
+        } else {
+            b"Connection: close\r\n"
+        });
+    }
 
     buf.put_slice(CRLF);
     Ok(())
@@ -3355,7 +3380,7 @@ mod test_sync {
         let mut new_response = ResponseHeader::build(StatusCode::OK, None).unwrap();
         new_response.append_header("Foo", "Bar").unwrap();
         let mut wire = BytesMut::with_capacity(INIT_HEADER_BUF_SIZE);
-        http_resp_header_to_buf(&new_response, &mut wire).unwrap();
+        http_resp_header_to_buf(&new_response, None, &mut wire).unwrap();
         debug!("{}", str::from_utf8(wire.as_ref()).unwrap());
         let mut headers = [httparse::EMPTY_HEADER; 128];
         let mut resp = httparse::Response::new(&mut headers);

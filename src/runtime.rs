@@ -615,17 +615,20 @@ fn compile_route(
     .map(|v| FixedHeaders::new([(crate::respond::RATELIMIT_POLICY_NAME, v)]));
     // What `finish_response` would remove from an upstream's response, dropped as it is
     // parsed instead: the policy's strip set, the names the gateway sets in their place, and
-    // the app's own `Access-Control-*` where the route answers CORS itself.
-    let gateways = [crate::respond::X_REQUEST_ID].into_iter().chain(
-        rate_limit_policy
-            .is_some()
-            .then_some([
-                crate::respond::RATELIMIT_NAME,
-                crate::respond::RATELIMIT_POLICY_NAME,
-            ])
-            .into_iter()
-            .flatten(),
-    );
+    // the app's own `Access-Control-*` where the route answers CORS itself. `Date` too:
+    // Pingora writes its own on every response (the vendored pingora-core's patch 23).
+    let gateways = [crate::respond::X_REQUEST_ID, http::header::DATE]
+        .into_iter()
+        .chain(
+            rate_limit_policy
+                .is_some()
+                .then_some([
+                    crate::respond::RATELIMIT_NAME,
+                    crate::respond::RATELIMIT_POLICY_NAME,
+                ])
+                .into_iter()
+                .flatten(),
+        );
     let cors_names = cors.is_some().then_some(CorsPolicy::OWN_PREFIX);
     let upstream_drop = match &headers {
         Some(policy) => policy.strip().with(gateways, cors_names),

@@ -11,6 +11,7 @@ mod examples;
 mod forwarding;
 mod guards;
 mod harness;
+mod header_map;
 mod headers;
 mod rate_limits;
 mod reload;

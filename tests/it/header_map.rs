@@ -42,8 +42,18 @@ fn check(map: &HeaderMap) -> Result<(), TestCaseError> {
         prop_assert_eq!(map.get(name), want.first(), "get str {}", name);
         prop_assert_eq!(map.get(upper.as_str()), want.first(), "get upper {}", name);
         prop_assert_eq!(map.get(&upper), want.first(), "get &String {}", name);
-        prop_assert_eq!(map.contains_key(&parsed), !want.is_empty(), "contains {}", name);
-        prop_assert_eq!(map.contains_key(name), !want.is_empty(), "contains str {}", name);
+        prop_assert_eq!(
+            map.contains_key(&parsed),
+            !want.is_empty(),
+            "contains {}",
+            name
+        );
+        prop_assert_eq!(
+            map.contains_key(name),
+            !want.is_empty(),
+            "contains str {}",
+            name
+        );
         let all: Vec<HeaderValue> = map.get_all(&parsed).iter().cloned().collect();
         prop_assert_eq!(&all, &want, "get_all {}", name);
         let all: Vec<HeaderValue> = map.get_all(upper.clone()).iter().cloned().collect();

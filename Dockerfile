@@ -25,7 +25,7 @@ COPY Cargo.toml Cargo.lock build.rs ./
 # Build settings (mimalloc's arenas committed on use: less memory at start).
 COPY .cargo/config.toml ./.cargo/config.toml
 COPY src ./src
-# pingora-core with Palisade's patches (vendor/pingora-core/PATCHES.md).
+# The vendored crates with Palisade's patches (vendor/*/PATCHES.md).
 COPY vendor ./vendor
 COPY benches ./benches
 COPY examples ./examples

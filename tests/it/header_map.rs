@@ -101,7 +101,7 @@ proptest! {
         for &name in NAMES.iter().chain(ABSENT) {
             let before = walked(&map, name);
             let mut changed = before.clone();
-            if let Some(v) = map.get_mut(&HeaderName::from_static(name)) {
+            if let Some(v) = map.get_mut(HeaderName::from_static(name)) {
                 *v = HeaderValue::from_static("changed");
                 changed[0] = HeaderValue::from_static("changed");
             }

@@ -1837,11 +1837,11 @@ fn parse_req_buffer<'h, 'buf>(
     }
 }
 
-#[inline]
 /// Palisade: removes the response's own `Date` and `Connection` fields, which
 /// [`http_resp_header_to_buf`] writes instead (patch 23). One walk over the names first: a
-/// response rarely has either by the time it is written, and a removal hashes the name in
-/// both maps.
+/// response without them (a gateway-made one) costs no removal, a proxied one only its
+/// `Connection`'s (Palisade drops the upstream's `Date` as it is parsed); a removal hashes the
+/// name in both maps.
 fn remove_date_and_connection(header: &mut ResponseHeader) {
     let (mut date, mut connection) = (false, false);
     for name in header.headers.keys() {
@@ -1858,6 +1858,7 @@ fn remove_date_and_connection(header: &mut ResponseHeader) {
 
 /// `gateway_lines`: Palisade: `Some(keepalive)` writes this server's `Date` and `Connection`
 /// (`keep-alive` or `close`) after the response's own fields (patch 23).
+#[inline]
 fn http_resp_header_to_buf(
     resp: &ResponseHeader,
     gateway_lines: Option<bool>,

@@ -45,21 +45,26 @@ pub struct Metrics {
     tls_cert_expiry: prometheus::GaugeVec,
 }
 
+/// An [`IntCounterVec`] kept in [`Sharded`] copies: the counters every request counts into.
+fn sharded_counter_vec(
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> Result<Sharded<IntCounterVec>, prometheus::Error> {
+    Sharded::new(|| IntCounterVec::new(Opts::new(name, help), labels))
+}
+
 /// Label used when a request matched no route.
 pub const NO_ROUTE: &str = "-";
 
 impl Metrics {
     pub fn new(version: &str, git_sha: &str) -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new();
-        let requests = Sharded::new(|| {
-            IntCounterVec::new(
-                Opts::new(
-                    "gateway_requests_total",
-                    "Requests answered, by route, method and status class.",
-                ),
-                &["route", "method", "status_class"],
-            )
-        })?;
+        let requests = sharded_counter_vec(
+            "gateway_requests_total",
+            "Requests answered, by route, method and status class.",
+            &["route", "method", "status_class"],
+        )?;
         let request_duration = Sharded::new(|| {
             HistogramVec::new(
                 HistogramOpts::new(
@@ -103,15 +108,11 @@ impl Metrics {
             "gateway_access_log_dropped_total",
             "Access log lines dropped because the writer fell behind.",
         )?;
-        let rate_limit_decisions = Sharded::new(|| {
-            IntCounterVec::new(
-                Opts::new(
-                    "gateway_rate_limit_decisions_total",
-                    "Rate-limit decisions by policy and result (allowed, limited, missing_key, unavailable).",
-                ),
-                &["policy", "result"],
-            )
-        })?;
+        let rate_limit_decisions = sharded_counter_vec(
+            "gateway_rate_limit_decisions_total",
+            "Rate-limit decisions by policy and result (allowed, limited, missing_key, unavailable).",
+            &["policy", "result"],
+        )?;
         let rate_limit_store_errors = IntCounterVec::new(
             Opts::new(
                 "gateway_rate_limit_store_errors_total",
@@ -158,24 +159,16 @@ impl Metrics {
             ),
             &["route", "reason"],
         )?;
-        let api_key_auth = Sharded::new(|| {
-            IntCounterVec::new(
-                Opts::new(
-                    "gateway_api_key_auth_total",
-                    "API key checks by policy, key set (current, next, named, none) and result (ok, missing, invalid, expired, forbidden).",
-                ),
-                &["policy", "set", "result"],
-            )
-        })?;
-        let webhook_verifications = Sharded::new(|| {
-            IntCounterVec::new(
-                Opts::new(
-                    "gateway_webhook_verifications_total",
-                    "Webhook signature checks by route and result (ok, missing, malformed, stale, mismatch).",
-                ),
-                &["route", "result"],
-            )
-        })?;
+        let api_key_auth = sharded_counter_vec(
+            "gateway_api_key_auth_total",
+            "API key checks by policy, key set (current, next, named, none) and result (ok, missing, invalid, expired, forbidden).",
+            &["policy", "set", "result"],
+        )?;
+        let webhook_verifications = sharded_counter_vec(
+            "gateway_webhook_verifications_total",
+            "Webhook signature checks by route and result (ok, missing, malformed, stale, mismatch).",
+            &["route", "result"],
+        )?;
         let connections_rejected = prometheus::IntCounter::new(
             "gateway_connections_rejected_total",
             "Client connections closed at once for going over max_connections_per_ip.",

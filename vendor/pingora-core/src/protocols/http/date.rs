@@ -46,11 +46,17 @@ impl CacheableDate {
     }
 
     pub fn get_date(&mut self) -> HeaderValue {
+        self.current().clone()
+    }
+
+    /// Palisade: the date of now, brought up to date if the second changed (shared by
+    /// [`get_cached_date`] and [`put_date_line`]).
+    fn current(&mut self) -> &HeaderValue {
         let d = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap();
+            .unwrap_or_default();
         self.update(d);
-        self.h1_date.clone()
+        &self.h1_date
     }
 }
 
@@ -67,13 +73,8 @@ pub fn get_cached_date() -> HeaderValue {
 /// (the HTTP/1.x server's response header, patch 23).
 pub fn put_date_line(buf: &mut impl bytes::BufMut) {
     CACHED_DATE.with(|cache_date| {
-        let mut cache_date = cache_date.borrow_mut();
-        let d = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default();
-        cache_date.update(d);
         buf.put_slice(b"Date: ");
-        buf.put_slice(cache_date.h1_date.as_bytes());
+        buf.put_slice(cache_date.borrow_mut().current().as_bytes());
         buf.put_slice(b"\r\n");
     })
 }

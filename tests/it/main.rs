@@ -15,6 +15,7 @@ mod header_map;
 mod headers;
 mod rate_limits;
 mod reload;
+mod request_target;
 mod routing;
 mod spellings;
 mod task_pipe;

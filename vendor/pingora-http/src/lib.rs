@@ -227,6 +227,27 @@ impl RequestHeader {
         Ok(req)
     }
 
+    /// Palisade: [Self::build_boxed] for a request-target already in shared bytes (a slice of
+    /// the frozen buffer the request head was read into): an origin-form target becomes the
+    /// [Uri] without a copy, and the upstream request's clone of that [Uri] costs a reference
+    /// count rather than an allocation. Any other form is stored as [Self::build_boxed]
+    /// stores it.
+    pub fn build_boxed_shared(
+        method: impl TryInto<Method>,
+        target: bytes::Bytes,
+        size_hint: Option<usize>,
+    ) -> Result<Box<Self>> {
+        let mut req = Box::write(Box::new_uninit(), Self::new_no_case(size_hint));
+        req.base.method = method
+            .try_into()
+            .explain_err(InvalidHTTPHeader, |_| "invalid method")?;
+        let parsed = parse_shared_request_target(target)?;
+        req.base.uri = parsed.uri;
+        req.raw_target = parsed.raw_target;
+        req.keep_case(size_hint);
+        Ok(req)
+    }
+
     /// Palisade: the request line of [Self::build_no_case] and [Self::build_boxed].
     fn set_method_and_path(&mut self, method: impl TryInto<Method>, path: &[u8]) -> Result<()> {
         self.base.method = method
@@ -1247,6 +1268,26 @@ fn path_and_query_uri(path_and_query: &str, target: &str) -> Result<Uri> {
         .path_and_query(path_and_query)
         .build()
         .explain_err(InvalidHTTPHeader, |_| format!("invalid uri {target}"))
+}
+
+/// Palisade: [parse_request_target] for a target in shared bytes. A target that starts with
+/// `/` or `?`, has no fragment and is valid UTF-8 is exactly one [parse_request_target] turns
+/// into `path_and_query_uri(target)` and [RawTarget::FromUri]; here its [PathAndQuery] is the
+/// bytes themselves rather than a copy (the same validation: `PathAndQuery::try_from(&str)` is
+/// `from_shared` of a copy). Every other target, and one this fast path refuses, takes
+/// [parse_request_target], so results and errors are the same as there.
+///
+/// [PathAndQuery]: http::uri::PathAndQuery
+fn parse_shared_request_target(target: bytes::Bytes) -> Result<ParsedRequestTarget> {
+    if matches!(target.first(), Some(b'/' | b'?')) && !target.contains(&b'#') {
+        if let Ok(path_and_query) = http::uri::PathAndQuery::from_maybe_shared(target.clone()) {
+            return Ok(ParsedRequestTarget {
+                uri: Uri::from(path_and_query),
+                raw_target: RawTarget::FromUri,
+            });
+        }
+    }
+    parse_request_target(&target)
 }
 
 /// A request-target parsed into the pieces a [RequestHeader] stores.

@@ -350,19 +350,24 @@ impl HttpSession {
                         // while header_refs doesn't as it is still empty
                         let _num_headers = populate_headers(base, &mut header_refs, req.headers);
 
-                        // Palisade: made in its box (pingora-http's `build_boxed`, patch 22)
-                        let mut request_header = RequestHeader::build_boxed(
-                            req.method.unwrap_or(""),
-                            // we path httparse to allow unsafe bytes in the str
-                            req.path.unwrap_or("").as_bytes(),
-                            Some(req.headers.len()),
-                        )?;
-
-                        request_header.set_version(match req.version {
+                        // Palisade: the request line is built after the freeze below, from
+                        // slices of the frozen buffer as the headers are (patch 24), so the
+                        // target becomes the Uri without a copy; here its place is recorded.
+                        let range_of = |part: Option<&str>| {
+                            part.map_or(0..0, |p| {
+                                let start = p.as_ptr() as usize - base;
+                                start..start + p.len()
+                            })
+                        };
+                        let method_range = range_of(req.method);
+                        // we path httparse to allow unsafe bytes in the str
+                        let target_range = range_of(req.path);
+                        let version = match req.version {
                             Some(1) => Version::HTTP_11,
                             Some(0) => Version::HTTP_10,
                             _ => Version::HTTP_09,
-                        });
+                        };
+                        let header_count = req.headers.len();
 
                         // Detach bytes beyond the header in O(1). Keeping them as owned BytesMut
                         // allows body parsing and subsequent pipelined sessions to continue
@@ -383,6 +388,15 @@ impl HttpSession {
                             rest
                         };
                         let buf = buf.freeze();
+
+                        // Palisade: made in its box (pingora-http's `build_boxed_shared`,
+                        // patches 22 and 24)
+                        let mut request_header = RequestHeader::build_boxed_shared(
+                            &buf[method_range],
+                            buf.slice(target_range),
+                            Some(header_count),
+                        )?;
+                        request_header.set_version(version);
 
                         for header in header_refs {
                             let header_name = header.get_name_bytes(&buf);

@@ -72,6 +72,10 @@ pub struct HttpSession {
     allow_h1_response_invalid_content_length: bool,
     // Palisade: response fields dropped as they are parsed, see `drop_response_fields`
     drop_fields: Option<ResponseFieldDrop>,
+    // Palisade: when `drop_fields` is set, what the last response's first `Connection` field
+    // said of keep-alive (`is_buf_keepalive`), the field itself left out of the response (patch
+    // 25); `None` when it had none or kept it (a 101)
+    dropped_connection: Option<Option<bool>>,
     // Palisade: the timer of `read_timeout` and `write_timeout` (patch 20)
     io_timer: IoTimer,
 }
@@ -123,6 +127,7 @@ impl HttpSession {
             close_delimited_resp: false,
             allow_h1_response_invalid_content_length: false,
             drop_fields: None,
+            dropped_connection: None,
             io_timer: IoTimer::default(),
         }
     }
@@ -131,7 +136,10 @@ impl HttpSession {
     /// out as they are parsed, before anything sees the response; `None` keeps them all.
     /// Cheaper than removing them afterwards (a map insert, then a lookup and a removal) when
     /// the caller would. The fields that frame the response (`Content-Length`,
-    /// `Transfer-Encoding`, `Connection`, `Upgrade`, `Keep-Alive`) are always kept.
+    /// `Transfer-Encoding`, `Connection`, `Upgrade`, `Keep-Alive`) are never dropped by `drop`;
+    /// but with a drop set, the `Connection` field of a response other than a 101 is consumed
+    /// as it is parsed (patch 25): it is hop-by-hop, so nothing downstream of the session
+    /// forwards it, and its one use, whether the connection is kept, is recorded instead.
     pub fn drop_response_fields(&mut self, drop: Option<ResponseFieldDrop>) {
         self.drop_fields = drop;
     }
@@ -340,6 +348,10 @@ impl HttpSession {
 
                         let buf = std::mem::take(&mut self.response_header_read_buf).freeze();
 
+                        // Palisade: a 101's `Connection` goes on with it (patch 25).
+                        let consume_connection = self.drop_fields.is_some()
+                            && response_header.status != StatusCode::SWITCHING_PROTOCOLS;
+                        self.dropped_connection = None;
                         for header in header_refs {
                             let header_name = header.get_name_bytes(&buf);
                             let header_name = header_name.into_case_header_name();
@@ -350,6 +362,20 @@ impl HttpSession {
                                 None => response_header
                                     .append_header(header_name, header_value)
                                     .map(|_| ()),
+                                Some(_)
+                                    if consume_connection
+                                        && header_name
+                                            .as_slice()
+                                            .eq_ignore_ascii_case(b"connection") =>
+                                {
+                                    // Palisade: the first field decides, as `get` would
+                                    // find it in the header (patch 25).
+                                    if self.dropped_connection.is_none() {
+                                        self.dropped_connection =
+                                            Some(is_buf_keepalive(Some(&header_value)));
+                                    }
+                                    Ok(())
+                                }
                                 Some(drop) => response_header
                                     .append_header_unless(header_name, header_value, |name| {
                                         drop(name) && !frames_the_response(name)
@@ -680,7 +706,11 @@ impl HttpSession {
         match request_keepalive {
             // ignore what the server sends if request disables keepalive explicitly
             Some(false) => Some(false),
-            _ => is_buf_keepalive(self.get_header(header::CONNECTION)),
+            // Palisade: or the field consumed as the response was parsed (patch 25)
+            _ => self
+                .dropped_connection
+                .flatten()
+                .or_else(|| is_buf_keepalive(self.get_header(header::CONNECTION))),
         }
     }
 

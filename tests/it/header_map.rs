@@ -1,8 +1,10 @@
-//! Lookups in the vendored `http`'s `HeaderMap` (its patch 1): in a map of a few names a
-//! lookup compares the key with each name instead of hashing it. Whatever the map's size, its
-//! names' forms (standard or custom), their repeats and removals, and the key's type and
-//! case, `get`, `get_all`, `get_mut` and `contains_key` must answer what a plain walk over the
-//! map's fields answers.
+//! Lookups in the vendored `http`'s `HeaderMap`: in a map of a few names a lookup compares the
+//! key with each name instead of hashing it (its patch 1), and a lookup by `HeaderName` for a
+//! name the map's filter has never seen answers at once (patch 2). Whatever the map's size,
+//! its names' forms (standard or custom, custom ones of lengths that share a filter bit),
+//! their repeats and removals, how the map was emptied or copied, and the key's type and case,
+//! `get`, `get_all`, `get_mut` and `contains_key` must answer what a plain walk over the map's
+//! fields answers.
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use proptest::prelude::*;
 
@@ -21,8 +23,16 @@ const NAMES: &[&str] = &[
     "x-request-id",
     "x-forwarded-for",
     "sec-fetch-mode",
+    // 41 bytes: the same bit of the name filter (patch 2) as `x-api-key`'s 9
+    "x-custom-header-forty-one-characters-long",
 ];
-const ABSENT: &[&str] = &["upgrade", "cookie", "x-api-kex", "x-never-sent"];
+const ABSENT: &[&str] = &[
+    "upgrade",
+    "cookie",
+    "x-api-kex",
+    "x-never-sent",
+    "x-custom-header-forty-one-characters-lonh",
+];
 
 /// What a walk over the fields says the values of `name` are, in order.
 fn walked(map: &HeaderMap, name: &str) -> Vec<HeaderValue> {
@@ -62,25 +72,34 @@ fn check(map: &HeaderMap) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-/// One change to a map: append or insert a value under a name, or remove a name.
+/// One change to a map: append or insert a value under a name (or through its entry), remove
+/// a name, empty the map (`clear`, `drain`), or replace it with its clone.
 #[derive(Debug, Clone)]
 enum Op {
     Append(usize, u8),
     Insert(usize, u8),
+    Entry(usize, u8),
     Remove(usize),
+    Clear,
+    Drain,
+    Clone,
 }
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => (0..NAMES.len(), any::<u8>()).prop_map(|(n, v)| Op::Append(n, v)),
         2 => (0..NAMES.len(), any::<u8>()).prop_map(|(n, v)| Op::Insert(n, v)),
+        1 => (0..NAMES.len(), any::<u8>()).prop_map(|(n, v)| Op::Entry(n, v)),
         1 => (0..NAMES.len()).prop_map(Op::Remove),
+        1 => Just(Op::Clone),
+        // one in eleven, so that most maps still grow past the few names a lookup walks
+        1 => prop_oneof![Just(Op::Clear), Just(Op::Drain)],
     ]
 }
 
 proptest! {
     #[test]
-    fn lookups_answer_what_a_walk_over_the_fields_answers(ops in proptest::collection::vec(op(), 0..24)) {
+    fn lookups_answer_what_a_walk_over_the_fields_answers(ops in proptest::collection::vec(op(), 0..32)) {
         let mut map = HeaderMap::new();
         check(&map)?;
         for op in ops {
@@ -91,9 +110,19 @@ proptest! {
                 Op::Insert(n, v) => {
                     map.insert(HeaderName::from_static(NAMES[n]), HeaderValue::from(u16::from(v)));
                 }
+                Op::Entry(n, v) => {
+                    map.entry(HeaderName::from_static(NAMES[n]))
+                        .or_insert(HeaderValue::from(u16::from(v)));
+                }
                 Op::Remove(n) => {
                     map.remove(NAMES[n]);
                 }
+                Op::Clear => map.clear(),
+                Op::Drain => {
+                    let drained = map.drain().count();
+                    prop_assert!(drained > 0 || map.is_empty());
+                }
+                Op::Clone => map = map.clone(),
             }
             check(&map)?;
         }

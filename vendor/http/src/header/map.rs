@@ -85,6 +85,31 @@ pub struct HeaderMap<T = HeaderValue> {
     entries: Vec<Bucket<T>>,
     extra_values: Vec<ExtraValue<T>>,
     danger: Danger,
+    // Palisade: the names the map may hold (see `NameFilter`)
+    names: NameFilter,
+}
+
+/// Palisade: a filter of the names a map has held since it was made, cleared or drained: a
+/// bit for each standard name, and one for each length of custom name modulo 32
+/// (`HeaderName::filter_bit`). Set as an entry is added, never unset by a removal, so a clear
+/// bit proves the name absent: a lookup by `HeaderName` for a name the map does not hold,
+/// which is most of a proxied request's framing checks (`Transfer-Encoding`, `Upgrade`,
+/// `Content-Length` on a GET, ...), is answered without walking or hashing.
+#[derive(Clone, Copy, Default)]
+struct NameFilter([u64; 2]);
+
+impl NameFilter {
+    #[inline]
+    fn add(&mut self, key: &HeaderName) {
+        let bit = key.filter_bit();
+        self.0[bit >> 6] |= 1 << (bit & 63);
+    }
+
+    #[inline]
+    fn may_hold(&self, key: &HeaderName) -> bool {
+        let bit = key.filter_bit();
+        self.0[bit >> 6] & (1 << (bit & 63)) != 0
+    }
 }
 
 // # Implementation notes
@@ -514,6 +539,7 @@ impl<T> Default for HeaderMap<T> {
             entries: Vec::new(),
             extra_values: Vec::new(),
             danger: Danger::Green,
+            names: NameFilter::default(),
         }
     }
 }
@@ -587,6 +613,7 @@ impl<T> HeaderMap<T> {
                 entries: Vec::with_capacity(usable_capacity(raw_cap)),
                 extra_values: Vec::new(),
                 danger: Danger::Green,
+                names: NameFilter::default(),
             })
         }
     }
@@ -684,6 +711,7 @@ impl<T> HeaderMap<T> {
         self.entries.clear();
         self.extra_values.clear();
         self.danger = Danger::Green;
+        self.names = NameFilter::default(); // Palisade: nothing held now
 
         for e in self.indices.iter_mut() {
             *e = Pos::none();
@@ -1093,6 +1121,7 @@ impl<T> HeaderMap<T> {
         for i in self.indices.iter_mut() {
             *i = Pos::none();
         }
+        self.names = NameFilter::default(); // Palisade: the map is empty after a drain
 
         // Memory safety
         //
@@ -1539,6 +1568,10 @@ impl<T> HeaderMap<T> {
     /// (a standard name is one byte to compare) in a map of up to `SCAN_MAX` names.
     #[inline]
     fn find_index_name(&self, key: &HeaderName) -> Option<usize> {
+        // Palisade: a name the map has never held (patch 2)
+        if !self.names.may_hold(key) {
+            return None;
+        }
         if self.entries.len() <= SCAN_MAX {
             return self.entries.iter().position(|entry| entry.key.is(key));
         }
@@ -1729,6 +1762,8 @@ impl<T> HeaderMap<T> {
             return Err(MaxSizeReached::new());
         }
 
+        // Palisade: every entry is added here (patch 2)
+        self.names.add(&key);
         self.entries.push(Bucket {
             hash,
             key,

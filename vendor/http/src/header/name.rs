@@ -76,6 +76,12 @@ macro_rules! standard_headers {
             )+
         }
 
+        // Palisade: each standard name has a bit of its own below the custom names' 32 in
+        // `HeaderMap`'s name filter (`HeaderName::filter_bit`, patch 2).
+        $(
+            const _: () = assert!((StandardHeader::$konst as usize) < 96);
+        )+
+
         $(
             $(#[$docs])*
             pub const $upcase: HeaderName = HeaderName {
@@ -1272,6 +1278,16 @@ impl HeaderName {
 
     pub(super) fn into_bytes(self) -> Bytes {
         self.inner.into()
+    }
+
+    /// Palisade: this name's bit in `HeaderMap`'s name filter (patch 2): a standard name's own
+    /// (there are fewer than 96), a custom name's by its length, in the 32 bits above.
+    #[inline]
+    pub(super) fn filter_bit(&self) -> usize {
+        match &self.inner {
+            Repr::Standard(s) => *s as usize,
+            Repr::Custom(c) => 96 + c.0.len() % 32,
+        }
     }
 
     /// Palisade: whether `self` is `other`, as `==` says, by the name's form first: a

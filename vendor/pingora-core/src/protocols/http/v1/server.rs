@@ -353,11 +353,14 @@ impl HttpSession {
                         // Palisade: the request line is built after the freeze below, from
                         // slices of the frozen buffer as the headers are (patch 24), so the
                         // target becomes the Uri without a copy; here its place is recorded.
+                        // (httparse's slices are of `buf`; a range that were not would give
+                        // an empty method or target, refused below, rather than a panic.)
                         let range_of = |part: Option<&str>| {
-                            part.map_or(0..0, |p| {
-                                let start = p.as_ptr() as usize - base;
-                                start..start + p.len()
+                            part.and_then(|p| {
+                                let start = (p.as_ptr() as usize).checked_sub(base)?;
+                                Some(start..start + p.len())
                             })
+                            .unwrap_or(0..0)
                         };
                         let method_range = range_of(req.method);
                         // we path httparse to allow unsafe bytes in the str
@@ -391,9 +394,16 @@ impl HttpSession {
 
                         // Palisade: made in its box (pingora-http's `build_boxed_shared`,
                         // patches 22 and 24)
+                        let within = |range: std::ops::Range<usize>| {
+                            if range.end <= buf.len() {
+                                range
+                            } else {
+                                0..0
+                            }
+                        };
                         let mut request_header = RequestHeader::build_boxed_shared(
-                            &buf[method_range],
-                            buf.slice(target_range),
+                            &buf[within(method_range)],
+                            buf.slice(within(target_range)),
                             Some(header_count),
                         )?;
                         request_header.set_version(version);

@@ -99,6 +99,13 @@ async fn read_answer(stream: &mut TcpStream, pending: &mut Vec<u8>) -> Answer {
     Answer { head, body }
 }
 
+/// A raw connection to the gateway's plain listener.
+async fn connect_plain(gw: &Gateway) -> TcpStream {
+    TcpStream::connect(("127.0.0.1", gw.ports.http))
+        .await
+        .expect("connect to the plain listener")
+}
+
 /// Whether the gateway closes `stream` within `within` (reads return 0 or fail).
 async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
     let mut buf = [0u8; 256];
@@ -118,9 +125,7 @@ async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
 async fn of_pipelined_requests_the_first_is_answered_whole_then_the_connection_closes() {
     let app = Upstream::start("app").await;
     let gw = Gateway::start(&config(&app, "")).await;
-    let mut s = TcpStream::connect(("127.0.0.1", gw.ports.http))
-        .await
-        .unwrap();
+    let mut s = connect_plain(&gw).await;
     s.write_all(
         b"GET /api/one HTTP/1.1\r\nHost: localhost\r\n\r\n\
           GET /api/two HTTP/1.1\r\nHost: localhost\r\n\r\n\
@@ -151,9 +156,7 @@ async fn of_pipelined_requests_the_first_is_answered_whole_then_the_connection_c
 async fn a_keep_alive_connection_serves_requests_until_idle_then_closes() {
     let app = Upstream::start("app").await;
     let gw = Gateway::start(&config(&app, "timeouts = { idle = \"1s\" }")).await;
-    let mut s = TcpStream::connect(("127.0.0.1", gw.ports.http))
-        .await
-        .unwrap();
+    let mut s = connect_plain(&gw).await;
     let mut pending = Vec::new();
     for round in 0..3 {
         s.write_all(format!("GET /api/r{round} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
@@ -185,9 +188,7 @@ async fn the_next_head_on_a_keep_alive_connection_is_under_header_read_too() {
         "timeouts = { idle = \"30s\", header_read = \"1s\" }",
     ))
     .await;
-    let mut s = TcpStream::connect(("127.0.0.1", gw.ports.http))
-        .await
-        .unwrap();
+    let mut s = connect_plain(&gw).await;
     let mut pending = Vec::new();
     s.write_all(b"GET /api/first HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .await
@@ -226,9 +227,7 @@ async fn heads_with_many_fields_come_through_whole_both_ways() {
         "max_headers = 250\nmax_header_bytes = \"32KiB\"",
     ))
     .await;
-    let mut s = TcpStream::connect(("127.0.0.1", gw.ports.http))
-        .await
-        .unwrap();
+    let mut s = connect_plain(&gw).await;
     let mut pending = Vec::new();
     for (round, count) in [240usize, 3, 200].into_iter().enumerate() {
         let fields: String = (0..count)
@@ -270,9 +269,7 @@ async fn heads_with_many_fields_come_through_whole_both_ways() {
 async fn large_and_small_responses_alternate_intact_on_one_connection() {
     let app = Upstream::start("app").await;
     let gw = Gateway::start(&config(&app, "")).await;
-    let mut s = TcpStream::connect(("127.0.0.1", gw.ports.http))
-        .await
-        .unwrap();
+    let mut s = connect_plain(&gw).await;
     let mut pending = Vec::new();
     // The echo app reports the request's headers: a large header makes a large response.
     for (i, size) in [10usize, 6000, 10, 1400, 1500, 3, 7000]
@@ -389,9 +386,7 @@ upstream = "ws"
         ),
     ))
     .await;
-    let mut s = TcpStream::connect(("127.0.0.1", gw.ports.http))
-        .await
-        .unwrap();
+    let mut s = connect_plain(&gw).await;
     s.write_all(
         b"GET /ws/chat HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
           Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
@@ -694,9 +689,7 @@ async fn each_response_has_one_date_and_one_connection_the_gateways() {
         );
     };
 
-    let mut s = TcpStream::connect(("127.0.0.1", gw.ports.http))
-        .await
-        .unwrap();
+    let mut s = connect_plain(&gw).await;
     let mut pending = Vec::new();
     for (request, connection) in [
         (
@@ -735,9 +728,7 @@ async fn each_response_has_one_date_and_one_connection_the_gateways() {
     );
 
     // HTTP/1.0 without keep-alive: closed.
-    let mut s = TcpStream::connect(("127.0.0.1", gw.ports.http))
-        .await
-        .unwrap();
+    let mut s = connect_plain(&gw).await;
     s.write_all(b"GET /raw/x HTTP/1.0\r\nHost: localhost\r\n\r\n")
         .await
         .unwrap();
@@ -1109,12 +1100,8 @@ async fn sigterm_lets_idle_keep_alive_connections_linger_then_closes_them() {
         "shutdown_grace = \"30s\"\ntimeouts = { idle = \"60s\" }",
     ))
     .await;
-    let mut idle = TcpStream::connect(("127.0.0.1", gw.ports.http))
-        .await
-        .unwrap();
-    let mut late = TcpStream::connect(("127.0.0.1", gw.ports.http))
-        .await
-        .unwrap();
+    let mut idle = connect_plain(&gw).await;
+    let mut late = connect_plain(&gw).await;
     let (mut pending_idle, mut pending_late) = (Vec::new(), Vec::new());
     for (s, pending) in [
         (&mut idle, &mut pending_idle),
@@ -1170,9 +1157,7 @@ async fn sigterm_lets_idle_keep_alive_connections_linger_then_closes_them() {
 async fn each_form_of_request_target_reaches_the_upstream_as_sent() {
     let app = Upstream::start("app").await;
     let gw = Gateway::start(&config(&app, "")).await;
-    let mut s = TcpStream::connect(("127.0.0.1", gw.ports.http))
-        .await
-        .unwrap();
+    let mut s = connect_plain(&gw).await;
     let mut pending = Vec::new();
     let cases: [(&[u8], &str, Option<&str>); 6] = [
         (

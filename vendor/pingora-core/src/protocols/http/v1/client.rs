@@ -86,7 +86,8 @@ pub type ResponseFieldDrop = std::sync::Arc<dyn Fn(&header::HeaderName) -> bool 
 
 /// Palisade: the fields that decide how a response is framed and whether its connection is
 /// kept, which are never dropped, whatever picks them (public, so a caller's config can say
-/// so from the same list).
+/// so from the same list). `Connection` is consumed as it is parsed instead, what it says
+/// kept (patch 25).
 pub fn frames_the_response(name: &header::HeaderName) -> bool {
     name == header::CONTENT_LENGTH
         || name == header::TRANSFER_ENCODING

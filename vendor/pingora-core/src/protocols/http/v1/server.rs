@@ -352,19 +352,16 @@ impl HttpSession {
 
                         // Palisade: the request line is built after the freeze below, from
                         // slices of the frozen buffer as the headers are (patch 24), so the
-                        // target becomes the Uri without a copy; here its place is recorded.
-                        // (httparse's slices are of `buf`; a range that were not would give
-                        // an empty method or target, refused below, rather than a panic.)
-                        let range_of = |part: Option<&str>| {
-                            part.and_then(|p| {
-                                let start = (p.as_ptr() as usize).checked_sub(base)?;
-                                Some(start..start + p.len())
+                        // target becomes the Uri without a copy; here its place is recorded,
+                        // as `populate_headers` records the fields'.
+                        let place = |part: Option<&str>| {
+                            part.map_or(BufRef(0, 0), |p| {
+                                BufRef::new(p.as_ptr() as usize - base, p.len())
                             })
-                            .unwrap_or(0..0)
                         };
-                        let method_range = range_of(req.method);
+                        let method = place(req.method);
                         // we path httparse to allow unsafe bytes in the str
-                        let target_range = range_of(req.path);
+                        let target = place(req.path);
                         let version = match req.version {
                             Some(1) => Version::HTTP_11,
                             Some(0) => Version::HTTP_10,
@@ -394,16 +391,9 @@ impl HttpSession {
 
                         // Palisade: made in its box (pingora-http's `build_boxed_shared`,
                         // patches 22 and 24)
-                        let within = |range: std::ops::Range<usize>| {
-                            if range.end <= buf.len() {
-                                range
-                            } else {
-                                0..0
-                            }
-                        };
                         let mut request_header = RequestHeader::build_boxed_shared(
-                            &buf[within(method_range)],
-                            buf.slice(within(target_range)),
+                            method.get(&buf),
+                            target.get_bytes(&buf),
                             Some(header_count),
                         )?;
                         request_header.set_version(version);
@@ -1863,9 +1853,9 @@ fn parse_req_buffer<'h, 'buf>(
 
 /// Palisade: removes the response's own `Date` and `Connection` fields, which
 /// [`http_resp_header_to_buf`] writes instead (patch 23). One walk over the names first: a
-/// response without them (a gateway-made one) costs no removal, a proxied one only its
-/// `Connection`'s (Palisade drops the upstream's `Date` as it is parsed); a removal hashes the
-/// name in both maps.
+/// response without them costs no removal: a gateway-made one, and a proxied one when
+/// Palisade drops the upstream's `Date` as it is parsed and the client consumes its
+/// `Connection` (patch 25; a 101 keeps it); a removal hashes the name in both maps.
 fn remove_date_and_connection(header: &mut ResponseHeader) {
     let (mut date, mut connection) = (false, false);
     for name in header.headers.keys() {

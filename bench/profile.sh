@@ -28,6 +28,9 @@
 # of the samples that wait on an atomic instruction. PROFILE_TOOL=dhat counts heap
 # allocations per request by where they are made (valgrind's DHAT, the two runs subtracted by
 # bench/dhat_diff.py; mimalloc's malloc in the binary is intercepted with --soname-synonyms).
+# PROFILE_TOOL=stat counts, per request, the CPU time and the scheduler's work (perf stat's
+# software events: task-clock, context switches, migrations, page faults), which neither
+# callgrind nor a sampled profile shows: each thread wake-up is a context switch.
 set -euo pipefail
 
 WHICH=${1:-full}
@@ -61,9 +64,9 @@ export PATH PYTHONDONTWRITEBYTECODE=1
 case "$TOOL" in
   callgrind) TOOLS="valgrind callgrind_annotate" ;;
   strace) TOOLS="strace pgrep" ;;
-  perf) TOOLS="perf pgrep" ;;
+  perf | stat) TOOLS="perf pgrep" ;;
   dhat) TOOLS="valgrind python3" ;;
-  *) echo "profile: PROFILE_TOOL is callgrind, strace, perf or dhat" >&2; exit 2 ;;
+  *) echo "profile: PROFILE_TOOL is callgrind, strace, perf, stat or dhat" >&2; exit 2 ;;
 esac
 for tool in $TOOLS nginx h2load curl; do
   command -v "$tool" >/dev/null 2>&1 || { echo "profile: needs $tool (Debian: valgrind strace procps nginx nghttp2-client curl)" >&2; exit 1; }
@@ -136,6 +139,7 @@ profile_run() {
   [ "$TOOL" = dhat ] && { out=$OUT/dhat.$WHICH$SUFFIX.$1.json; tracer=(valgrind --tool=dhat --soname-synonyms=somalloc=NONE --dhat-out-file="$out" ${PROFILE_VALGRIND_ARGS:-}); }
   # shellcheck disable=SC2086 # PROFILE_PERF_ARGS is a list of options
   [ "$TOOL" = perf ] && { out=$OUT/perf.$WHICH$SUFFIX.$1; tracer=(perf record -q -e cpu-clock -F 4999 ${PROFILE_PERF_ARGS:-} -o "$out" --); }
+  [ "$TOOL" = stat ] && { out=$OUT/stat.$WHICH$SUFFIX.$1; tracer=(perf stat -x, -e task-clock,context-switches,cpu-migrations,page-faults -o "$out" --); }
   if [ "$WHICH" = nginx ]; then
     "${tracer[@]}" nginx -e "$RUN/gw.error.log" -p "$RUN" -c "$RUN/gw.conf" >"$RUN/vg.log" 2>&1 &
   elif [ "$WHICH" = bare ]; then
@@ -161,7 +165,7 @@ profile_run() {
   grep -q "status codes: $n 2xx" "$RUN/h2load.out" || { cat "$RUN/h2load.out" >&2; echo "profile: not every request got a 2xx" >&2; exit 1; }
   local target=$pid
   # strace's and perf's child is the gateway; they write their files when the child is gone.
-  case "$TOOL" in strace | perf) target=$(pgrep -o -P "$pid") ;; esac
+  case "$TOOL" in strace | perf | stat) target=$(pgrep -o -P "$pid") ;; esac
   if [ "$WHICH" = nginx ]; then kill -QUIT "$target"; else kill -INT "$target"; fi
   wait "$pid" || true
   echo "$out"
@@ -214,6 +218,18 @@ if [ "$TOOL" = strace ]; then
     sort -rn
   echo
   echo "strace tables: $small $large"
+  exit 0
+fi
+if [ "$TOOL" = stat ]; then
+  # perf stat -x, lines: value,unit,event,...
+  events() { awk -F, '$1 ~ /^[0-9.]+$/ { print $3 "\t" $1 }' "$1" | sort; }
+  events "$small" >"$RUN/a"
+  events "$large" >"$RUN/b"
+  echo "$WHICH: per request ($SMALL vs $LARGE requests, $how; every thread of the gateway)"
+  join -t"$(printf '\t')" "$RUN/a" "$RUN/b" |
+    awk -F'\t' -v n="$n" '{ d = ($3 - $2) / n; if ($1 == "task-clock") printf "%10.2f  microseconds of CPU (task-clock)\n", d * 1000; else printf "%10.3f  %s\n", d, $1 }'
+  echo
+  echo "perf stat files: $small $large"
   exit 0
 fi
 total_small=$(awk '/^summary:/ { print $2 }' "$small")

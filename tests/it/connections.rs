@@ -799,6 +799,79 @@ async fn an_http2_client_never_gets_the_upstreams_connection_headers() {
     }
 }
 
+/// The fields an upstream's `Connection` nominates are its connection's, and a proxy removes
+/// them before forwarding (RFC 9110 §7.6.1), wherever they stand in the response and however
+/// they are spelled; the app's other fields all arrive, over HTTP/1.1 and HTTP/2, and a
+/// nominated framing field (`Content-Length`) still frames the body. The vendored pingora-core
+/// consumes `Connection` as it parses and removes what it nominated (patch 26).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fields_an_upstreams_connection_nominates_never_reach_the_client() {
+    let answers: [(&'static [u8], &[&str]); 3] = [
+        (
+            b"HTTP/1.1 200 OK\r\nX-Hop: 1\r\nConnection: x-hop, X-OTHER\r\nX-Keep: 3\r\n\
+              x-other: 2\r\nContent-Length: 2\r\n\r\nok",
+            &["x-hop", "x-other"],
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nX-Keep: 3\r\nX-Trace: 1\r\n\
+              Connection: ,x-trace ,\r\nContent-Length: 2\r\n\r\nok",
+            &["x-trace"],
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nConnection: content-length, x-hop, bad token\r\nX-Hop: 1\r\n\
+              X-Keep: 3\r\nContent-Length: 2\r\n\r\nok",
+            &["x-hop"],
+        ),
+    ];
+    for (answer, nominated) in answers {
+        let first = String::from_utf8_lossy(answer).into_owned();
+        let (addr, opened, _) = start_answering_upstream(answer, Duration::ZERO).await;
+        let gw = Gateway::start(&raw_upstream_config(addr, "threads = 1")).await;
+
+        let mut s = connect_plain(&gw).await;
+        for i in 0..2 {
+            s.write_all(b"GET /raw/x HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                .await
+                .unwrap();
+            let got = read_answer(&mut s, &mut Vec::new()).await;
+            assert_eq!(got.status(), 200, "{first:?}: {}", got.head);
+            assert_eq!(got.body, b"ok", "{first:?}: request {i}");
+            let head = got.head.to_ascii_lowercase();
+            assert!(
+                head.contains("\r\nx-keep: 3\r\n"),
+                "{first:?}:\n{}",
+                got.head
+            );
+            for name in nominated {
+                assert!(
+                    !head.contains(&format!("\r\n{name}:")),
+                    "{name} nominated by {first:?} reached the client:\n{}",
+                    got.head
+                );
+            }
+        }
+
+        let r = gw
+            .client()
+            .get(gw.https_url("/raw/x"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.version(), reqwest::Version::HTTP_2);
+        assert_eq!(r.headers()["x-keep"], "3", "{first:?}");
+        for name in nominated {
+            assert!(
+                r.headers().get(*name).is_none(),
+                "{name} over HTTP/2 after {first:?}: {:?}",
+                r.headers()
+            );
+        }
+        assert_eq!(r.text().await.unwrap(), "ok", "{first:?}");
+        // A nomination says nothing of keep-alive: the upstream connection is kept.
+        assert_eq!(opened.load(Ordering::SeqCst), 1, "{first:?}");
+    }
+}
+
 fn raw_upstream_config(addr: std::net::SocketAddr, extra_server: &str) -> String {
     format!(
         r#"{}

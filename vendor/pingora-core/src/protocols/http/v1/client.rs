@@ -96,6 +96,35 @@ pub fn frames_the_response(name: &header::HeaderName) -> bool {
         || name.as_str() == "keep-alive"
 }
 
+/// Palisade: whether a `Connection` value is just `keep-alive` or `close`, the common case,
+/// whose tokens name no field a response has (patch 26).
+fn names_only_keepalive(value: &[u8]) -> bool {
+    let value = value.trim_ascii();
+    value.eq_ignore_ascii_case(b"keep-alive") || value.eq_ignore_ascii_case(b"close")
+}
+
+/// Palisade: removes from a response the fields its `Connection` fields nominate, which are
+/// the upstream connection's and not the client's (RFC 9110 §7.6.1: a proxy removes them
+/// before forwarding), except those that frame it (patch 26). A token that is not a field
+/// name names nothing. Each removal is a hash lookup, so the work is bounded by the size of
+/// the head the parser accepted.
+fn remove_nominated(response: &mut ResponseHeader, nominating: &[HeaderValue]) {
+    let tokens = nominating
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|byte| *byte == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|token| !token.is_empty());
+    for token in tokens {
+        // `HeaderName` lowercases: `X-Foo` nominates `x-foo` in any spelling.
+        let Ok(name) = header::HeaderName::from_bytes(token) else {
+            continue;
+        };
+        if !frames_the_response(&name) {
+            response.remove_header(&name);
+        }
+    }
+}
+
 /// HTTP 1.x client session
 impl HttpSession {
     /// Create a new http client session from an established (TCP or TLS) [`Stream`].
@@ -353,6 +382,9 @@ impl HttpSession {
                         let consume_connection = self.drop_fields.is_some()
                             && response_header.status != StatusCode::SWITCHING_PROTOCOLS;
                         self.dropped_connection = None;
+                        // Palisade: the consumed `Connection` fields that nominate others,
+                        // whose fields go too (RFC 9110 §7.6.1), once all are parsed.
+                        let mut nominating: Vec<HeaderValue> = Vec::new();
                         for header in header_refs {
                             let header_name = header.get_name_bytes(&buf);
                             let header_name = header_name.into_case_header_name();
@@ -375,6 +407,9 @@ impl HttpSession {
                                         self.dropped_connection =
                                             Some(is_buf_keepalive(Some(&header_value)));
                                     }
+                                    if !names_only_keepalive(header_value.as_bytes()) {
+                                        nominating.push(header_value);
+                                    }
                                     Ok(())
                                 }
                                 Some(drop) => response_header
@@ -389,6 +424,8 @@ impl HttpSession {
                                 return self.fail_response_header_read(e);
                             }
                         }
+
+                        remove_nominated(&mut response_header, &nominating);
 
                         let contains_transfer_encoding = response_header
                             .headers

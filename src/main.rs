@@ -38,7 +38,7 @@ exit status: 0 ok, 2 usage error, 78 invalid config";
 // Rust's global allocator: Rust's default allocator then calls malloc for every alignment
 // malloc gives anyway, where mimalloc's own Rust allocator calls `mi_malloc_aligned`, whose
 // fast path covers only blocks up to 1 KiB whose page has a free block at hand; about twenty
-// allocations a request took its slower generic path (see the README's Benchmarks).
+// allocations a request took its slower generic path (see docs/PERFORMANCE.md, "Allocation").
 extern crate mimalloc;
 
 fn main() -> ExitCode {

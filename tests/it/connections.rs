@@ -106,6 +106,13 @@ async fn connect_plain(gw: &Gateway) -> TcpStream {
         .expect("connect to the plain listener")
 }
 
+/// `path` fetched from the TLS listener by `client`, which negotiates HTTP/2 there (checked).
+async fn get_over_h2(client: &reqwest::Client, gw: &Gateway, path: &str) -> reqwest::Response {
+    let r = client.get(gw.https_url(path)).send().await.unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2, "{path}");
+    r
+}
+
 /// Whether the gateway closes `stream` within `within` (reads return 0 or fail).
 async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
     let mut buf = [0u8; 256];
@@ -633,13 +640,7 @@ async fn header_names_reach_the_client_spelled_as_the_upstream_sent_them() {
             );
         }
 
-        let r = gw
-            .client()
-            .get(gw.https_url("/raw/x"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.version(), reqwest::Version::HTTP_2);
+        let r = get_over_h2(&gw.client(), &gw, "/raw/x").await;
         // Content-Length is the HTTP/2 framing's to give or not.
         for line in sent
             .iter()
@@ -777,8 +778,7 @@ async fn an_http2_client_never_gets_the_upstreams_connection_headers() {
         let gw = Gateway::start(&raw_upstream_config(addr, "")).await;
         let client = gw.client();
         for i in 0..2 {
-            let r = client.get(gw.https_url("/raw/x")).send().await.unwrap();
-            assert_eq!(r.version(), reqwest::Version::HTTP_2);
+            let r = get_over_h2(&client, &gw, "/raw/x").await;
             assert_eq!(r.status(), 200, "{first:?}: request {i}");
             for name in [
                 "connection",
@@ -851,13 +851,7 @@ async fn the_fields_an_upstreams_connection_nominates_never_reach_the_client() {
             }
         }
 
-        let r = gw
-            .client()
-            .get(gw.https_url("/raw/x"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.version(), reqwest::Version::HTTP_2);
+        let r = get_over_h2(&gw.client(), &gw, "/raw/x").await;
         assert_eq!(r.headers()["x-keep"], "3", "{first:?}");
         for name in nominated {
             assert!(

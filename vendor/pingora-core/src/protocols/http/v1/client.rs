@@ -97,7 +97,8 @@ pub fn frames_the_response(name: &header::HeaderName) -> bool {
 }
 
 /// Palisade: whether a `Connection` value is just `keep-alive` or `close`, the common case,
-/// whose tokens name no field a response has (patch 26).
+/// which nominates nothing to remove: `Keep-Alive` is kept (`frames_the_response`) and no
+/// field may be named `Close` (RFC 9110 §16.3.2.2 reserves the name) (patch 26).
 fn names_only_keepalive(value: &[u8]) -> bool {
     let value = value.trim_ascii();
     value.eq_ignore_ascii_case(b"keep-alive") || value.eq_ignore_ascii_case(b"close")

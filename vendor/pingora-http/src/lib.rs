@@ -126,6 +126,10 @@ pub struct RequestHeader {
     h1_lines: Vec<u8>,
     // Palisade: a name whose fields the request's forms leave out, see `omit_header`
     omitted: Option<HeaderName>,
+    // Palisade: the request head as read, when the fields were parsed from it with no
+    // spellings map: a field's spelling is read back from it when the header is written, see
+    // `build_boxed_from_head`
+    head: Option<bytes::Bytes>,
 }
 
 /// How a request-target is stored, and how [`RequestHeader::raw_path`] recovers it.
@@ -197,6 +201,7 @@ impl RequestHeader {
             send_end_stream: true,
             h1_lines: Vec::new(),
             omitted: None,
+            head: None,
         }
     }
 
@@ -237,6 +242,36 @@ impl RequestHeader {
         target: bytes::Bytes,
         size_hint: Option<usize>,
     ) -> Result<Box<Self>> {
+        let mut req = Self::build_boxed_shared_no_case(method, target, size_hint)?;
+        req.keep_case(size_hint);
+        Ok(req)
+    }
+
+    /// Palisade: [Self::build_boxed_shared] for a request whose fields are then appended as
+    /// slices of `head`, the request head as read: no spellings map is made or kept (nor, for
+    /// the upstream's request, cloned), and each field's name is written as `head` spells it,
+    /// read back from the line its value is on (see `spelling_in_head`). A field whose value
+    /// is not from `head` (one set later) is written as a request without spellings writes
+    /// every name: a few standard names in title case (`Host`), the others in lower case; a
+    /// name set in another spelling makes the map then (see `keep_spelling`). The caller
+    /// appends the fields with [Self::append_read_field]; a head with an empty value (a slice
+    /// of nothing) is for [Self::build_boxed_shared].
+    pub fn build_boxed_from_head(
+        method: impl TryInto<Method>,
+        target: bytes::Bytes,
+        head: bytes::Bytes,
+        size_hint: Option<usize>,
+    ) -> Result<Box<Self>> {
+        let mut req = Self::build_boxed_shared_no_case(method, target, size_hint)?;
+        req.head = Some(head);
+        Ok(req)
+    }
+
+    fn build_boxed_shared_no_case(
+        method: impl TryInto<Method>,
+        target: bytes::Bytes,
+        size_hint: Option<usize>,
+    ) -> Result<Box<Self>> {
         let mut req = Box::write(Box::new_uninit(), Self::new_no_case(size_hint));
         req.base.method = method
             .try_into()
@@ -244,8 +279,62 @@ impl RequestHeader {
         let parsed = parse_shared_request_target(target)?;
         req.base.uri = parsed.uri;
         req.raw_target = parsed.raw_target;
-        req.keep_case(size_hint);
         Ok(req)
+    }
+
+    /// Palisade: appends a field of a request read by [Self::build_boxed_from_head]: `name` as
+    /// the head spells it (parsed, not kept: the head keeps it), `value` a slice of the head.
+    pub fn append_read_field(&mut self, name: &[u8], value: HeaderValue) -> Result<bool> {
+        if self.header_name_map.is_some() {
+            // A request with a spellings map keeps the spelling in it, as ever.
+            return self.append_header(bytes::Bytes::copy_from_slice(name), value);
+        }
+        let name = HeaderName::from_bytes(name).or_err(InvalidHTTPHeader, "invalid header name")?;
+        self.base.headers.try_append(name, value).or_err(
+            InvalidHTTPHeader,
+            "header value map size overflows MAX_SIZE",
+        )
+    }
+
+    /// Palisade: before a field is added to a request read by [Self::build_boxed_from_head]:
+    /// a name spelled other than a request without spellings writes it (a `HeaderName`'s own
+    /// form) makes the spellings map, each field there spelled as it is written now, so that
+    /// name's spelling is kept as a request with the map keeps it.
+    fn keep_spelling(&mut self, spelling: &[u8]) -> Result<()> {
+        if self.head.is_none() || self.header_name_map.is_some() {
+            return Ok(());
+        }
+        let name: HeaderName = spelling
+            .try_into()
+            .or_err(InvalidHTTPHeader, "invalid header name")?;
+        let own = case_header_name::titled_header_name_str(&name).unwrap_or(name.as_str());
+        if spelling == own.as_bytes() {
+            return Ok(());
+        }
+        let mut map = CaseMap::with_capacity(http_header_map_upper_bound(Some(
+            self.base.headers.len() + 1,
+        )));
+        for (name, value) in &self.base.headers {
+            let spelling = bytes::Bytes::copy_from_slice(self.spelling_of(name, value))
+                .into_case_header_name();
+            map.try_append(name.clone(), spelling)
+                .or_err(InvalidHTTPHeader, "header name map size overflows MAX_SIZE")?;
+        }
+        self.header_name_map = Some(map);
+        Ok(())
+    }
+
+    /// Palisade: the spelling of `name` to write for a field with `value`, when there is no
+    /// spellings map: as the request head spelled it, else the `HeaderName`'s own form.
+    fn spelling_of<'a>(&'a self, name: &'a HeaderName, value: &HeaderValue) -> &'a [u8] {
+        self.head
+            .as_deref()
+            .and_then(|head| spelling_in_head(head, name, value))
+            .unwrap_or_else(|| {
+                case_header_name::titled_header_name_str(name)
+                    .unwrap_or(name.as_str())
+                    .as_bytes()
+            })
     }
 
     /// Palisade: the request line of [Self::build_no_case] and [Self::build_boxed].
@@ -290,6 +379,8 @@ impl RequestHeader {
         let header_value = value
             .try_into()
             .explain_err(InvalidHTTPHeader, |_| "invalid value while append")?;
+        let name = name.into_case_header_name();
+        self.keep_spelling(name.as_slice())?;
         append_header_value(
             self.header_name_map.as_mut(),
             &mut self.base.headers,
@@ -310,6 +401,8 @@ impl RequestHeader {
         let header_value = value
             .try_into()
             .explain_err(InvalidHTTPHeader, |_| "invalid value while insert")?;
+        let name = name.into_case_header_name();
+        self.keep_spelling(name.as_slice())?;
         insert_header_value(
             self.header_name_map.as_mut(),
             &mut self.base.headers,
@@ -324,6 +417,7 @@ impl RequestHeader {
         name: &ParsedHeaderName,
         value: HeaderValue,
     ) -> Result<()> {
+        self.keep_spelling(name.case.as_slice())?;
         insert_parsed_header_value(
             self.header_name_map.as_mut(),
             &mut self.base.headers,
@@ -366,6 +460,12 @@ impl RequestHeader {
     /// The header case will be preserved.
     pub fn header_to_h1_wire(&self, buf: &mut impl BufMut) {
         match &self.omitted {
+            // Palisade: spellings read back from the head (see `build_boxed_from_head`).
+            None if self.header_name_map.is_none() && self.head.is_some() => {
+                for (name, value) in &self.base.headers {
+                    put_h1_line(buf, self.spelling_of(name, value), value.as_bytes());
+                }
+            }
             None => header_to_h1_wire(self.header_name_map.as_ref(), &self.base.headers, buf),
             // Palisade: without the omitted name's fields.
             Some(omitted) => self.map_kept(omitted, |name, value| {
@@ -390,9 +490,7 @@ impl RequestHeader {
             }
             None => {
                 for (name, value) in self.base.headers.iter().filter(|(n, _)| *n != omitted) {
-                    let spelling =
-                        case_header_name::titled_header_name_str(name).unwrap_or(name.as_str());
-                    f(spelling.as_bytes(), value);
+                    f(self.spelling_of(name, value), value);
                 }
             }
         }
@@ -435,6 +533,10 @@ impl RequestHeader {
     }
 
     /// Returns true if the request has case-sensitive headers.
+    ///
+    /// Palisade: false for a request read by [Self::build_boxed_from_head], which keeps its
+    /// spellings in its head rather than a map: [Self::case_header_iter] yields nothing for
+    /// it, where [Self::map] and [Self::header_to_h1_wire] give the head's spellings.
     pub fn has_case(&self) -> bool {
         self.header_name_map.is_some()
     }
@@ -461,9 +563,10 @@ impl RequestHeader {
             }
         } else {
             for (header, value) in value_map.iter().filter(|(h, _)| kept(h)) {
-                let titled_header =
-                    case_header_name::titled_header_name_str(header).unwrap_or(header.as_str());
-                f(HeaderNameVariant::Titled(titled_header), value)?;
+                // Palisade: as the head spelled it, when read from one (a token: ASCII).
+                let spelling =
+                    std::str::from_utf8(self.spelling_of(header, value)).unwrap_or(header.as_str());
+                f(HeaderNameVariant::Titled(spelling), value)?;
             }
         }
 
@@ -601,6 +704,7 @@ impl Clone for RequestHeader {
             send_end_stream: self.send_end_stream,
             h1_lines: self.h1_lines.clone(),
             omitted: self.omitted.clone(),
+            head: self.head.clone(),
         }
     }
 }
@@ -619,6 +723,7 @@ impl From<ReqParts> for RequestHeader {
             send_end_stream: true,
             h1_lines: Vec::new(),
             omitted: None,
+            head: None,
         }
     }
 }
@@ -1635,6 +1740,41 @@ fn title_cased(lower: &[u8]) -> impl Iterator<Item = u8> + '_ {
         *up = l == b'-';
         Some(b)
     })
+}
+
+/// Palisade: how `head` (a request head as read) spells `name`, for the field whose value
+/// `value` is a slice of it: the bytes from the start of the value's line to its colon (a
+/// field name ends at the colon; only whitespace is between the colon and the value). `None`
+/// when the value is not in `head` (set after the head was read, or empty: an empty value is
+/// not a slice of anything) or the name on its line is not `name` (a value moved to another
+/// name).
+fn spelling_in_head<'h>(
+    head: &'h [u8],
+    name: &HeaderName,
+    value: &HeaderValue,
+) -> Option<&'h [u8]> {
+    let at = (value.as_bytes().as_ptr() as usize).checked_sub(head.as_ptr() as usize)?;
+    if value.is_empty() || at.checked_add(value.len())? > head.len() {
+        return None;
+    }
+    let before = &head[..at];
+    let colon = before.iter().rposition(|&b| b != b' ' && b != b'\t')?;
+    if before[colon] != b':' {
+        return None;
+    }
+    // The name's length says where the line starts; a line starts after a line feed.
+    let lower = name.as_str().as_bytes();
+    let start = colon.checked_sub(lower.len())?;
+    if start > 0 && before[start - 1] != b'\n' {
+        return None;
+    }
+    let spelling = &before[start..colon];
+    // `lower` is lower case already (a `HeaderName`'s form): only the spelling is folded.
+    let same = spelling
+        .iter()
+        .zip(lower)
+        .all(|(s, l)| s.to_ascii_lowercase() == *l);
+    same.then_some(spelling)
 }
 
 /// Palisade: `name: value` and CRLF.

@@ -390,26 +390,46 @@ impl HttpSession {
                         let buf = buf.freeze();
 
                         // Palisade: made in its box (pingora-http's `build_boxed_shared`,
-                        // patches 22 and 24)
-                        let mut request_header = RequestHeader::build_boxed_shared(
-                            method.get(&buf),
-                            target.get_bytes(&buf),
-                            Some(header_count),
-                        )?;
+                        // patches 22 and 24). With no spellings map when every field has a
+                        // value (patch 27): the names are written as the head spells them,
+                        // read back from the line each value is a slice of. An empty value
+                        // is a slice of nothing, so a head with one keeps the map.
+                        let spelled_in_head =
+                            header_refs.iter().all(|h| !h.get_value(&buf).is_empty());
+                        let mut request_header = if spelled_in_head {
+                            RequestHeader::build_boxed_from_head(
+                                method.get(&buf),
+                                target.get_bytes(&buf),
+                                buf.clone(),
+                                Some(header_count),
+                            )?
+                        } else {
+                            RequestHeader::build_boxed_shared(
+                                method.get(&buf),
+                                target.get_bytes(&buf),
+                                Some(header_count),
+                            )?
+                        };
                         request_header.set_version(version);
 
                         for header in header_refs {
-                            let header_name = header.get_name_bytes(&buf);
-                            let header_name = header_name.into_case_header_name();
                             let value_bytes = header.get_value_bytes(&buf);
                             // safe because this is from what we parsed
                             let header_value = unsafe {
                                 http::HeaderValue::from_maybe_shared_unchecked(value_bytes)
                             };
 
-                            request_header
-                                .append_header(header_name, header_value)
-                                .or_err(InvalidHTTPHeader, "while parsing request header")?;
+                            if spelled_in_head {
+                                request_header
+                                    .append_read_field(header.get_name(&buf), header_value)
+                            } else {
+                                let header_name = header.get_name_bytes(&buf);
+                                request_header.append_header(
+                                    header_name.into_case_header_name(),
+                                    header_value,
+                                )
+                            }
+                            .or_err(InvalidHTTPHeader, "while parsing request header")?;
                         }
 
                         let contains_transfer_encoding =

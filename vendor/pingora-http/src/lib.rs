@@ -307,8 +307,7 @@ impl RequestHeader {
         let name: HeaderName = spelling
             .try_into()
             .or_err(InvalidHTTPHeader, "invalid header name")?;
-        let own = case_header_name::titled_header_name_str(&name).unwrap_or(name.as_str());
-        if spelling == own.as_bytes() {
+        if spelling == unspelled(&name) {
             return Ok(());
         }
         let mut map = CaseMap::with_capacity(http_header_map_upper_bound(Some(
@@ -330,11 +329,7 @@ impl RequestHeader {
         self.head
             .as_deref()
             .and_then(|head| spelling_in_head(head, name, value))
-            .unwrap_or_else(|| {
-                case_header_name::titled_header_name_str(name)
-                    .unwrap_or(name.as_str())
-                    .as_bytes()
-            })
+            .unwrap_or_else(|| unspelled(name))
     }
 
     /// Palisade: the request line of [Self::build_no_case] and [Self::build_boxed].
@@ -460,8 +455,9 @@ impl RequestHeader {
     /// The header case will be preserved.
     pub fn header_to_h1_wire(&self, buf: &mut impl BufMut) {
         match &self.omitted {
-            // Palisade: spellings read back from the head (see `build_boxed_from_head`).
-            None if self.header_name_map.is_none() && self.head.is_some() => {
+            // Palisade: without a map, spellings read back from the head if there is one (see
+            // `build_boxed_from_head`).
+            None if self.header_name_map.is_none() => {
                 for (name, value) in &self.base.headers {
                     put_h1_line(buf, self.spelling_of(name, value), value.as_bytes());
                 }
@@ -1775,6 +1771,14 @@ fn spelling_in_head<'h>(
         .zip(lower)
         .all(|(s, l)| s.to_ascii_lowercase() == *l);
     same.then_some(spelling)
+}
+
+/// Palisade: how a request without spellings writes `name`: a few standard names in title
+/// case (`Host`), the others in the `HeaderName`'s lower case.
+fn unspelled(name: &HeaderName) -> &[u8] {
+    case_header_name::titled_header_name_str(name)
+        .unwrap_or(name.as_str())
+        .as_bytes()
 }
 
 /// Palisade: `name: value` and CRLF.

@@ -15,6 +15,8 @@ RUN_TSV columns: test gateway round rps p50_ms p99_ms requests cpu_s errors log_
                  other work on the box shows in it too: kept in the raw file only)
                  system_cpu_s (the kernel's part of cpu_s) load_tool_cpu_s (wrk's, h2load's or the
                  openssl clients' user + system CPU; both absent from files written before them)
+                 steal_pct (the share of the machine's CPU time the hypervisor took during the
+                 run, from /proc/stat; absent from files written before 2026-12-07 09:40)
                  (for the handshake test: rps = handshakes/s, p50_ms = the mean handshake time,
                  requests = handshakes)
 MEM_TSV columns: gateway phase rss_kb pss_kb conns
@@ -174,6 +176,10 @@ def render(run_tsv, mem_tsv, meta_path, out_md):
             errors = sum(int(r[8]) for r in g)
             lines = sum(int(r[9]) for r in g)
             busy = statistics.median(float(r[11]) for r in g)
+            # The hypervisor's steal, in raw files that have it: the median round's and the most.
+            steal = ([float(r[15]) for r in g] if all(len(r) > 15 for r in g) else None)
+            steal_cell = (f" (steal {statistics.median(steal):.1f}%, at most {max(steal):.1f}%)"
+                          if steal else "")
             cpu100k = cpu / reqs * 100000 if reqs else float("nan")
             sys100k = (sys_cpu / reqs * 100000 if reqs and sys_cpu is not None
                        else float("nan"))
@@ -188,7 +194,7 @@ def render(run_tsv, mem_tsv, meta_path, out_md):
             lat = f"{s['p50']:.2f}" if tls else f"{s['p50']:.2f} | {s['p99']:.2f}"
             w(f"| {label} | {fmt(s['rps'])} | {fmt(min(rps))}–{fmt(max(rps))} | {lat} "
               f"| {cpu100k:.2f} | {figure(sys100k)} | {figure(tool100k)} | {errors} | {'' if tls else per_req_lines}"
-              f"{busy:.0f}% |")
+              f"{busy:.0f}%{steal_cell} |")
         w("")
         full, ngx, pas, bare = (summary.get((test, g)) for g in ("full", "nginx", "pass", "bare"))
         if full and ngx and fixed:

@@ -250,8 +250,10 @@ cpu_seconds() {
 }
 # TCP connections this machine opened so far (a handshake test must open one per handshake).
 tcp_active_opens() { awk '/^Tcp:/ { if (h) { print $6; exit } h = 1 }' /proc/net/snmp; }
-# Machine-wide busy and total jiffies from /proc/stat.
-machine_jiffies() { awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t }' /proc/stat; }
+# Machine-wide busy, total and steal jiffies from /proc/stat. Steal is time the hypervisor ran
+# something else while this VM's vCPUs wanted to run: it counts as busy, and it slows whichever
+# gateway's run it falls in.
+machine_jiffies() { awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t, $9 }' /proc/stat; }
 # kB: "RSS PSS" summed over the processes.
 memory_kb() {
   local pid rss=0 pss=0 r p
@@ -432,13 +434,13 @@ fi
 
 # measure TEST GATEWAY ROUND: one run, its numbers appended to $RAW
 measure() {
-  local test=$1 gw=$2 round=$3 pids upids c0 c1 s0 s1 u0 u1 b0 b1 t0 t1 o0 o1 rps p50 p99 reqs
-  local errors log lines cpu scpu ucpu busy lcpu
+  local test=$1 gw=$2 round=$3 pids upids c0 c1 s0 s1 u0 u1 b0 b1 t0 t1 st0 st1 o0 o1 rps p50 p99
+  local reqs errors log lines cpu scpu ucpu busy steal lcpu
   read -ra pids < <(gw_pids "$gw")
   read -ra upids < <(gw_pids upstream)
   read -r c0 s0 < <(cpu_seconds "${pids[@]}")
   read -r u0 _ < <(cpu_seconds "${upids[@]}")
-  read -r b0 t0 < <(machine_jiffies)
+  read -r b0 t0 st0 < <(machine_jiffies)
   o0=$(tcp_active_opens)
   # One line: the load's five figures, then the load tool's CPU seconds.
   read -r rps p50 p99 reqs errors lcpu < <(
@@ -446,7 +448,7 @@ measure() {
     children_cpu
   )
   o1=$(tcp_active_opens)
-  read -r b1 t1 < <(machine_jiffies)
+  read -r b1 t1 st1 < <(machine_jiffies)
   read -r u1 _ < <(cpu_seconds "${upids[@]}")
   read -r c1 s1 < <(cpu_seconds "${pids[@]}")
   log=$(gw_log "$gw")
@@ -456,11 +458,12 @@ measure() {
   scpu=$(awk -v a="$s0" -v b="$s1" 'BEGIN { printf "%.2f", b - a }')
   ucpu=$(awk -v a="$u0" -v b="$u1" 'BEGIN { printf "%.2f", b - a }')
   busy=$(awk -v b="$((b1 - b0))" -v t="$((t1 - t0))" 'BEGIN { printf "%.0f", t ? 100 * b / t : 0 }')
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$test" "$gw" "$round" \
+  steal=$(awk -v s="$((st1 - st0))" -v t="$((t1 - t0))" 'BEGIN { printf "%.1f", t ? 100 * s / t : 0 }')
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$test" "$gw" "$round" \
     "$rps" "$p50" "$p99" "$reqs" "$cpu" "$errors" "$lines" "$ucpu" "$busy" "$((o1 - o0))" \
-    "$scpu" "$lcpu" >>"$RAW"
-  say "$(printf 'round %s %-7s %-20s %10.0f/s  p50 %6.2f ms  p99 %6.2f ms  cpu %5.2f s  errors %s' \
-    "$round" "$test" "$(label "$gw")" "$rps" "$p50" "$p99" "$cpu" "$errors")"
+    "$scpu" "$lcpu" "$steal" >>"$RAW"
+  say "$(printf 'round %s %-7s %-20s %10.0f/s  p50 %6.2f ms  p99 %6.2f ms  cpu %5.2f s  errors %s  steal %s%%' \
+    "$round" "$test" "$(label "$gw")" "$rps" "$p50" "$p99" "$cpu" "$errors" "$steal")"
   if [ "$reqs" = 0 ]; then
     tail -5 "$RUN/load.out" >&2
     die "$test against $gw served no request"
@@ -535,7 +538,7 @@ meta load_end "$(uptime | sed 's/.*load average/load average/')"
 NOTES+=("nginx cannot send Palisade's per-request RateLimit header (remaining/reset); it sends the static RateLimit-Policy only. nginx still sends \`Server: nginx\` (server_tokens off); Palisade sends no Server header.")
 NOTES+=("bare Pingora (examples/bare_pingora.rs) is a Pingora proxy with nothing but an upstream, run as Palisade runs (same threads, no work stealing, mimalloc, the vendored pingora-core): no policy, no access log, no metrics. Whatever it costs, Palisade's architecture costs too. It is a plain release build: against a profile-guided Palisade (BENCH_PGO=1, the default) it is the floor of the plain build, not of that one.")
 NOTES+=("Palisade's access log is written by its own thread to stdout (a file here); nginx's with \`buffer=64k\`. Both logs were truncated after every run; 'access log lines / req' checks that every request was logged.")
-NOTES+=("CPU s / 100k: the gateway's own CPU (utime+stime) per 100,000 requests (or handshakes), and 'of it kernel' its stime part (system calls, and loopback TCP, which the sender's system call carries to the receiving socket); the user-space part is the difference. The upstream and the load tools run on the same cores and are not counted. 'machine busy' is the whole machine's non-idle share during the run: near 100% means the numbers are CPU-bound for everyone on the box.")
+NOTES+=("CPU s / 100k: the gateway's own CPU (utime+stime) per 100,000 requests (or handshakes), and 'of it kernel' its stime part (system calls, and loopback TCP, which the sender's system call carries to the receiving socket); the user-space part is the difference. The upstream and the load tools run on the same cores and are not counted. 'machine busy' is the whole machine's non-idle share during the run: near 100% means the numbers are CPU-bound for everyone on the box. 'steal' is the share of it the hypervisor took for other guests (/proc/stat), which slows whichever run it falls in.")
 meta notes "$(printf '%s || ' "${NOTES[@]}" | sed 's/ || $//')"
 
 python3 "$BENCH_DIR/report.py" render "$RAW" "$MEM" "$META" "$OUT/results.md"

@@ -63,13 +63,13 @@ def rate(run_tsv, test, share, conns):
     print(f"{per_conn * int(conns)} {per_conn}")
 
 
-def by_round(rows, a, b):
-    """The ratio of gateway a's rate to gateway b's in each round, where both ran a few
-    seconds apart: how far one round's ratio lies from another's shows the noise in the
-    medians' ratio."""
+def by_round(rows, a, b, col=3):
+    """The ratio of gateway a's rate (or another column's figure) to gateway b's in each
+    round, where both ran a few seconds apart: how far one round's ratio lies from another's
+    shows the noise in the medians' ratio."""
     rates = {}
     for r in rows:
-        rates.setdefault(r[2], {})[r[1]] = float(r[3])
+        rates.setdefault(r[2], {})[r[1]] = float(r[col])
     ratios = [ratio(g[a], g[b]) for _, g in sorted(rates.items(), key=lambda kv: int(kv[0]))
               if a in g and b in g]
     return " ".join(ratios) if ratios else "n/a"
@@ -200,7 +200,8 @@ def render(run_tsv, mem_tsv, meta_path, out_md):
         if full and ngx and fixed:
             w(f"- Palisade full / nginx at the same load: p99 **{ratio(full['p99'], ngx['p99'])}** "
               f"(target ≤ 1.00x), p50 {ratio(full['p50'], ngx['p50'])}, CPU per request "
-              f"{ratio(full['cpu'], ngx['cpu'])}{split(full, ngx)}")
+              f"{ratio(full['cpu'], ngx['cpu'])}{split(full, ngx)}; p99 by round "
+              f"{by_round(test_rows, 'full', 'nginx', col=5)}")
         if full and pas and fixed:
             w(f"- Palisade full / passthrough at the same load: p99 {ratio(full['p99'], pas['p99'])}, "
               f"CPU per request {ratio(full['cpu'], pas['cpu'])}")

@@ -17,6 +17,9 @@ RUN_TSV columns: test gateway round rps p50_ms p99_ms requests cpu_s errors log_
                  openssl clients' user + system CPU; both absent from files written before them)
                  steal_pct (the share of the machine's CPU time the hypervisor took during the
                  run, from /proc/stat; absent from files written before 2026-12-07 09:40)
+                 migrations switches (how often the kernel moved one of the gateway's threads
+                 to another CPU, and switched one out, during the run; "na" where /proc has no
+                 sched files; absent from files written before 2026-12-07 10:30)
                  (for the handshake test: rps = handshakes/s, p50_ms = the mean handshake time,
                  requests = handshakes)
 MEM_TSV columns: gateway phase rss_kb pss_kb conns
@@ -159,8 +162,9 @@ def render(run_tsv, mem_tsv, meta_path, out_md):
         latency = "mean handshake ms | " if tls else "p50 ms | p99 ms | "
         per = "handshakes" if tls else "requests"
         w(f"| gateway | {unit} (median) | min–max | {latency}CPU s / 100k {per} | of it kernel "
-          f"| load tool CPU s / 100k | errors | {'' if tls else 'access log lines / request | '}machine busy |")
-        w("| --- | ---: | ---: | " + ("---: | " * (6 if tls else 8)).rstrip())
+          f"| load tool CPU s / 100k | errors | {'' if tls else 'access log lines / request | '}machine busy "
+          f"| thread moves / switches per 1k {per} |")
+        w("| --- | ---: | ---: | " + ("---: | " * (7 if tls else 9)).rstrip())
         for gw, label in GATEWAYS:
             g = [r for r in test_rows if r[1] == gw]
             if not g:
@@ -180,6 +184,11 @@ def render(run_tsv, mem_tsv, meta_path, out_md):
             steal = ([float(r[15]) for r in g] if all(len(r) > 15 for r in g) else None)
             steal_cell = (f" (steal {statistics.median(steal):.1f}%, at most {max(steal):.1f}%)"
                           if steal else "")
+            # The scheduler's moves and switches of the gateway's threads, where recorded.
+            sched = [(r[16], r[17]) for r in g if len(r) > 17 and "na" not in (r[16], r[17])]
+            sched_cell = (f"{sum(int(m) for m, _ in sched) / reqs * 1000:.1f} / "
+                          f"{sum(int(w) for _, w in sched) / reqs * 1000:.0f}"
+                          if reqs and len(sched) == len(g) else "n/a")
             cpu100k = cpu / reqs * 100000 if reqs else float("nan")
             sys100k = (sys_cpu / reqs * 100000 if reqs and sys_cpu is not None
                        else float("nan"))
@@ -194,7 +203,7 @@ def render(run_tsv, mem_tsv, meta_path, out_md):
             lat = f"{s['p50']:.2f}" if tls else f"{s['p50']:.2f} | {s['p99']:.2f}"
             w(f"| {label} | {fmt(s['rps'])} | {fmt(min(rps))}–{fmt(max(rps))} | {lat} "
               f"| {cpu100k:.2f} | {figure(sys100k)} | {figure(tool100k)} | {errors} | {'' if tls else per_req_lines}"
-              f"{busy:.0f}%{steal_cell} |")
+              f"{busy:.0f}%{steal_cell} | {sched_cell} |")
         w("")
         full, ngx, pas, bare = (summary.get((test, g)) for g in ("full", "nginx", "pass", "bare"))
         if full and ngx and fixed:

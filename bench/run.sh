@@ -248,6 +248,15 @@ cpu_seconds() {
   done
   awk -v t="$total" -v s="$sys" -v hz="$CLK_TCK" 'BEGIN { printf "%.2f %.2f\n", t / hz, s / hz }'
 }
+# "MIGRATIONS SWITCHES" so far, summed over every thread of the given processes: how often the
+# kernel moved one of their threads to another CPU, and how often it switched one out (each
+# wake-up is a switch). "na na" where /proc has no sched files (a kernel without SCHED_DEBUG).
+sched_counts() {
+  local pid
+  for pid in "$@"; do [ -r "/proc/$pid/sched" ] || { echo "na na"; return; }; done
+  for pid in "$@"; do cat "/proc/$pid"/task/*/sched 2>/dev/null; done |
+    awk '/^se\.nr_migrations/ { m += $3 } /^nr_switches/ { w += $3 } END { print m + 0, w + 0 }'
+}
 # TCP connections this machine opened so far (a handshake test must open one per handshake).
 tcp_active_opens() { awk '/^Tcp:/ { if (h) { print $6; exit } h = 1 }' /proc/net/snmp; }
 # Machine-wide busy, total and steal jiffies from /proc/stat. Steal is time the hypervisor ran
@@ -435,10 +444,11 @@ fi
 # measure TEST GATEWAY ROUND: one run, its numbers appended to $RAW
 measure() {
   local test=$1 gw=$2 round=$3 pids upids c0 c1 s0 s1 u0 u1 b0 b1 t0 t1 st0 st1 o0 o1 rps p50 p99
-  local reqs errors log lines cpu scpu ucpu busy steal lcpu
+  local reqs errors log lines cpu scpu ucpu busy steal lcpu m0 m1 w0 w1 moves switches
   read -ra pids < <(gw_pids "$gw")
   read -ra upids < <(gw_pids upstream)
   read -r c0 s0 < <(cpu_seconds "${pids[@]}")
+  read -r m0 w0 < <(sched_counts "${pids[@]}")
   read -r u0 _ < <(cpu_seconds "${upids[@]}")
   read -r b0 t0 st0 < <(machine_jiffies)
   o0=$(tcp_active_opens)
@@ -451,6 +461,7 @@ measure() {
   read -r b1 t1 st1 < <(machine_jiffies)
   read -r u1 _ < <(cpu_seconds "${upids[@]}")
   read -r c1 s1 < <(cpu_seconds "${pids[@]}")
+  read -r m1 w1 < <(sched_counts "${pids[@]}")
   log=$(gw_log "$gw")
   lines=$(wc -l <"$log")
   [ "$log" = /dev/null ] || : >"$log"
@@ -459,9 +470,11 @@ measure() {
   ucpu=$(awk -v a="$u0" -v b="$u1" 'BEGIN { printf "%.2f", b - a }')
   busy=$(awk -v b="$((b1 - b0))" -v t="$((t1 - t0))" 'BEGIN { printf "%.0f", t ? 100 * b / t : 0 }')
   steal=$(awk -v s="$((st1 - st0))" -v t="$((t1 - t0))" 'BEGIN { printf "%.1f", t ? 100 * s / t : 0 }')
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$test" "$gw" "$round" \
+  moves=na switches=na
+  if [ "$m0" != na ] && [ "$m1" != na ]; then moves=$((m1 - m0)) switches=$((w1 - w0)); fi
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$test" "$gw" "$round" \
     "$rps" "$p50" "$p99" "$reqs" "$cpu" "$errors" "$lines" "$ucpu" "$busy" "$((o1 - o0))" \
-    "$scpu" "$lcpu" "$steal" >>"$RAW"
+    "$scpu" "$lcpu" "$steal" "$moves" "$switches" >>"$RAW"
   say "$(printf 'round %s %-7s %-20s %10.0f/s  p50 %6.2f ms  p99 %6.2f ms  cpu %5.2f s  errors %s  steal %s%%' \
     "$round" "$test" "$(label "$gw")" "$rps" "$p50" "$p99" "$cpu" "$errors" "$steal")"
   if [ "$reqs" = 0 ]; then

@@ -38,13 +38,21 @@ pub struct HealthChecks {
 impl BackgroundService for HealthChecks {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let connector = Connector::new(None);
-        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        // A pool with an active check is looked at every 100 ms; with none configured the
+        // thread wakes once a second (to see a reload that adds one), not ten times: an idle
+        // gateway's wake-ups are CPU the request threads lose, and they move them between CPUs.
+        let mut wait = Duration::ZERO;
         loop {
             tokio::select! {
-                _ = tick.tick() => {}
+                _ = tokio::time::sleep(wait) => {}
                 _ = shutdown.changed() => return,
             }
             let runtime = self.shared.runtime.load_full();
+            wait = if runtime.upstreams.values().any(|p| p.check.is_some()) {
+                Duration::from_millis(100)
+            } else {
+                Duration::from_secs(1)
+            };
             let now = now_ms();
             for pool in runtime.upstreams.values() {
                 let Some(check) = &pool.check else { continue };

@@ -1386,3 +1386,101 @@ async fn each_form_of_request_target_reaches_the_upstream_as_sent() {
     }
     assert_eq!(app.hits(), 6);
 }
+
+/// Every thread of process `pid`: its id, its name and its context switches so far (voluntary
+/// ones are wake-ups from sleep).
+fn thread_switches(pid: u32) -> Vec<(String, String, u64)> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the gateway's threads");
+    let mut threads = Vec::new();
+    for task in tasks.flatten() {
+        let dir = task.path();
+        let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
+        let switches = status
+            .lines()
+            .filter_map(|line| {
+                line.strip_prefix("voluntary_ctxt_switches:")
+                    .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
+            })
+            .filter_map(|n| n.trim().parse::<u64>().ok())
+            .sum();
+        let tid = task.file_name().to_string_lossy().into_owned();
+        threads.push((tid, name.trim().to_string(), switches));
+    }
+    threads
+}
+
+/// A gateway with no request to serve sleeps: after requests of every kind (plain HTTP/1.1,
+/// HTTPS over HTTP/1.1 and HTTP/2, a request body), no thread is left ticking. Pingora's own
+/// timeouts ran on pingora-timeout's clock thread, started by the first connection and woken
+/// every 10 ms from then on; with no active health check configured, the check loop wakes
+/// once a second, not ten times. Each wake-up of a thread beside the request threads takes a
+/// CPU they may want, and the kernel moves them to the other one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_gateway_wakes_no_thread_on_a_clock() {
+    let app = Upstream::start("app").await;
+    let gw = Gateway::start(&config(&app, "")).await;
+    {
+        let plain = reqwest::Client::builder().http1_only().build().unwrap();
+        let r = plain.get(gw.http_url("/api/plain")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let r = plain
+            .post(gw.http_url("/api/body"))
+            .body(vec![b'x'; 20_000])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        for http2 in [false, true] {
+            let builder = gw.client_builder();
+            let client = if http2 {
+                builder.http2_prior_knowledge()
+            } else {
+                builder.http1_only()
+            }
+            .build()
+            .unwrap();
+            let r = client.get(gw.https_url("/api/tls")).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+        }
+    }
+    // The clients are gone with their connections; let the gateway see them close.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let clock = |threads: &[(String, String, u64)]| {
+        assert!(
+            !threads.iter().any(|(_, name, _)| name == "Timer thread"),
+            "pingora-timeout's clock thread runs: {threads:?}"
+        );
+    };
+    let mut before = thread_switches(gw.pid());
+    clock(&before);
+    // Two windows of a second, and the quieter one judged: a clock ticks in both, while a
+    // one-off (a connection's close seen late, a page of the binary read in) is in one.
+    let mut windows = Vec::new();
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let after = thread_switches(gw.pid());
+        clock(&after);
+        let woken: Vec<(String, u64)> = after
+            .iter()
+            .map(|(tid, name, a)| {
+                let b = before
+                    .iter()
+                    .find(|(t, _, _)| t == tid)
+                    .map_or(0, |(_, _, b)| *b);
+                (name.clone(), a - b.min(*a))
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        windows.push((woken.iter().map(|(_, n)| n).sum::<u64>(), woken));
+        before = after;
+    }
+    eprintln!("idle, context switches per second: {windows:?}");
+    // Idle, the old gateway woke about 120 times a second (the clock thread 100, the health
+    // check loop 20); now about 5. The bound leaves room for the odd timer.
+    let quieter = windows.iter().map(|(total, _)| *total).min().unwrap_or(0);
+    assert!(
+        quieter < 30,
+        "idle, context switches per second: {windows:?}"
+    );
+}

@@ -156,7 +156,8 @@ where
                         &mut connect_attempt,
                     );
                     let conn_res = match peer.connection_timeout() {
-                        Some(t) => match pingora_timeout::timeout(t, connect_future).await {
+                        // Palisade: tokio's timer, not pingora-timeout's clock thread (patch 28)
+                        Some(t) => match pingora_timeout::tokio_timeout(t, connect_future).await {
                             Ok(result) => result,
                             Err(e) => {
                                 let context = format!("timeout {t:?} connecting to server {peer}");
@@ -194,7 +195,8 @@ where
                             .expect("non-pathname unix sockets not supported as peer"),
                     );
                     let conn_res = match peer.connection_timeout() {
-                        Some(t) => pingora_timeout::timeout(t, connect_future)
+                        // Palisade: tokio's timer, not pingora-timeout's clock thread (patch 28)
+                        Some(t) => pingora_timeout::tokio_timeout(t, connect_future)
                             .await
                             .explain_err(ConnectTimedout, |_| {
                                 format!("timeout {t:?} connecting to server {peer}")
@@ -321,7 +323,8 @@ async fn proxy_connect<P: Peer>(peer: &P) -> Result<Stream> {
     let req_header = raw_connect::generate_connect_header(&proxy.host, proxy.port, &mut headers)?;
     let fut = raw_connect::connect(stream, &req_header, peer);
     let (mut stream, digest) = match peer.connection_timeout() {
-        Some(t) => pingora_timeout::timeout(t, fut)
+        // Palisade: tokio's timer, not pingora-timeout's clock thread (patch 28)
+        Some(t) => pingora_timeout::tokio_timeout(t, fut)
             .await
             .explain_err(ConnectTimedout, |_| "establishing CONNECT proxy")?,
         None => fut.await,

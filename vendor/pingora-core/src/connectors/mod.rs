@@ -213,16 +213,28 @@ fn pool_put(
     // race in which the watcher has released the lock but not yet dropped its Arc (the
     // "failed to acquire reusable stream" error and a needless new connection).
     tokio::spawn(async move {
-        if pool
-            .idle_poll(
-                locked_stream,
-                &idle_meta.connection,
-                idle_timeout,
-                notify_close,
-                watch_use,
-            )
-            .await
-        {
+        // Palisade: the idle timeout on tokio's timer, not pingora-pool's (patch 28): its
+        // `pingora_timeout::timeout` starts pingora-timeout's clock thread, which then wakes
+        // every 10 ms for the life of the process. On expiry the watch is dropped (unlocking
+        // the stream, as its read's end did) and the connection leaves the pool, as before.
+        let watch = pool.idle_poll(
+            locked_stream,
+            &idle_meta.connection,
+            None,
+            notify_close,
+            watch_use,
+        );
+        let evicted = match idle_timeout {
+            Some(limit) => match tokio::time::timeout(limit, watch).await {
+                Ok(evicted) => evicted,
+                Err(_) => {
+                    pool.pop_closed(&idle_meta.connection);
+                    false
+                }
+            },
+            None => watch.await,
+        };
+        if evicted {
             if let Some(callback) = keepalive_pool_callback {
                 callback(idle_meta.elapsed());
             }
@@ -476,7 +488,8 @@ async fn do_connect<P: Peer + Send + Sync>(
         do_connect_inner(peer, bind_to, alpn_override, tls_ctx, offload_wait_duration);
 
     match peer.total_connection_timeout() {
-        Some(t) => match pingora_timeout::timeout(t, connect_future).await {
+        // Palisade: tokio's timer, not pingora-timeout's clock thread (patch 28)
+        Some(t) => match pingora_timeout::tokio_timeout(t, connect_future).await {
             Ok(res) => res,
             Err(_) => Error::e_explain(
                 ConnectTimedout,

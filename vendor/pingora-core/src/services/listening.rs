@@ -35,7 +35,8 @@ use async_trait::async_trait;
 use log::{debug, error, info};
 use pingora_error::Result;
 use pingora_runtime::current_handle;
-use pingora_timeout::timeout;
+// Palisade: tokio's timer, not pingora-timeout's clock thread (patch 28)
+use pingora_timeout::tokio_timeout as timeout;
 use std::fs::Permissions;
 use std::sync::Arc;
 use std::time::Duration;

@@ -491,16 +491,26 @@ impl Connector {
             let keepalive_pool_callback = self.pool_callback.clone();
             let rt = pingora_runtime::current_handle();
             rt.spawn(async move {
-                if pool
-                    .idle_timeout(
-                        &idle_meta.connection,
-                        idle_timeout,
-                        notify_evicted,
-                        closed,
-                        watch_use,
-                    )
-                    .await
-                {
+                // Palisade: the idle timeout on tokio's timer, not pingora-pool's clock
+                // thread (patch 28); on expiry the connection leaves the pool, as before.
+                let watch = pool.idle_timeout(
+                    &idle_meta.connection,
+                    None,
+                    notify_evicted,
+                    closed,
+                    watch_use,
+                );
+                let evicted = match idle_timeout {
+                    Some(limit) => match tokio::time::timeout(limit, watch).await {
+                        Ok(evicted) => evicted,
+                        Err(_) => {
+                            pool.pop_closed(&idle_meta.connection);
+                            false
+                        }
+                    },
+                    None => watch.await,
+                };
+                if evicted {
                     if let Some(callback) = keepalive_pool_callback {
                         callback(idle_meta.elapsed());
                     }

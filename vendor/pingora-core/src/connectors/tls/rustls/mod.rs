@@ -282,7 +282,8 @@ where
     let connect_future = handshake(&tls_conn, &domain, stream);
 
     match peer.connection_timeout() {
-        Some(t) => match pingora_timeout::timeout(t, connect_future).await {
+        // Palisade: tokio's timer, not pingora-timeout's clock thread (patch 28)
+        Some(t) => match pingora_timeout::tokio_timeout(t, connect_future).await {
             Ok(res) => res,
             Err(_) => Error::e_explain(
                 ConnectTimedout,

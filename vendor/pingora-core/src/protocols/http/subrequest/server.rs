@@ -38,7 +38,8 @@ use http::{header, header::AsHeaderName, HeaderMap, Method};
 use log::{debug, trace, warn};
 use pingora_error::{Error, ErrorType::*, OkOrErr, OrErr, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
-use pingora_timeout::timeout;
+// Palisade: tokio's timer, not pingora-timeout's clock thread (patch 28)
+use pingora_timeout::tokio_timeout as timeout;
 use std::collections::VecDeque;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};

@@ -1583,7 +1583,8 @@ impl BodyWriter {
         // Write returned Pending - lazily create and check timeout if duration is set
         if let Some(duration) = self.send_body_state.timeout_duration {
             let timeout = self.send_body_state.timeout_fut.get_or_insert_with(|| {
-                Box::pin(pingora_timeout::sleep(duration))
+                // Palisade: tokio's timer, not pingora-timeout's clock thread (patch 28)
+                Box::pin(tokio::time::sleep(duration))
                     as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + Sync>>
             });
 

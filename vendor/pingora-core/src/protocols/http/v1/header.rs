@@ -211,7 +211,8 @@ impl HeaderWriter {
         // timeout futures when writes complete immediately (the common case).
         if let Some(duration) = self.send_header_state.timeout_duration {
             let timeout = self.send_header_state.timeout_fut.get_or_insert_with(|| {
-                Box::pin(pingora_timeout::sleep(duration))
+                // Palisade: tokio's timer, not pingora-timeout's clock thread (patch 28)
+                Box::pin(tokio::time::sleep(duration))
                     as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + Sync>>
             });
 

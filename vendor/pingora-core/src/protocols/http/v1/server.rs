@@ -25,7 +25,8 @@ use once_cell::sync::Lazy;
 use percent_encoding::{percent_encode, AsciiSet, CONTROLS};
 use pingora_error::{Error, ErrorType::*, OrErr, Result};
 use pingora_http::{IntoCaseHeaderName, RequestHeader, ResponseHeader};
-use pingora_timeout::timeout;
+// Palisade: tokio's timer, not pingora-timeout's clock thread (patch 28)
+use pingora_timeout::tokio_timeout as timeout;
 use regex::bytes::Regex;
 use std::any::Any;
 use std::collections::VecDeque;

@@ -23,7 +23,8 @@ use http::HeaderMap;
 use log::{debug, error, warn};
 use pingora_error::{Error, ErrorType, ErrorType::*, OrErr, Result, RetryType};
 use pingora_http::{RequestHeader, ResponseHeader};
-use pingora_timeout::timeout;
+// Palisade: tokio's timer, not pingora-timeout's clock thread (patch 28)
+use pingora_timeout::tokio_timeout as timeout;
 use std::io::ErrorKind;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

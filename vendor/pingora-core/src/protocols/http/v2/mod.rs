@@ -17,7 +17,8 @@
 use std::time::Duration;
 
 use crate::{Error, ErrorType::*, OrErr, Result};
-use pingora_timeout::timeout;
+// Palisade: tokio's timer, not pingora-timeout's clock thread (patch 28)
+use pingora_timeout::tokio_timeout as timeout;
 
 use bytes::Bytes;
 use h2::SendStream;
@@ -97,7 +98,8 @@ mod test {
     use tokio_stream::StreamExt;
 
     use pingora_http::{RequestHeader, ResponseHeader};
-    use pingora_timeout::sleep;
+    // Palisade: tokio's timer, not pingora-timeout's clock thread (patch 28)
+    use tokio::time::sleep;
 
     use crate::protocols::{
         http::v2::server::{self, handshake, H2Accept, HttpSession},
@@ -315,7 +317,8 @@ mod test {
 
             let mut saw_response = false;
             let mut saw_goaway = false;
-            let _ = pingora_timeout::timeout(Duration::from_secs(5), async {
+            // Palisade: tokio's timer, not pingora-timeout's clock thread (patch 28)
+            let _ = pingora_timeout::tokio_timeout(Duration::from_secs(5), async {
                 while let Some(frame) = codec.next().await {
                     match frame.unwrap() {
                         h2::frame::Frame::Headers(_) => {
@@ -425,7 +428,8 @@ mod test {
             codec.send(headers.into()).await.unwrap();
 
             let mut saw_response_for_stream_1 = false;
-            let _ = pingora_timeout::timeout(Duration::from_secs(5), async {
+            // Palisade: tokio's timer, not pingora-timeout's clock thread (patch 28)
+            let _ = pingora_timeout::tokio_timeout(Duration::from_secs(5), async {
                 while let Some(frame) = codec.next().await {
                     if let Ok(h2::frame::Frame::Headers(h)) = frame {
                         if h.stream_id() == 1u32 {
@@ -494,7 +498,8 @@ mod test {
             // Wait for the server's GOAWAY, then drop the codec to close the
             // connection so the accept loop can exit.
             let mut saw_goaway = false;
-            let _ = pingora_timeout::timeout(Duration::from_secs(3), async {
+            // Palisade: tokio's timer, not pingora-timeout's clock thread (patch 28)
+            let _ = pingora_timeout::tokio_timeout(Duration::from_secs(3), async {
                 while let Some(frame) = codec.next().await {
                     if matches!(frame.unwrap(), h2::frame::Frame::GoAway(_)) {
                         saw_goaway = true;
@@ -514,7 +519,8 @@ mod test {
             shutdown_tx.send(true).unwrap();
         });
 
-        let result = pingora_timeout::timeout(
+        // Palisade: tokio's timer, not pingora-timeout's clock thread (patch 28)
+        let result = pingora_timeout::tokio_timeout(
             Duration::from_secs(2),
             server::accept_downstream_sessions(
                 connection,
@@ -560,7 +566,8 @@ mod test {
 
         // No shutdown is signaled and no stream is opened; a short idle timeout
         // must make the accept loop return on its own.
-        let result = pingora_timeout::timeout(
+        // Palisade: tokio's timer, not pingora-timeout's clock thread (patch 28)
+        let result = pingora_timeout::tokio_timeout(
             Duration::from_secs(2),
             server::accept_downstream_sessions(
                 connection,
@@ -628,7 +635,8 @@ mod test {
             },
         ));
 
-        let active_session = pingora_timeout::timeout(Duration::from_secs(1), guard_rx)
+        // Palisade: tokio's timer, not pingora-timeout's clock thread (patch 28)
+        let active_session = pingora_timeout::tokio_timeout(Duration::from_secs(1), guard_rx)
             .await
             .expect("session was not accepted")
             .expect("accept loop dropped the active session");
@@ -646,7 +654,8 @@ mod test {
             "a full idle period must elapse after the session finishes"
         );
 
-        pingora_timeout::timeout(Duration::from_secs(1), accept_handle)
+        // Palisade: tokio's timer, not pingora-timeout's clock thread (patch 28)
+        pingora_timeout::tokio_timeout(Duration::from_secs(1), accept_handle)
             .await
             .expect("idle timeout did not close the connection")
             .expect("accept loop panicked");
@@ -691,7 +700,8 @@ mod test {
             // its own outer timeout while waiting on a quiet codec.
             let mut saw_response = false;
             let mut saw_goaway = false;
-            let _ = pingora_timeout::timeout(Duration::from_secs(3), async {
+            // Palisade: tokio's timer, not pingora-timeout's clock thread (patch 28)
+            let _ = pingora_timeout::tokio_timeout(Duration::from_secs(3), async {
                 while let Some(frame) = codec.next().await {
                     match frame {
                         Ok(h2::frame::Frame::Headers(h)) if h.stream_id() == 1 => {
@@ -738,7 +748,8 @@ mod test {
         });
 
         let mut session_handles = vec![];
-        let result = pingora_timeout::timeout(
+        // Palisade: tokio's timer, not pingora-timeout's clock thread (patch 28)
+        let result = pingora_timeout::tokio_timeout(
             Duration::from_secs(5),
             server::accept_downstream_sessions(
                 connection,

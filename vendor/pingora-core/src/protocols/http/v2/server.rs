@@ -24,7 +24,8 @@ use http::uri::PathAndQuery;
 use http::{header, HeaderMap, Response, StatusCode};
 use log::{debug, warn};
 use pingora_http::{RequestHeader, ResponseHeader};
-use pingora_timeout::timeout;
+// Palisade: tokio's timer, not pingora-timeout's clock thread (patch 28)
+use pingora_timeout::tokio_timeout as timeout;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::ready;
@@ -241,7 +242,8 @@ impl ActiveSessions {
 async fn wait_for_idle_timeout(active: &ActiveSessions, idle_timeout: Duration) {
     active.wait_until_idle().await;
     if !idle_timeout.is_zero() {
-        pingora_timeout::sleep(idle_timeout).await;
+        // Palisade: tokio's timer, not pingora-timeout's clock thread (patch 28)
+        tokio::time::sleep(idle_timeout).await;
     }
 }
 
@@ -1585,7 +1587,8 @@ mod test {
         );
 
         drop(guard);
-        pingora_timeout::timeout(Duration::from_secs(1), timeout)
+        // Palisade: tokio's timer, not pingora-timeout's clock thread (patch 28)
+        pingora_timeout::tokio_timeout(Duration::from_secs(1), timeout)
             .await
             .expect("zero timeout did not expire after the session finished")
             .expect("timeout task panicked");

@@ -60,6 +60,36 @@ impl IdleConnection {
     fn elapsed(&self) -> Duration {
         self.idle_since.elapsed()
     }
+
+    /// Palisade (patch 28): waits out this idle connection's `watch` (pingora-pool's
+    /// `idle_poll` or `idle_timeout`, given no timeout of its own) under `idle_timeout` on
+    /// tokio's timer. pingora-pool's own timeout is pingora-timeout's, whose first use starts
+    /// a clock thread that wakes every 10 ms for the life of the process. On expiry the watch
+    /// is dropped (unlocking the stream it held) and the connection leaves `pool`, as
+    /// pingora-pool's timeout did; an eviction is reported to `callback` with the time idle.
+    pub(crate) async fn watch<S>(
+        &self,
+        pool: &ConnectionPool<S>,
+        idle_timeout: Option<Duration>,
+        watch: impl std::future::Future<Output = bool>,
+        callback: Option<PoolCallback>,
+    ) {
+        let evicted = match idle_timeout {
+            Some(limit) => match tokio::time::timeout(limit, watch).await {
+                Ok(evicted) => evicted,
+                Err(_) => {
+                    pool.pop_closed(&self.connection);
+                    false
+                }
+            },
+            None => watch.await,
+        };
+        if evicted {
+            if let Some(callback) = callback {
+                callback(self.elapsed());
+            }
+        }
+    }
 }
 
 /// Callback invoked when an idle upstream connection leaves the keep-alive pool
@@ -213,10 +243,7 @@ fn pool_put(
     // race in which the watcher has released the lock but not yet dropped its Arc (the
     // "failed to acquire reusable stream" error and a needless new connection).
     tokio::spawn(async move {
-        // Palisade: the idle timeout on tokio's timer, not pingora-pool's (patch 28): its
-        // `pingora_timeout::timeout` starts pingora-timeout's clock thread, which then wakes
-        // every 10 ms for the life of the process. On expiry the watch is dropped (unlocking
-        // the stream, as its read's end did) and the connection leaves the pool, as before.
+        // Palisade: the idle timeout on tokio's timer, not pingora-pool's (patch 28)
         let watch = pool.idle_poll(
             locked_stream,
             &idle_meta.connection,
@@ -224,21 +251,9 @@ fn pool_put(
             notify_close,
             watch_use,
         );
-        let evicted = match idle_timeout {
-            Some(limit) => match tokio::time::timeout(limit, watch).await {
-                Ok(evicted) => evicted,
-                Err(_) => {
-                    pool.pop_closed(&idle_meta.connection);
-                    false
-                }
-            },
-            None => watch.await,
-        };
-        if evicted {
-            if let Some(callback) = keepalive_pool_callback {
-                callback(idle_meta.elapsed());
-            }
-        }
+        idle_meta
+            .watch(&pool, idle_timeout, watch, keepalive_pool_callback)
+            .await;
     });
 }
 

@@ -491,8 +491,7 @@ impl Connector {
             let keepalive_pool_callback = self.pool_callback.clone();
             let rt = pingora_runtime::current_handle();
             rt.spawn(async move {
-                // Palisade: the idle timeout on tokio's timer, not pingora-pool's clock
-                // thread (patch 28); on expiry the connection leaves the pool, as before.
+                // Palisade: the idle timeout on tokio's timer, not pingora-pool's (patch 28)
                 let watch = pool.idle_timeout(
                     &idle_meta.connection,
                     None,
@@ -500,21 +499,9 @@ impl Connector {
                     closed,
                     watch_use,
                 );
-                let evicted = match idle_timeout {
-                    Some(limit) => match tokio::time::timeout(limit, watch).await {
-                        Ok(evicted) => evicted,
-                        Err(_) => {
-                            pool.pop_closed(&idle_meta.connection);
-                            false
-                        }
-                    },
-                    None => watch.await,
-                };
-                if evicted {
-                    if let Some(callback) = keepalive_pool_callback {
-                        callback(idle_meta.elapsed());
-                    }
-                }
+                idle_meta
+                    .watch(&pool, idle_timeout, watch, keepalive_pool_callback)
+                    .await;
             });
         } else {
             self.in_use_pool.insert(reuse_hash, conn);

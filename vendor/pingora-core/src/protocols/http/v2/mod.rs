@@ -98,8 +98,7 @@ mod test {
     use tokio_stream::StreamExt;
 
     use pingora_http::{RequestHeader, ResponseHeader};
-    // Palisade: tokio's timer, not pingora-timeout's clock thread (patch 28)
-    use tokio::time::sleep;
+    use pingora_timeout::sleep;
 
     use crate::protocols::{
         http::v2::server::{self, handshake, H2Accept, HttpSession},
@@ -317,8 +316,7 @@ mod test {
 
             let mut saw_response = false;
             let mut saw_goaway = false;
-            // Palisade: tokio's timer, not pingora-timeout's clock thread (patch 28)
-            let _ = pingora_timeout::tokio_timeout(Duration::from_secs(5), async {
+            let _ = pingora_timeout::timeout(Duration::from_secs(5), async {
                 while let Some(frame) = codec.next().await {
                     match frame.unwrap() {
                         h2::frame::Frame::Headers(_) => {
@@ -428,8 +426,7 @@ mod test {
             codec.send(headers.into()).await.unwrap();
 
             let mut saw_response_for_stream_1 = false;
-            // Palisade: tokio's timer, not pingora-timeout's clock thread (patch 28)
-            let _ = pingora_timeout::tokio_timeout(Duration::from_secs(5), async {
+            let _ = pingora_timeout::timeout(Duration::from_secs(5), async {
                 while let Some(frame) = codec.next().await {
                     if let Ok(h2::frame::Frame::Headers(h)) = frame {
                         if h.stream_id() == 1u32 {
@@ -498,8 +495,7 @@ mod test {
             // Wait for the server's GOAWAY, then drop the codec to close the
             // connection so the accept loop can exit.
             let mut saw_goaway = false;
-            // Palisade: tokio's timer, not pingora-timeout's clock thread (patch 28)
-            let _ = pingora_timeout::tokio_timeout(Duration::from_secs(3), async {
+            let _ = pingora_timeout::timeout(Duration::from_secs(3), async {
                 while let Some(frame) = codec.next().await {
                     if matches!(frame.unwrap(), h2::frame::Frame::GoAway(_)) {
                         saw_goaway = true;
@@ -519,8 +515,7 @@ mod test {
             shutdown_tx.send(true).unwrap();
         });
 
-        // Palisade: tokio's timer, not pingora-timeout's clock thread (patch 28)
-        let result = pingora_timeout::tokio_timeout(
+        let result = pingora_timeout::timeout(
             Duration::from_secs(2),
             server::accept_downstream_sessions(
                 connection,
@@ -566,8 +561,7 @@ mod test {
 
         // No shutdown is signaled and no stream is opened; a short idle timeout
         // must make the accept loop return on its own.
-        // Palisade: tokio's timer, not pingora-timeout's clock thread (patch 28)
-        let result = pingora_timeout::tokio_timeout(
+        let result = pingora_timeout::timeout(
             Duration::from_secs(2),
             server::accept_downstream_sessions(
                 connection,
@@ -635,8 +629,7 @@ mod test {
             },
         ));
 
-        // Palisade: tokio's timer, not pingora-timeout's clock thread (patch 28)
-        let active_session = pingora_timeout::tokio_timeout(Duration::from_secs(1), guard_rx)
+        let active_session = pingora_timeout::timeout(Duration::from_secs(1), guard_rx)
             .await
             .expect("session was not accepted")
             .expect("accept loop dropped the active session");
@@ -654,8 +647,7 @@ mod test {
             "a full idle period must elapse after the session finishes"
         );
 
-        // Palisade: tokio's timer, not pingora-timeout's clock thread (patch 28)
-        pingora_timeout::tokio_timeout(Duration::from_secs(1), accept_handle)
+        pingora_timeout::timeout(Duration::from_secs(1), accept_handle)
             .await
             .expect("idle timeout did not close the connection")
             .expect("accept loop panicked");
@@ -700,8 +692,7 @@ mod test {
             // its own outer timeout while waiting on a quiet codec.
             let mut saw_response = false;
             let mut saw_goaway = false;
-            // Palisade: tokio's timer, not pingora-timeout's clock thread (patch 28)
-            let _ = pingora_timeout::tokio_timeout(Duration::from_secs(3), async {
+            let _ = pingora_timeout::timeout(Duration::from_secs(3), async {
                 while let Some(frame) = codec.next().await {
                     match frame {
                         Ok(h2::frame::Frame::Headers(h)) if h.stream_id() == 1 => {
@@ -748,8 +739,7 @@ mod test {
         });
 
         let mut session_handles = vec![];
-        // Palisade: tokio's timer, not pingora-timeout's clock thread (patch 28)
-        let result = pingora_timeout::tokio_timeout(
+        let result = pingora_timeout::timeout(
             Duration::from_secs(5),
             server::accept_downstream_sessions(
                 connection,

@@ -1587,8 +1587,7 @@ mod test {
         );
 
         drop(guard);
-        // Palisade: tokio's timer, not pingora-timeout's clock thread (patch 28)
-        pingora_timeout::tokio_timeout(Duration::from_secs(1), timeout)
+        pingora_timeout::timeout(Duration::from_secs(1), timeout)
             .await
             .expect("zero timeout did not expire after the session finished")
             .expect("timeout task panicked");

@@ -162,9 +162,10 @@ def render(run_tsv, mem_tsv, meta_path, out_md):
         latency = "mean handshake ms | " if tls else "p50 ms | p99 ms | "
         per = "handshakes" if tls else "requests"
         w(f"| gateway | {unit} (median) | min–max | {latency}CPU s / 100k {per} | of it kernel "
-          f"| load tool CPU s / 100k | errors | {'' if tls else 'access log lines / request | '}machine busy "
+          f"| {'' if tls else 'upstream CPU s / 100k | '}load tool CPU s / 100k | errors "
+          f"| {'' if tls else 'access log lines / request | '}machine busy "
           f"| thread moves / switches per 1k {per} |")
-        w("| --- | ---: | ---: | " + ("---: | " * (7 if tls else 9)).rstrip())
+        w("| --- | ---: | ---: | " + ("---: | " * (7 if tls else 10)).rstrip())
         for gw, label in GATEWAYS:
             g = [r for r in test_rows if r[1] == gw]
             if not g:
@@ -177,6 +178,9 @@ def render(run_tsv, mem_tsv, meta_path, out_md):
             # The kernel's part, in raw files that have it.
             sys_cpu = sum(float(r[13]) for r in g) if all(len(r) > 13 for r in g) else None
             tool_cpu = sum(float(r[14]) for r in g) if all(len(r) > 14 for r in g) else None
+            # The upstream's CPU while this gateway was loaded: what the gateway's way of using
+            # its upstream connections costs the upstream, on the same cores.
+            up_cpu = sum(float(r[10]) for r in g)
             errors = sum(int(r[8]) for r in g)
             lines = sum(int(r[9]) for r in g)
             busy = statistics.median(float(r[11]) for r in g)
@@ -194,15 +198,18 @@ def render(run_tsv, mem_tsv, meta_path, out_md):
                        else float("nan"))
             tool100k = (tool_cpu / reqs * 100000 if reqs and tool_cpu is not None
                         else float("nan"))
+            up_cell = "" if tls else f"{figure(up_cpu / reqs * 100000 if reqs else float('nan'))} | "
             per_req_lines = (f"{lines / reqs:.2f} | " if reqs and gw not in NO_ACCESS_LOG
                              else "n/a | ")
             s = dict(rps=statistics.median(rps), p50=statistics.median(p50),
                      p99=statistics.median(p99), cpu=cpu100k, sys=sys100k,
-                     user=cpu100k - sys100k)
+                     user=cpu100k - sys100k,
+                     up=up_cpu / reqs * 100000 if reqs else float("nan"))
             summary[(test, gw)] = s
             lat = f"{s['p50']:.2f}" if tls else f"{s['p50']:.2f} | {s['p99']:.2f}"
             w(f"| {label} | {fmt(s['rps'])} | {fmt(min(rps))}–{fmt(max(rps))} | {lat} "
-              f"| {cpu100k:.2f} | {figure(sys100k)} | {figure(tool100k)} | {errors} | {'' if tls else per_req_lines}"
+              f"| {cpu100k:.2f} | {figure(sys100k)} | {up_cell}{figure(tool100k)} | {errors} "
+              f"| {'' if tls else per_req_lines}"
               f"{busy:.0f}%{steal_cell} | {sched_cell} |")
         w("")
         full, ngx, pas, bare = (summary.get((test, g)) for g in ("full", "nginx", "pass", "bare"))
@@ -219,9 +226,11 @@ def render(run_tsv, mem_tsv, meta_path, out_md):
             continue
         if full and ngx:
             p99 = "" if tls else f"p99 {ratio(full['p99'], ngx['p99'])} (at saturation), "
+            upstream = "" if tls else f", the upstream's CPU per request {ratio(full['up'], ngx['up'])}"
             w(f"- Palisade full / nginx: {unit} **{ratio(full['rps'], ngx['rps'])}** "
               f"(target ≥ 1.00x), {p99}CPU per {per[:-1]} {ratio(full['cpu'], ngx['cpu'])}"
-              f"{split(full, ngx)}; {unit} by round {by_round(test_rows, 'full', 'nginx')}")
+              f"{split(full, ngx)}{upstream}"
+              f"; {unit} by round {by_round(test_rows, 'full', 'nginx')}")
         if full and pas:
             target = "" if tls else " (target ≥ 0.95x)"
             w(f"- Palisade full / passthrough: {unit} **{ratio(full['rps'], pas['rps'])}**"

@@ -38,8 +38,8 @@ use async_trait::async_trait;
 use pingora_core::protocols::raw_connect::ProxyDigest;
 use pingora_core::protocols::tls::{SslDigest, TlsRef};
 use pingora_core::protocols::{
-    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
-    TimingDigest, UniqueID, UniqueIDType, ALPN,
+    GatherHead, GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest,
+    Ssl, Stream, TimingDigest, UniqueID, UniqueIDType, ALPN,
 };
 use prometheus::IntCounter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -464,6 +464,21 @@ impl Peek for HeadDeadline {
     }
 }
 
+/// A response head is serialized straight into the gathered write, except where it may be
+/// Pingora's bare 400 (written while a head is read, or with status 400), which
+/// [`AsyncWrite::poll_write`] looks at to replace.
+impl GatherHead for HeadDeadline {
+    fn gather_head(&mut self, status: u16) -> Option<&mut Vec<u8>> {
+        if self.phase != Phase::Body || status == 400 || self.replacing.is_some() {
+            return None;
+        }
+        if self.out.capacity() == 0 {
+            self.out.reserve_exact(GATHER);
+        }
+        Some(&mut self.out)
+    }
+}
+
 impl fmt::Debug for HeadDeadline {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HeadDeadline")
@@ -596,6 +611,53 @@ mod tests {
         expected.extend_from_slice(&large);
         expected.extend_from_slice(b",tail");
         assert_eq!(out, expected);
+    }
+
+    #[tokio::test]
+    async fn a_head_serialized_into_the_gathered_write_leaves_with_its_body() {
+        let (mut server, mut client, _) = pair(5000);
+        // While a head is read, anything written may be Pingora's refusal: no buffer lent.
+        assert!(server.gather_head(200).is_none());
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 256];
+        let _ = server.read(&mut buf).await.unwrap();
+        // A 400 may be Pingora's bare answer, which is looked at as it is written.
+        assert!(server.gather_head(400).is_none());
+        let head = server
+            .gather_head(200)
+            .expect("a head is read: the buffer is lent");
+        head.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n");
+        server.write_all(b"ok").await.unwrap();
+        let early = tokio::time::timeout(Duration::from_millis(50), client.read(&mut buf)).await;
+        assert!(early.is_err(), "nothing is written before the flush");
+        server.flush().await.unwrap();
+        let n = client.read(&mut buf).await.unwrap();
+        assert_eq!(
+            &buf[..n],
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".as_slice()
+        );
+        assert_eq!(server.out.capacity(), 0, "nothing is kept after the flush");
+        // A head larger than the gather buffer is taken whole, and goes first.
+        let large = format!(
+            "HTTP/1.1 200 OK\r\nX-Big: {}\r\n\r\n",
+            "y".repeat(GATHER * 2)
+        );
+        let reader = tokio::spawn(async move {
+            let mut out = Vec::new();
+            client.read_to_end(&mut out).await.unwrap();
+            out
+        });
+        server
+            .gather_head(200)
+            .expect("still lent")
+            .extend_from_slice(large.as_bytes());
+        server.write_all(b"body").await.unwrap();
+        server.flush().await.unwrap();
+        drop(server);
+        assert_eq!(reader.await.unwrap(), format!("{large}body").into_bytes());
     }
 
     #[tokio::test]

@@ -82,6 +82,17 @@ pub trait Peek {
     }
 }
 
+/// Palisade: a stream that gathers what is written into a buffer of its own, sent at the next
+/// flush, can lend that buffer so that an HTTP/1.x response head is serialized straight into it,
+/// instead of into a buffer of the session's that is then copied in (patch 29).
+pub trait GatherHead {
+    /// The buffer to append a response head with this status to, or `None` to have the head
+    /// written as usual. What is appended counts as written; the caller flushes as it would have.
+    fn gather_head(&mut self, _status: u16) -> Option<&mut Vec<u8>> {
+        None
+    }
+}
+
 use std::any::Any;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -96,6 +107,7 @@ pub trait IO:
     + GetProxyDigest
     + GetSocketDigest
     + Peek
+    + GatherHead
     + Unpin
     + Debug
     + Send
@@ -117,6 +129,7 @@ impl<
             + GetProxyDigest
             + GetSocketDigest
             + Peek
+            + GatherHead
             + Unpin
             + Debug
             + Send
@@ -168,6 +181,7 @@ mod ext_io_impl {
     }
 
     impl Peek for Mock {}
+    impl crate::protocols::GatherHead for Mock {}
 
     use std::io::Cursor;
 
@@ -197,6 +211,7 @@ mod ext_io_impl {
         }
     }
     impl<T> Peek for Cursor<T> {}
+    impl<T> crate::protocols::GatherHead for Cursor<T> {}
 
     use tokio::io::DuplexStream;
 
@@ -227,6 +242,7 @@ mod ext_io_impl {
     }
 
     impl Peek for DuplexStream {}
+    impl crate::protocols::GatherHead for DuplexStream {}
 }
 
 #[cfg(unix)]
@@ -267,6 +283,7 @@ pub mod ext_test {
     }
 
     impl Peek for tokio::net::UnixStream {}
+    impl crate::protocols::GatherHead for tokio::net::UnixStream {}
 }
 
 #[cfg(unix)]

@@ -761,6 +761,8 @@ impl UniqueID for Stream {
 
 impl Ssl for Stream {}
 
+impl crate::protocols::GatherHead for Stream {}
+
 #[async_trait]
 impl Peek for Stream {
     async fn try_peek(&mut self, buf: &mut [u8]) -> std::io::Result<bool> {

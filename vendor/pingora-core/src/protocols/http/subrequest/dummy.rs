@@ -94,6 +94,7 @@ impl GetSocketDigest for DummyIO {
 }
 
 impl Peek for DummyIO {}
+impl crate::protocols::GatherHead for DummyIO {}
 
 #[async_trait]
 impl crate::protocols::Shutdown for DummyIO {

@@ -692,26 +692,34 @@ impl HttpSession {
     /// Write the response header to the client.
     /// This function can be called more than once to send 1xx informational headers excluding 101.
     pub async fn write_response_header(&mut self, mut header: Box<ResponseHeader>) -> Result<()> {
-        // Prepare header (handle upgrades, set headers, initialize body writer, serialize to bytes)
-        let Some((write_buf, flush)) = self.prepare_response_header(&mut header)? else {
+        // Prepare header (handle upgrades, set headers, initialize body writer)
+        let Some((gateway_lines, flush)) = self.prepare_response_head(&mut header)? else {
             // Header already sent or should be ignored
             return Ok(());
         };
 
-        match self.underlying_stream.write_all(&write_buf).await {
-            Ok(()) => {
-                // flush the stream if 1xx header or there is no response body
-                if flush || self.body_writer.finished() {
-                    self.underlying_stream
-                        .flush()
-                        .await
-                        .or_err(WriteError, "flushing response header")?;
-                }
-                self.response_written = Some(header);
-                Ok(())
+        // Palisade: serialized straight into the stream's gather buffer when it lends one, else
+        // into a buffer of its own and written (patch 29).
+        if let Some(gathered) = self.underlying_stream.gather_head(header.status.as_u16()) {
+            http_resp_header_to_buf(&header, gateway_lines, gathered)
+                .map_err(|_| Error::explain(WriteError, "serializing response header"))?;
+        } else {
+            let mut write_buf = BytesMut::with_capacity(INIT_HEADER_BUF_SIZE);
+            http_resp_header_to_buf(&header, gateway_lines, &mut write_buf)
+                .map_err(|_| Error::explain(WriteError, "serializing response header"))?;
+            if let Err(e) = self.underlying_stream.write_all(&write_buf).await {
+                return Error::e_because(WriteError, "writing response header", e);
             }
-            Err(e) => Error::e_because(WriteError, "writing response header", e),
         }
+        // flush the stream if 1xx header or there is no response body
+        if flush || self.body_writer.finished() {
+            self.underlying_stream
+                .flush()
+                .await
+                .or_err(WriteError, "flushing response header")?;
+        }
+        self.response_written = Some(header);
+        Ok(())
     }
 
     /// Return the response header if it is already sent.
@@ -858,6 +866,23 @@ impl HttpSession {
         &mut self,
         header: &mut ResponseHeader,
     ) -> Result<Option<(Bytes, bool)>> {
+        let Some((gateway_lines, should_flush)) = self.prepare_response_head(header)? else {
+            return Ok(None);
+        };
+        // Serialize header to bytes
+        let mut write_buf = BytesMut::with_capacity(INIT_HEADER_BUF_SIZE);
+        http_resp_header_to_buf(header, gateway_lines, &mut write_buf)
+            .map_err(|_| Error::explain(WriteError, "serializing response header"))?;
+        Ok(Some((write_buf.freeze(), should_flush)))
+    }
+
+    /// Palisade: [`Self::prepare_response_header`] without the serializing, which the caller
+    /// does where the bytes go (patch 29). `Ok(Some((the gateway's Date and Connection lines
+    /// to add, should_flush)))`, `Ok(None)` if the header should be skipped.
+    fn prepare_response_head(
+        &mut self,
+        header: &mut ResponseHeader,
+    ) -> Result<Option<(Option<bool>, bool)>> {
         // Check if we should ignore informational responses
         if header.status.is_informational() && self.ignore_info_resp(header.status.into()) {
             debug!("ignoring informational headers");
@@ -942,11 +967,6 @@ impl HttpSession {
             self.set_keepalive(None);
         }
 
-        // Serialize header to bytes
-        let mut write_buf = BytesMut::with_capacity(INIT_HEADER_BUF_SIZE);
-        http_resp_header_to_buf(header, gateway_lines, &mut write_buf)
-            .map_err(|_| Error::explain(WriteError, "serializing response header"))?;
-
         // Determine if we should flush
         // Don't have to flush response with content length because it is less
         // likely to be real time communication. So do flush when
@@ -955,7 +975,7 @@ impl HttpSession {
         let should_flush = header.status.is_informational()
             || header.headers.get(header::CONTENT_LENGTH).is_none();
 
-        Ok(Some((write_buf.freeze(), should_flush)))
+        Ok(Some((gateway_lines, should_flush)))
     }
 
     fn init_body_writer(&mut self, header: &ResponseHeader) {
@@ -1897,7 +1917,7 @@ fn remove_date_and_connection(header: &mut ResponseHeader) {
 fn http_resp_header_to_buf(
     resp: &ResponseHeader,
     gateway_lines: Option<bool>,
-    buf: &mut BytesMut,
+    buf: &mut impl BufMut,
 ) -> std::result::Result<(), ()> {
     // Status-Line
     let version = match resp.version {

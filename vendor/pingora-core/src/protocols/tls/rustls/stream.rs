@@ -429,3 +429,4 @@ impl SslDigest {
 }
 
 impl<S> Peek for TlsStream<S> {}
+impl<S> crate::protocols::GatherHead for TlsStream<S> {}

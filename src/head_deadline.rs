@@ -571,29 +571,43 @@ mod tests {
         assert_eq!(out, b"HTTP/1.1 400 Bad Request\r\nX-Replaced: 1\r\n\r\n");
     }
 
-    #[tokio::test]
-    async fn a_response_is_gathered_until_flushed_and_nothing_is_kept_after() {
-        let (mut server, mut client, _) = pair(5000);
+    /// A response whose body is its last two bytes, `ok`.
+    const OK_RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+
+    /// The client sends a request head and the server reads it.
+    async fn read_a_head(server: &mut HeadDeadline, client: &mut tokio::io::DuplexStream) {
         client
             .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
             .await
             .unwrap();
         let mut buf = [0u8; 256];
         let _ = server.read(&mut buf).await.unwrap();
-        server
-            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n")
-            .await
-            .unwrap();
-        server.write_all(b"ok").await.unwrap();
-        // Head and body wait for the flush, then leave in one write.
+    }
+
+    /// What the server wrote waits for its flush, then reaches the client in one write.
+    async fn sent_at_the_flush(
+        server: &mut HeadDeadline,
+        client: &mut tokio::io::DuplexStream,
+        expected: &[u8],
+    ) {
+        let mut buf = [0u8; 256];
         let early = tokio::time::timeout(Duration::from_millis(50), client.read(&mut buf)).await;
         assert!(early.is_err(), "nothing is written before the flush");
         server.flush().await.unwrap();
         let n = client.read(&mut buf).await.unwrap();
-        assert_eq!(
-            &buf[..n],
-            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".as_slice()
-        );
+        assert_eq!(&buf[..n], expected);
+    }
+
+    #[tokio::test]
+    async fn a_response_is_gathered_until_flushed_and_nothing_is_kept_after() {
+        let (mut server, mut client, _) = pair(5000);
+        read_a_head(&mut server, &mut client).await;
+        server
+            .write_all(&OK_RESPONSE[..OK_RESPONSE.len() - 2])
+            .await
+            .unwrap();
+        server.write_all(b"ok").await.unwrap();
+        sent_at_the_flush(&mut server, &mut client, OK_RESPONSE).await;
         // A write larger than the gather buffer goes out in order after what is gathered.
         let reader = tokio::spawn(async move {
             let mut out = Vec::new();
@@ -618,27 +632,15 @@ mod tests {
         let (mut server, mut client, _) = pair(5000);
         // While a head is read, anything written may be Pingora's refusal: no buffer lent.
         assert!(server.gather_head(200).is_none());
-        client
-            .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
-            .await
-            .unwrap();
-        let mut buf = [0u8; 256];
-        let _ = server.read(&mut buf).await.unwrap();
+        read_a_head(&mut server, &mut client).await;
         // A 400 may be Pingora's bare answer, which is looked at as it is written.
         assert!(server.gather_head(400).is_none());
         let head = server
             .gather_head(200)
             .expect("a head is read: the buffer is lent");
-        head.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n");
+        head.extend_from_slice(&OK_RESPONSE[..OK_RESPONSE.len() - 2]);
         server.write_all(b"ok").await.unwrap();
-        let early = tokio::time::timeout(Duration::from_millis(50), client.read(&mut buf)).await;
-        assert!(early.is_err(), "nothing is written before the flush");
-        server.flush().await.unwrap();
-        let n = client.read(&mut buf).await.unwrap();
-        assert_eq!(
-            &buf[..n],
-            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".as_slice()
-        );
+        sent_at_the_flush(&mut server, &mut client, OK_RESPONSE).await;
         assert_eq!(server.out.capacity(), 0, "nothing is kept after the flush");
         // A head larger than the gather buffer is taken whole, and goes first.
         let large = format!(

@@ -73,7 +73,8 @@ pub struct HeadDeadline {
     /// many of them were handed on; the next reads return them first.
     ahead: Option<(Vec<u8>, usize)>,
     /// Response bytes gathered into one write, and how many of them are written. Pingora
-    /// writes a response head and its body separately, then flushes: they leave together.
+    /// writes a response head (serialized straight into this buffer, see [`GatherHead`]) and
+    /// its body separately, then flushes: they leave together.
     /// Allocated when a response starts and freed at its flush, so an idle connection holds
     /// none (this replaces Pingora's write buffer, 1460 bytes on every open connection, which
     /// is off on the plain listeners).

@@ -704,9 +704,7 @@ impl HttpSession {
             http_resp_header_to_buf(&header, gateway_lines, gathered)
                 .map_err(|_| Error::explain(WriteError, "serializing response header"))?;
         } else {
-            let mut write_buf = BytesMut::with_capacity(INIT_HEADER_BUF_SIZE);
-            http_resp_header_to_buf(&header, gateway_lines, &mut write_buf)
-                .map_err(|_| Error::explain(WriteError, "serializing response header"))?;
+            let write_buf = serialize_response_header(&header, gateway_lines)?;
             if let Err(e) = self.underlying_stream.write_all(&write_buf).await {
                 return Error::e_because(WriteError, "writing response header", e);
             }
@@ -869,10 +867,7 @@ impl HttpSession {
         let Some((gateway_lines, should_flush)) = self.prepare_response_head(header)? else {
             return Ok(None);
         };
-        // Serialize header to bytes
-        let mut write_buf = BytesMut::with_capacity(INIT_HEADER_BUF_SIZE);
-        http_resp_header_to_buf(header, gateway_lines, &mut write_buf)
-            .map_err(|_| Error::explain(WriteError, "serializing response header"))?;
+        let write_buf = serialize_response_header(header, gateway_lines)?;
         Ok(Some((write_buf.freeze(), should_flush)))
     }
 
@@ -1914,6 +1909,18 @@ fn remove_date_and_connection(header: &mut ResponseHeader) {
 /// `gateway_lines`: Palisade: `Some(keepalive)` writes this server's `Date` and `Connection`
 /// (`keep-alive` or `close`) after the response's own fields (patch 23).
 #[inline]
+/// Palisade: a response head serialized into a buffer of its own (patch 29: the two places
+/// that need one, where the stream lends none and for the proxy-task path).
+fn serialize_response_header(
+    resp: &ResponseHeader,
+    gateway_lines: Option<bool>,
+) -> Result<BytesMut> {
+    let mut write_buf = BytesMut::with_capacity(INIT_HEADER_BUF_SIZE);
+    http_resp_header_to_buf(resp, gateway_lines, &mut write_buf)
+        .map_err(|_| Error::explain(WriteError, "serializing response header"))?;
+    Ok(write_buf)
+}
+
 fn http_resp_header_to_buf(
     resp: &ResponseHeader,
     gateway_lines: Option<bool>,

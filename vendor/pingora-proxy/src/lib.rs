@@ -102,6 +102,8 @@ pub mod task_pipe;
 use subrequest::{BodyMode, Ctx as SubrequestCtx};
 
 pub use proxy_cache::range_filter::{range_header_filter, MultiRangeInfo, RangeType};
+// Palisade: the upstream request's final authority step (patch 8).
+pub use proxy_common::{finish_h1_upstream_authority, finish_h1_upstream_authority_in_full};
 pub use proxy_purge::PurgeStatus;
 pub use proxy_trait::{FailToProxy, ProxyHttp, ProxyWarnLogContext};
 

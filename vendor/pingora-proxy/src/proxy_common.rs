@@ -13,7 +13,10 @@
 // limitations under the License.
 
 use http::header::{self, HeaderName};
-use pingora_core::protocols::http::authority::{raw_target_authority, RawTargetAuthority};
+use pingora_core::protocols::http::authority::{
+    is_plain_origin_form, raw_target_authority, validate_request_authority_in_full,
+    RawTargetAuthority,
+};
 use pingora_core::upstreams::peer::{H1UpgradePolicy, HttpUpstreamRequestPolicy};
 use pingora_error::{Error, ErrorType::InvalidHTTPHeader, OrErr, Result};
 use pingora_http::RequestHeader;
@@ -269,6 +272,37 @@ pub(crate) fn set_h1_host_from_authority_if_absent(req: &mut RequestHeader) -> R
         .map_or("", |authority| authority.as_str())
         .to_owned();
     req.insert_header(header::HOST, host)
+}
+
+/// Palisade: the standard policy's last step on an HTTP/1.x upstream request, after the request
+/// filters, which can change `Host`, the URI or the target: reconcile the URI's authority with
+/// `Host`, restore a `Host` a filter deleted (for a request that had one, or whose URI or
+/// target names an authority; not for a Host-less HTTP/1.0 origin-form one), and validate the
+/// result. A plain origin-form request ([`is_plain_origin_form`]) is one those steps leave as it
+/// is and pass, so it skips them: one lookup of `Host`, where they make about six.
+pub fn finish_h1_upstream_authority(
+    req: &mut RequestHeader,
+    downstream_had_host: bool,
+) -> Result<()> {
+    if is_plain_origin_form(req) {
+        return Ok(());
+    }
+    finish_h1_upstream_authority_in_full(req, downstream_had_host)
+}
+
+/// Palisade: [`finish_h1_upstream_authority`] without the plain origin-form shortcut, for tests
+/// that hold the shortcut to the full steps.
+#[doc(hidden)]
+pub fn finish_h1_upstream_authority_in_full(
+    req: &mut RequestHeader,
+    downstream_had_host: bool,
+) -> Result<()> {
+    reconcile_upstream_authority(req)?;
+    let target_has_authority = raw_target_authority(req.raw_path()).authority().is_some();
+    if downstream_had_host || req.uri.authority().is_some() || target_has_authority {
+        set_h1_host_from_authority(req)?;
+    }
+    validate_request_authority_in_full(req)
 }
 
 /// Apply a filter-selected `Host` to the outbound authority.

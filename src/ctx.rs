@@ -6,8 +6,10 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::log::LogName;
 use crate::policy::api_key::KeyEntry;
 use crate::policy::cors::CorsPolicy;
+use crate::policy::forwarded::{ip_text, IpText};
 use crate::policy::headers::{HeaderForm, HeaderPolicy};
 use crate::policy::in_flight::InFlightGuard;
 use crate::policy::schema::{BodySchema, Mismatch};
@@ -18,7 +20,9 @@ pub struct RequestCtx {
     /// The config snapshot this request started with; it finishes with the same one.
     pub runtime: Option<Snapshot>,
     pub request_id: String,
-    pub client_ip: Option<IpAddr>,
+    /// The client's address ([`crate::policy::forwarded::client_ip`]) and its text, made once:
+    /// the upstream's `X-Real-IP` and the access log both write it.
+    client: Option<(IpAddr, IpText)>,
     pub peer_trusted: bool,
     pub https: bool,
     /// How the response takes the gateway's headers, from the client's protocol (known once
@@ -74,7 +78,7 @@ impl RequestCtx {
         RequestCtx {
             runtime: None,
             request_id: String::new(),
-            client_ip: None,
+            client: None,
             peer_trusted: false,
             https: false,
             header_form: HeaderForm::Map,
@@ -117,6 +121,24 @@ impl RequestCtx {
         self.key_entry().map(|e| &*e.id)
     }
 
+    pub fn client_ip(&self) -> Option<IpAddr> {
+        self.client.map(|(ip, _)| ip)
+    }
+
+    /// [`Self::client_ip`] as text.
+    pub fn client_ip_text(&self) -> Option<&IpText> {
+        self.client.as_ref().map(|(_, text)| text)
+    }
+
+    pub fn set_client_ip(&mut self, ip: IpAddr) {
+        self.client = Some((ip, ip_text(ip)));
+    }
+
+    /// [`Self::key_id`] as the access log writes it.
+    pub fn key_log_id(&self) -> Option<&LogName> {
+        self.key_entry().map(|e| &e.log_id)
+    }
+
     /// The response policy: the route's, or the defaults' when no route matched.
     pub fn header_policy(&self) -> Option<&Arc<HeaderPolicy>> {
         match &self.route {
@@ -152,6 +174,13 @@ impl RequestCtx {
         self.route
             .as_ref()
             .map_or(crate::metrics::NO_ROUTE, |r| r.name.as_str())
+    }
+
+    /// [`Self::route_name`] as the access log writes it.
+    pub fn route_log_name(&self) -> &LogName {
+        self.route
+            .as_ref()
+            .map_or(&crate::log::NO_ROUTE, |r| &r.log_name)
     }
 }
 

@@ -31,7 +31,7 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::clock;
 use crate::ctx::RequestCtx;
-use crate::log::{AccessLog, AccessRecord, AuthEvent};
+use crate::log::{AccessLog, AccessRecord, AuthEvent, NO_UPSTREAM};
 use crate::metrics::Metrics;
 use crate::policy::api_key::{self, AuthOutcome, Credential};
 use crate::policy::body::{self, Declared};
@@ -256,10 +256,10 @@ impl ProxyHttp for Gateway {
         // HTTP/1.1): an insert into Pingora's two header maps costs hundreds of instructions
         // per header. The client's copies of these names went with `doomed`.
         let mut lines = HeaderLines::default();
-        if let Some(client) = ctx.client_ip {
-            lines.push(b"x-real-ip", forwarded::ip_text(client).as_bytes())?;
+        if let Some(client) = ctx.client_ip_text() {
+            lines.push(b"x-real-ip", client.as_bytes())?;
         }
-        let peer = ctx.client_ip.map(|_| peer_ip(session)).unwrap_or(None);
+        let peer = ctx.client_ip().map(|_| peer_ip(session)).unwrap_or(None);
         if let Some(peer) = peer {
             let sent = || joined_forwarded_for(session);
             let value = forwarded::upstream_forwarded_for(peer, ctx.peer_trusted, sent);
@@ -378,7 +378,7 @@ impl ProxyHttp for Gateway {
         response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let (Some(route), Some(client)) = (&ctx.route, ctx.client_ip) {
+        if let (Some(route), Some(client)) = (&ctx.route, ctx.client_ip()) {
             if let Some(lockout) = &route.lockout {
                 let recorded = lockout.record(
                     &route.name,
@@ -561,21 +561,21 @@ impl ProxyHttp for Gateway {
         let route = ctx.route_name();
         let series = ctx.series(&metrics.unrouted);
         series.record(metrics, route, &req.method, status, elapsed.as_secs_f64());
-        let upstream = ctx.pool.as_ref().map_or("", |p| p.name.as_str());
+        let upstream = ctx.pool.as_ref().map_or(&NO_UPSTREAM, |p| &p.log_name);
         let record = AccessRecord {
             time: crate::log::rfc3339_now(),
             request_id: &ctx.request_id,
-            client_ip: ctx.client_ip.map(forwarded::ip_text).unwrap_or_default(),
+            client_ip: ctx.client_ip_text().copied().unwrap_or_default(),
             method: req.method.as_str(),
             host: &ctx.host,
             path: req.uri.path(),
             status,
             bytes: session.body_bytes_sent(),
             duration_ms: crate::log::Millis::of(elapsed),
-            route,
+            route: ctx.route_log_name(),
             upstream,
             decision: &ctx.decision,
-            key_id: ctx.key_id(),
+            key_id: ctx.key_log_id(),
         };
         if !self.shared.access_log.write_line(record.to_line()) {
             metrics.access_log_dropped.inc();
@@ -687,7 +687,7 @@ impl Gateway {
                 event: "auth",
                 level: if accepted { "info" } else { "warn" },
                 request_id: &ctx.request_id,
-                client_ip: ctx.client_ip.map(forwarded::ip_text).unwrap_or_default(),
+                client_ip: ctx.client_ip_text().copied().unwrap_or_default(),
                 route: &route.name,
                 policy: &policy.name,
                 result,
@@ -714,7 +714,7 @@ impl Gateway {
             }
             AuthOutcome::Forbidden(_) => GatewayResponse::forbidden_role(),
         };
-        if let (Some(lockout), Some(client)) = (&route.lockout, ctx.client_ip) {
+        if let (Some(lockout), Some(client)) = (&route.lockout, ctx.client_ip()) {
             lockout.record(&route.name, client, refusal.status(), clock::now_us());
         }
         Some(refusal)
@@ -764,7 +764,7 @@ impl Gateway {
         let req = session.req_header();
         // 2. Access: the client's address, then (after a CORS preflight, which is not the
         // request itself) the method allowlist.
-        if let (Some(rules), Some(client)) = (&route.ip_rules, ctx.client_ip) {
+        if let (Some(rules), Some(client)) = (&route.ip_rules, ctx.client_ip()) {
             if !rules.allows(client) {
                 return Some(GatewayResponse::ip_denied());
             }
@@ -794,7 +794,7 @@ impl Gateway {
 
         // 4. A client locked out after failures is refused before it costs anything; then the
         // in-flight cap, then the rate limits (a request refused earlier is charged to none).
-        if let (Some(lockout), Some(client)) = (&route.lockout, ctx.client_ip) {
+        if let (Some(lockout), Some(client)) = (&route.lockout, ctx.client_ip()) {
             if let Some(left_us) = lockout.blocked(&route.name, client, clock::now_us()) {
                 return Some(GatewayResponse::too_many(
                     "too many failed attempts; try again later",
@@ -804,7 +804,7 @@ impl Gateway {
                 ));
             }
         }
-        if let (Some((max, table)), Some(client)) = (&route.in_flight, ctx.client_ip) {
+        if let (Some((max, table)), Some(client)) = (&route.in_flight, ctx.client_ip()) {
             match table.try_acquire(client, *max) {
                 Some(place) => ctx.in_flight_place = Some(place),
                 None => {
@@ -903,7 +903,7 @@ impl Gateway {
     ) -> Option<GatewayResponse> {
         let metrics = &self.shared.metrics;
         let facts = RequestFacts {
-            client_ip: ctx.client_ip,
+            client_ip: ctx.client_ip(),
             route: &route.name,
             headers: &session.req_header().headers,
             key_id: ctx.key_id(),
@@ -1005,7 +1005,7 @@ fn identify(session: &Session, ctx: &mut RequestCtx, rt: &Runtime) {
     if let Some(peer) = peer_ip(session) {
         ctx.peer_trusted = rt.trusted_proxies.contains(peer);
         let chain = req.headers.get_all(&X_FORWARDED_FOR).iter();
-        ctx.client_ip = Some(forwarded::client_ip(peer, chain, &rt.trusted_proxies));
+        ctx.set_client_ip(forwarded::client_ip(peer, chain, &rt.trusted_proxies));
     }
     // Behind a load balancer that terminates TLS (a trusted proxy saying https), the request
     // is HTTPS for HSTS, cookie flags and the redirect.

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use crate::config::diagnostics::Diagnostics;
 use crate::config::{Config, KeyPath, RouteConfig};
+use crate::log::LogName;
 use crate::metrics::RouteSeries;
 use crate::policy::access::IpRules;
 use crate::policy::access::MethodSet;
@@ -37,6 +38,8 @@ const MAX_UPSTREAM_KEEPALIVE: usize = 65_536;
 pub struct Route {
     /// The configured name: the metrics label.
     pub name: String,
+    /// The name as the access log writes it.
+    pub log_name: LogName,
     host: HostMatch,
     prefix: String,
     pub methods: Option<MethodSet>,
@@ -637,6 +640,7 @@ fn compile_route(
     .into_drop();
     Some(Route {
         name: rc.name.clone(),
+        log_name: LogName::new(&rc.name),
         host,
         prefix,
         methods,

@@ -33,6 +33,20 @@ impl<const N: usize> StackStr<N> {
         }
     }
 
+    /// Appends ASCII bytes whole; `false`, with nothing appended, when one is not ASCII or
+    /// they do not fit.
+    pub fn push_ascii_bytes(&mut self, bytes: &[u8]) -> bool {
+        let end = self.len + bytes.len();
+        match self.bytes.get_mut(self.len..end) {
+            Some(room) if bytes.is_ascii() => {
+                room.copy_from_slice(bytes);
+                self.len = end;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Appends one ASCII byte; `false`, with nothing appended, when it is not ASCII or does
     /// not fit.
     pub fn push_ascii(&mut self, byte: u8) -> bool {
@@ -117,6 +131,12 @@ mod tests {
         assert!(!text.push_ascii(b'x'));
         assert!(write!(text, "{}", 5).is_err());
         assert_eq!(text.to_string(), "abc-1234");
+        let mut text = StackStr::<4>::new();
+        assert!(!text.push_ascii_bytes("é".as_bytes()), "not ASCII");
+        assert!(text.push_ascii_bytes(b"ab"));
+        assert!(!text.push_ascii_bytes(b"cde"), "5 bytes in 4");
+        assert!(text.push_ascii_bytes(b"cd"));
+        assert_eq!(text.as_str(), "abcd");
     }
 
     #[test]

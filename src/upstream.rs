@@ -13,6 +13,7 @@ use pingora_core::upstreams::peer::HttpPeer;
 pub use crate::clock::now_ms;
 use crate::config::diagnostics::Diagnostics;
 use crate::config::{KeyPath, UpstreamConfig};
+use crate::log::LogName;
 
 /// The health of one server, shared by every config snapshot that names it.
 #[derive(Debug)]
@@ -135,6 +136,8 @@ pub struct ActiveCheck {
 
 pub struct Pool {
     pub name: String,
+    /// The name as the access log writes it.
+    pub log_name: LogName,
     pub servers: Vec<Server>,
     cursor: AtomicUsize,
     pub retries: usize,
@@ -272,6 +275,7 @@ impl Pool {
         }
         Some(Pool {
             name: name.to_string(),
+            log_name: LogName::new(name),
             servers,
             cursor: AtomicUsize::new(0),
             retries: cfg.retries,

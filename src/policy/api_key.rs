@@ -25,6 +25,7 @@ use subtle::{ConditionallySelectable, ConstantTimeEq};
 
 use crate::config::diagnostics::Diagnostics;
 use crate::config::{KeyPath, SecretRef};
+use crate::log::LogName;
 use crate::metrics::CounterSlots;
 
 /// Keys shorter than this are refused unless given as digests: a short key can be guessed.
@@ -118,6 +119,8 @@ pub struct KeyEntry {
     /// The named key's `id`, or `key-` and the start of the digest for a set's key (the same
     /// whether the key sits in `next` or, once promoted, in `current`).
     pub id: Arc<str>,
+    /// The id as the access log writes it.
+    pub log_id: LogName,
     pub set: KeySet,
     pub roles: Vec<String>,
     /// Seconds since the epoch after which the key is refused.
@@ -142,6 +145,7 @@ impl KeyEntry {
         }
         KeyEntry {
             digest: words(digest),
+            log_id: LogName::new(&id),
             id,
             set,
             roles,

@@ -9,7 +9,7 @@ use std::time::Instant;
 use crate::log::LogName;
 use crate::policy::api_key::KeyEntry;
 use crate::policy::cors::CorsPolicy;
-use crate::policy::forwarded::{ip_text, IpText};
+use crate::policy::forwarded::{ip_text, IpText, RequestId};
 use crate::policy::headers::{HeaderForm, HeaderPolicy};
 use crate::policy::in_flight::InFlightGuard;
 use crate::policy::schema::{BodySchema, Mismatch};
@@ -19,7 +19,7 @@ use crate::snapshot::{PoolRef, RouteRef, Snapshot};
 pub struct RequestCtx {
     /// The config snapshot this request started with; it finishes with the same one.
     pub runtime: Option<Snapshot>,
-    pub request_id: String,
+    pub request_id: RequestId,
     /// The client's address ([`crate::policy::forwarded::client_ip`]) and its text, made once:
     /// the upstream's `X-Real-IP` and the access log both write it.
     client: Option<(IpAddr, IpText)>,
@@ -77,7 +77,7 @@ impl RequestCtx {
     pub fn new() -> Self {
         RequestCtx {
             runtime: None,
-            request_id: String::new(),
+            request_id: RequestId::default(),
             client: None,
             peer_trusted: false,
             https: false,

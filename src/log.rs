@@ -10,7 +10,7 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-use crate::policy::forwarded::IpText;
+use crate::policy::forwarded::{IpText, RequestId};
 use crate::stack_str::StackStr;
 
 /// A name from the config that every access log line carries (a route's, an upstream's, an
@@ -63,7 +63,7 @@ pub static NO_ROUTE: LogName = LogName::plain(crate::metrics::NO_ROUTE, b"\"-\""
 #[derive(Serialize)]
 pub struct AccessRecord<'a> {
     pub time: LogTime,
-    pub request_id: &'a str,
+    pub request_id: &'a RequestId,
     pub client_ip: IpText,
     pub method: &'a str,
     pub host: &'a str,
@@ -90,7 +90,7 @@ impl AccessRecord<'_> {
         out.extend_from_slice(b"{\"time\":");
         json_plain(&mut out, self.time.as_bytes());
         out.extend_from_slice(b",\"request_id\":");
-        json_str(&mut out, self.request_id);
+        json_plain(&mut out, self.request_id.as_bytes());
         out.extend_from_slice(b",\"client_ip\":");
         json_plain(&mut out, self.client_ip.as_bytes());
         out.extend_from_slice(b",\"method\":");
@@ -121,7 +121,7 @@ impl AccessRecord<'_> {
 }
 
 /// A JSON string that needs no escaping by how it was made: a [LogTime], an [IpText], a
-/// method (a token: letters, digits and `!#$%&'*+-.^_`|~`, never a quote, a backslash or a
+/// [RequestId] (letters, digits, `.`, `_`, `-`), a method (a token: letters, digits and `!#$%&'*+-.^_`|~`, never a quote, a backslash or a
 /// control character).
 fn json_plain(out: &mut Vec<u8>, text: &[u8]) {
     debug_assert!(crate::scan::next_json_escape(text, 0).is_none());
@@ -330,6 +330,12 @@ mod tests {
         }
     }
 
+    /// A trusted proxy's id, kept as sent.
+    static ID: std::sync::LazyLock<RequestId> = std::sync::LazyLock::new(|| {
+        let sent = http::HeaderValue::from_static("0123456789abcdef-._ABC");
+        crate::policy::forwarded::request_id(Some(&sent), true)
+    });
+
     fn record<'a>(
         text: &'a str,
         name: &'a LogName,
@@ -338,7 +344,7 @@ mod tests {
     ) -> AccessRecord<'a> {
         AccessRecord {
             time: rfc3339_now(),
-            request_id: "0123456789abcdef0123456789abcdef",
+            request_id: &ID,
             client_ip: crate::policy::forwarded::ip_text([203, 0, 113, 7].into()),
             method: "GET",
             host: text,

@@ -686,7 +686,7 @@ impl Gateway {
                 time: crate::log::rfc3339_now(),
                 event: "auth",
                 level: if accepted { "info" } else { "warn" },
-                request_id: &ctx.request_id,
+                request_id: ctx.request_id.as_str(),
                 client_ip: ctx.client_ip_text().copied().unwrap_or_default(),
                 route: &route.name,
                 policy: &policy.name,

@@ -348,7 +348,7 @@ impl GatewayResponse {
                 Bytes::from(
                     serde_json::to_vec(&ErrorBody {
                         error: &self.message,
-                        request_id: &ctx.request_id,
+                        request_id: ctx.request_id.as_str(),
                         location: self.location.as_deref(),
                         errors: self.mismatches.as_deref(),
                     })
@@ -396,7 +396,11 @@ pub fn unparsable_head(runtime: std::sync::Arc<crate::runtime::Runtime>, https: 
     ctx.https = https;
     ctx.header_form = HeaderForm::H1Lines;
     ctx.request_id = crate::policy::forwarded::new_request_id();
-    let body = error_json("the request head is malformed", &ctx.request_id, None);
+    let body = error_json(
+        "the request head is malformed",
+        ctx.request_id.as_str(),
+        None,
+    );
     let mut out = Vec::with_capacity(1024 + body.len());
     out.extend_from_slice(b"HTTP/1.1 400 Bad Request\r\n");
     let Ok(mut header) = ResponseHeader::build(StatusCode::BAD_REQUEST, Some(16)) else {
@@ -480,9 +484,9 @@ pub fn finish_response_of(
     }
     if let Some((policy, value)) = rate_limit {
         policy.set(header, form)?;
-        lines.set_unique_text(header, &RATELIMIT, value)?;
+        lines.set_unique_text(header, &RATELIMIT, value.as_bytes())?;
     }
-    lines.set_unique_text(header, &X_REQUEST_ID_NAME, &ctx.request_id)?;
+    lines.set_unique_text(header, &X_REQUEST_ID_NAME, ctx.request_id.as_bytes())?;
     Ok(())
 }
 
@@ -506,7 +510,7 @@ pub static X_REQUEST_ID_NAME: LazyLock<ParsedHeaderName> =
 pub fn mask_upstream_error(header: &mut ResponseHeader, ctx: &RequestCtx) -> Result<Bytes> {
     let body = error_json(
         "the application could not answer this request",
-        &ctx.request_id,
+        ctx.request_id.as_str(),
         None,
     );
     for name in [

@@ -196,19 +196,57 @@ impl ForwardedFor {
     }
 }
 
+/// A request's id: 32 random hex digits, or a trusted proxy's when it is a sane token (1-128
+/// letters, digits, `.`, `_` and `-`). Held inline, so a request's id costs no allocation, and
+/// made only of bytes that a header line and a JSON string take as they are.
+#[derive(Clone, Copy, Default)]
+pub struct RequestId(StackStr<128>);
+
+impl RequestId {
+    /// The id's bytes, without the UTF-8 check of [`Self::as_str`].
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.as_bytes().is_empty()
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Debug for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl serde::Serialize for RequestId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
 /// A request id from a trusted proxy is kept when it is a sane token; otherwise one is made.
-pub fn request_id(sent: Option<&HeaderValue>, peer_trusted: bool) -> String {
+pub fn request_id(sent: Option<&HeaderValue>, peer_trusted: bool) -> RequestId {
     if peer_trusted {
         if let Some(value) = sent {
             let bytes = value.as_bytes();
-            let sane = !bytes.is_empty()
-                && bytes.len() <= 128
-                && bytes
-                    .iter()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-            if sane {
-                // Checked ASCII above.
-                return String::from_utf8_lossy(bytes).into_owned();
+            let sane = bytes
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+            let mut id = RequestId::default();
+            // Not empty, and at most 128 bytes: what fits.
+            if sane && !bytes.is_empty() && id.0.push_ascii_bytes(bytes) {
+                return id;
             }
         }
     }
@@ -216,11 +254,10 @@ pub fn request_id(sent: Option<&HeaderValue>, peer_trusted: bool) -> String {
 }
 
 /// 32 random hex digits.
-pub fn new_request_id() -> String {
+pub fn new_request_id() -> RequestId {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    // Written as bytes, then checked once: a `String::push` per digit costs four times more.
-    let mut id = [0u8; 32];
-    for (half, word) in id
+    let mut digits = [0u8; 32];
+    for (half, word) in digits
         .chunks_exact_mut(16)
         .zip([fastrand::u64(..), fastrand::u64(..)])
     {
@@ -228,17 +265,18 @@ pub fn new_request_id() -> String {
             *digit = HEX[(word >> (60 - 4 * i)) as usize & 0xf];
         }
     }
-    // Always ASCII; `from_utf8` checks 32 ASCII bytes a word at a time.
-    std::str::from_utf8(&id)
-        .map(str::to_owned)
-        .unwrap_or_default()
+    let mut id = RequestId::default();
+    // ASCII, 32 bytes in 128: always taken.
+    id.0.push_ascii_bytes(&digits);
+    id
 }
 
 /// An address as text: 45 bytes hold the longest IPv6 form (39 as Rust writes it).
 pub type IpText = StackStr<45>;
 
-/// An address as text, as `to_string` writes it, on the stack (it is written up to three times
-/// per request); an IPv4 address without the formatting machinery, which costs ten times more.
+/// An address as text, as `to_string` writes it, on the stack (the client's for `X-Real-IP` and
+/// the log line, the peer's for `X-Forwarded-For`: on every request); an IPv4 address without
+/// the formatting machinery, which costs ten times more.
 pub fn ip_text(ip: IpAddr) -> IpText {
     let mut text = IpText::new();
     let IpAddr::V4(v4) = ip else {
@@ -315,14 +353,14 @@ mod tests {
 
     #[test]
     fn a_new_request_id_is_32_hex_digits_and_new_each_time() {
-        let (a, b) = (new_request_id(), new_request_id());
+        let (a, b) = (new_request_id().to_string(), new_request_id().to_string());
         assert_eq!(a.len(), 32);
         assert!(a
             .bytes()
             .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
         assert_ne!(a, b);
         // All 128 bits are used: every digit position takes many values over a few ids.
-        let ids: Vec<String> = (0..64).map(|_| new_request_id()).collect();
+        let ids: Vec<String> = (0..64).map(|_| new_request_id().to_string()).collect();
         for at in 0..32 {
             let seen: std::collections::HashSet<u8> =
                 ids.iter().map(|id| id.as_bytes()[at]).collect();
@@ -394,9 +432,16 @@ mod tests {
     fn request_ids_are_kept_only_from_trusted_peers_and_only_when_sane() {
         let good = HeaderValue::from_static("abc-123_x.y");
         let bad = HeaderValue::from_static("abc def");
-        assert_eq!(request_id(Some(&good), true), "abc-123_x.y");
-        assert_ne!(request_id(Some(&good), false), "abc-123_x.y");
-        assert_ne!(request_id(Some(&bad), true), "abc def");
-        assert_eq!(new_request_id().len(), 32);
+        assert_eq!(request_id(Some(&good), true).as_str(), "abc-123_x.y");
+        assert_ne!(request_id(Some(&good), false).as_str(), "abc-123_x.y");
+        assert_ne!(request_id(Some(&bad), true).as_str(), "abc def");
+        assert_eq!(new_request_id().as_str().len(), 32);
+        // The longest id kept is 128 bytes; a longer one is replaced.
+        let longest = HeaderValue::from_str(&"a".repeat(128)).unwrap();
+        assert_eq!(request_id(Some(&longest), true).as_str(), "a".repeat(128));
+        let longer = HeaderValue::from_str(&"a".repeat(129)).unwrap();
+        assert_eq!(request_id(Some(&longer), true).as_str().len(), 32);
+        let empty = HeaderValue::from_static("");
+        assert_eq!(request_id(Some(&empty), true).as_str().len(), 32);
     }
 }

@@ -197,19 +197,19 @@ impl ResponseLines {
         }
     }
 
-    /// [`Self::set_unique`] for a value the gateway made as text (the request id): as a line
-    /// it is written as it is, with no `HeaderValue` (an allocation) made for it.
+    /// [`Self::set_unique`] for a value the gateway made as text (the request id, `RateLimit`):
+    /// as a line it is written as it is, with no `HeaderValue` (an allocation) made for it.
     pub fn set_unique_text(
         &mut self,
         header: &mut ResponseHeader,
         name: &ParsedHeaderName,
-        value: &str,
+        value: &[u8],
     ) -> pingora_error::Result<()> {
         match self.form {
-            HeaderForm::H1Lines => push_line(header, name, value.as_bytes()),
-            HeaderForm::H2 => header.append_h2_literal(name.name(), value.as_bytes()),
+            HeaderForm::H1Lines => push_line(header, name, value),
+            HeaderForm::H2 => header.append_h2_literal(name.name(), value),
             HeaderForm::Map => {
-                let value = HeaderValue::from_str(value).map_err(|_| invalid_value())?;
+                let value = HeaderValue::from_bytes(value).map_err(|_| invalid_value())?;
                 self.set_unique(header, name, &value)
             }
         }
@@ -430,7 +430,9 @@ mod tests {
         );
         assert!(!h.headers["cache-control"].is_sensitive());
         let long = "r".repeat(300);
-        lines.set_unique_text(&mut h, &name, &long).unwrap();
+        lines
+            .set_unique_text(&mut h, &name, long.as_bytes())
+            .unwrap();
         let hpack = h.take_h2_literals();
         assert_eq!(&hpack[..20], b"\x10\x0cx-request-id\x03r-1\x10\x0c");
         // 300 = 127 + 173: 0x7f, then 173 seven bits a byte (0x2d | 0x80, then 0x01).
@@ -455,7 +457,7 @@ mod tests {
         for form in [HeaderForm::Map, HeaderForm::H1Lines, HeaderForm::H2] {
             let (mut text, mut value) = (upstream(), upstream());
             let mut lines = ResponseLines::new(form);
-            lines.set_unique_text(&mut text, &name, "r-1").unwrap();
+            lines.set_unique_text(&mut text, &name, b"r-1").unwrap();
             let r1 = HeaderValue::from_static("r-1");
             lines.set_unique(&mut value, &name, &r1).unwrap();
             assert_eq!(wire(&text), wire(&value), "{form:?}");
@@ -474,7 +476,7 @@ mod tests {
             let mut bad = upstream();
             assert!(
                 lines
-                    .set_unique_text(&mut bad, &name, "r\r\nx-evil: 1")
+                    .set_unique_text(&mut bad, &name, b"r\r\nx-evil: 1")
                     .is_err(),
                 "{form:?}"
             );

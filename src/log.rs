@@ -35,7 +35,7 @@ impl LogName {
 
     /// A name that needs no escaping, for constants: `json` is `text` quoted (a unit test
     /// holds each constant to it).
-    pub const fn plain(text: &'static str, json: &'static [u8]) -> LogName {
+    const fn plain(text: &'static str, json: &'static [u8]) -> LogName {
         LogName {
             text: Cow::Borrowed(text),
             json: Cow::Borrowed(json),

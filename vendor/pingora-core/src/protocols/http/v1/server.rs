@@ -701,8 +701,7 @@ impl HttpSession {
         // Palisade: serialized straight into the stream's gather buffer when it lends one, else
         // into a buffer of its own and written (patch 29).
         if let Some(gathered) = self.underlying_stream.gather_head(header.status.as_u16()) {
-            http_resp_header_to_buf(&header, gateway_lines, gathered)
-                .map_err(|_| Error::explain(WriteError, "serializing response header"))?;
+            serialize_response_header_into(&header, gateway_lines, gathered)?;
         } else {
             let write_buf = serialize_response_header(&header, gateway_lines)?;
             if let Err(e) = self.underlying_stream.write_all(&write_buf).await {
@@ -1906,9 +1905,6 @@ fn remove_date_and_connection(header: &mut ResponseHeader) {
     }
 }
 
-/// `gateway_lines`: Palisade: `Some(keepalive)` writes this server's `Date` and `Connection`
-/// (`keep-alive` or `close`) after the response's own fields (patch 23).
-#[inline]
 /// Palisade: a response head serialized into a buffer of its own (patch 29: the two places
 /// that need one, where the stream lends none and for the proxy-task path).
 fn serialize_response_header(
@@ -1916,11 +1912,24 @@ fn serialize_response_header(
     gateway_lines: Option<bool>,
 ) -> Result<BytesMut> {
     let mut write_buf = BytesMut::with_capacity(INIT_HEADER_BUF_SIZE);
-    http_resp_header_to_buf(resp, gateway_lines, &mut write_buf)
-        .map_err(|_| Error::explain(WriteError, "serializing response header"))?;
+    serialize_response_header_into(resp, gateway_lines, &mut write_buf)?;
     Ok(write_buf)
 }
 
+/// Palisade: [`http_resp_header_to_buf`] with its error as this module reports it, for a
+/// buffer of the session's or one the stream lends (patch 29).
+fn serialize_response_header_into(
+    resp: &ResponseHeader,
+    gateway_lines: Option<bool>,
+    buf: &mut impl BufMut,
+) -> Result<()> {
+    http_resp_header_to_buf(resp, gateway_lines, buf)
+        .map_err(|_| Error::explain(WriteError, "serializing response header"))
+}
+
+/// `gateway_lines`: Palisade: `Some(keepalive)` writes this server's `Date` and `Connection`
+/// (`keep-alive` or `close`) after the response's own fields (patch 23).
+#[inline]
 fn http_resp_header_to_buf(
     resp: &ResponseHeader,
     gateway_lines: Option<bool>,

@@ -9,7 +9,6 @@
 //!
 //!   cargo run --release --example bare_pingora -- HTTP_ADDR HTTPS_ADDR CERT KEY UPSTREAM THREADS
 
-use async_trait::async_trait;
 use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
@@ -23,7 +22,6 @@ struct Bare {
     peer: HttpPeer,
 }
 
-#[async_trait]
 impl ProxyHttp for Bare {
     type CTX = ();
 

@@ -13,13 +13,10 @@
 //! | `logging` | 8. metrics and the access log. |
 
 use std::borrow::Cow;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
-use async_trait::async_trait;
 use bytes::Bytes;
 use http::header::HOST;
 use http::{HeaderName, HeaderValue, Method, Version};
@@ -64,7 +61,6 @@ pub struct Gateway {
     pub shared: Arc<Shared>,
 }
 
-#[async_trait]
 impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
 
@@ -77,20 +73,8 @@ impl ProxyHttp for Gateway {
     /// compresses nothing.
     fn init_downstream_modules(&self, _modules: &mut pingora_core::modules::http::HttpModules) {}
 
-    // Written out rather than left to `#[async_trait]`, whose `Box::pin` copied the future
-    // into its box on every request (5.5 KB then; see `boxed`).
-    fn request_filter<'life0, 'life1, 'life2, 'async_trait>(
-        &'life0 self,
-        session: &'life1 mut Session,
-        ctx: &'life2 mut RequestCtx,
-    ) -> Pin<Box<dyn Future<Output = Result<bool>> + Send + 'async_trait>>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        'life2: 'async_trait,
-        Self: 'async_trait,
-    {
-        crate::boxed::in_place(|| self.filter_request(session, ctx))
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        self.filter_request(session, ctx).await
     }
 
     async fn upstream_peer(

@@ -28,14 +28,27 @@ def frame_name(f):
     return name.rsplit(" (", 1)[0].strip()
 
 
+def passes_on(f):
+    """A frame of the allocator or the standard library. Newer valgrinds name a frame inlined
+    into another by its bare function name ("alloc", "with_capacity_in<u8, ...>") or as
+    "UnknownInlinedFun"; the standard library's own are told by their file, under library/."""
+    name = frame_name(f)
+    return (
+        name.startswith(PASS_ON)
+        or name == "UnknownInlinedFun"
+        or " (library/" in f
+    )
+
+
 def sites(path):
     with open(path) as fh:
         d = json.load(fh)
     ftbl = d["ftbl"]
     out = defaultdict(lambda: [0, 0])
     for pp in d["pps"]:
-        names = [frame_name(ftbl[i]) for i in pp["fs"]]
-        own = [n for n in names if not n.startswith(PASS_ON)]
+        frames = [ftbl[i] for i in pp["fs"]]
+        names = [frame_name(f) for f in frames]
+        own = [frame_name(f) for f in frames if not passes_on(f)]
         key = " <- ".join(own[:2]) if own else (names[0] if names else "?")
         out[key][0] += pp["tbk"]
         out[key][1] += pp["tb"]

@@ -531,7 +531,7 @@ async fn start_answering_upstream(
 /// whole with its header a buffer of its own size (patch 11) and must still set them apart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_upstream_response_decides_whether_its_connection_is_reused() {
-    let cases: [(&'static [u8], bool); 11] = [
+    let cases: [(&'static [u8], bool); 12] = [
         // A `Content-Length` that says 2 in another valid form (RFC 9110 §8.6) frames the body
         // as 2 and leaves the connection reusable: the general parse of the vendored
         // pingora-core, which its fast path for one field of digits hands these to (patch 15).
@@ -561,6 +561,11 @@ async fn the_upstream_response_decides_whether_its_connection_is_reused() {
             true,
         ),
         (b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", false),
+        // A chunked body ends at its last chunk, and its connection is reused.
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+            true,
+        ),
         (
             b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok",
             true,

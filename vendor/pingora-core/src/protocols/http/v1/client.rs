@@ -57,6 +57,9 @@ pub struct HttpSession {
     // Palisade: held inline (patch 31); the session itself is boxed (patch 21).
     pub(crate) digest: Digest,
     response_header: Option<Box<ResponseHeader>>,
+    // Palisade: what the session reads of the last response head, which stays when the head
+    // moves to the caller (`read_resp_header_parts`, patch 32)
+    response_head: Option<ResponseHead>,
     request_written: Option<Box<RequestHeader>>,
     bytes_sent: usize,
     /// Total response body payload bytes received from upstream
@@ -84,6 +87,56 @@ pub struct HttpSession {
 /// Palisade: picks the fields of an upstream's response to drop as it is parsed (see
 /// [`HttpSession::drop_response_fields`]).
 pub type ResponseFieldDrop = std::sync::Arc<dyn Fn(&header::HeaderName) -> bool + Send + Sync>;
+
+/// Palisade: what a client session reads of a response head once it is read: its status and
+/// version for keep-alive and upgrades, its framing for the body reader, and the first
+/// `Connection` and `Keep-Alive` fields for keep-alive (patch 32). Taken from the head as
+/// `read_response` leaves it, so it holds what the session's own copy of those fields did.
+#[derive(Debug)]
+struct ResponseHead {
+    status: StatusCode,
+    version: Version,
+    transfer_encoding: bool,
+    chunked: bool,
+    content_length: Option<usize>,
+    connection: Option<HeaderValue>,
+    keep_alive: Option<HeaderValue>,
+}
+
+impl ResponseHead {
+    fn of(header: &ResponseHeader) -> Self {
+        let headers = &header.headers;
+        // One pass over the response's few fields: a lookup by name costs a hash each.
+        let (mut content_length, mut transfer_encoding) = (false, false);
+        let (mut connection, mut keep_alive) = (None, None);
+        for (name, value) in headers.iter() {
+            if name == header::CONTENT_LENGTH {
+                content_length = true;
+            } else if name == header::TRANSFER_ENCODING {
+                transfer_encoding = true;
+            } else if name == header::CONNECTION {
+                connection.get_or_insert(value);
+            } else if name == KEEP_ALIVE {
+                keep_alive.get_or_insert(value);
+            }
+        }
+        ResponseHead {
+            status: header.status,
+            version: header.version,
+            transfer_encoding,
+            chunked: transfer_encoding && is_chunked_encoding_from_headers(headers),
+            // `validate_response` has failed the read when this is an error it does not
+            // tolerate; a tolerated one frames the body as close-delimited, as `None` does.
+            content_length: if content_length {
+                content_length_for_framing(headers).unwrap_or(None)
+            } else {
+                None
+            },
+            connection: connection.cloned(),
+            keep_alive: keep_alive.cloned(),
+        }
+    }
+}
 
 /// Palisade: the fields that decide how a response is framed and whether its connection is
 /// kept, which are never dropped, whatever picks them (public, so a caller's config can say
@@ -148,6 +201,7 @@ impl HttpSession {
             body_writer: BodyWriter::new(),
             keepalive_timeout: KeepaliveStatus::Off,
             response_header: None,
+            response_head: None,
             request_written: None,
             read_timeout: None,
             write_timeout: None,
@@ -445,6 +499,7 @@ impl HttpSession {
                         self.raw_header = Some(BufRef(0, s));
                         self.preread_body = Some(BufRef(s, total_read));
                         self.buf = buf;
+                        self.response_head = Some(ResponseHead::of(&response_header));
                         self.response_header = Some(response_header);
                         if let Err(e) = self.validate_response() {
                             return self.fail_response_header_read(e);
@@ -546,32 +601,21 @@ impl HttpSession {
 
     /// Similar to [`Self::read_response()`], read the response header and then return it.
     ///
-    /// Palisade: the header moves to the caller, and the session keeps a copy of only what it
-    /// reads of it afterwards (upstream: a clone of every header, and of their spellings):
-    /// the status, the version, and the framing and connection headers. [`Self::resp_header`]
-    /// and [`Self::get_header`] see those alone after this call.
+    /// Palisade: the header moves to the caller (upstream: the session kept a clone of every
+    /// header, and of their spellings), and the session keeps what it reads of it afterwards
+    /// (`ResponseHead`, patch 32). [`Self::resp_header`] and [`Self::get_header`] see no
+    /// header after this call; [`Self::get_status`] still answers.
     pub async fn read_resp_header_parts(&mut self) -> Result<Box<ResponseHeader>> {
         self.read_response().await?;
         let Some(full) = self.response_header.take() else {
             return Error::e_explain(InternalError, "no response header after reading one");
         };
-        let mut kept = ResponseHeader::build_no_case(full.status, Some(4))?;
-        kept.set_version(full.version);
-        // One pass over the response's few headers: a lookup by name costs a hash each.
-        for (name, value) in full.headers.iter() {
-            if name == header::CONTENT_LENGTH
-                || name == header::CONNECTION
-                || name == header::TRANSFER_ENCODING
-                || name == KEEP_ALIVE
-            {
-                kept.append_parsed_name(name.clone(), value.clone())?;
-            }
-        }
-        self.response_header = Some(Box::new(kept));
         Ok(full)
     }
 
     /// Return a reference of the [`ResponseHeader`] if the response is read
+    ///
+    /// Palisade: `None` once [`Self::read_resp_header_parts`] has handed it to the caller.
     pub fn resp_header(&self) -> Option<&ResponseHeader> {
         self.response_header.as_deref()
     }
@@ -580,6 +624,8 @@ impl HttpSession {
     /// If there are multiple headers under the same name, the first one will be returned
     /// Use `self.resp_header().header.get_all(name)` to get all the headers under the same name
     /// Always return `None` if the response is not read yet.
+    ///
+    /// Palisade: and once [`Self::read_resp_header_parts`] has handed it to the caller.
     pub fn get_header(&self, name: impl AsHeaderName) -> Option<&HeaderValue> {
         self.response_header
             .as_ref()
@@ -593,7 +639,8 @@ impl HttpSession {
 
     /// Return the status code of the response if read
     pub fn get_status(&self) -> Option<StatusCode> {
-        self.response_header.as_ref().map(|h| h.status)
+        // Palisade: from what the session keeps of the head (patch 32)
+        self.response_head.as_ref().map(|h| h.status)
     }
 
     async fn do_read_body(&mut self) -> Result<Option<BufRef>> {
@@ -705,12 +752,9 @@ impl HttpSession {
 
         // Per [RFC 9112 Section 6.1-16](https://datatracker.ietf.org/doc/html/rfc9112#section-6.1-16),
         // if Transfer-Encoding is received in HTTP/1.0 response, connection MUST be closed after processing.
-        if self.resp_header().map(|h| h.version) == Some(Version::HTTP_10)
-            && self
-                .resp_header()
-                .and_then(|h| h.headers.get(header::TRANSFER_ENCODING))
-                .is_some()
-        {
+        // Palisade: from what the session keeps of the head (patch 32), here and below
+        let head = self.response_head.as_ref();
+        if head.is_some_and(|h| h.version == Version::HTTP_10 && h.transfer_encoding) {
             self.set_keepalive(None);
             return;
         }
@@ -725,7 +769,7 @@ impl HttpSession {
             } else {
                 self.set_keepalive(None);
             }
-        } else if self.resp_header().map(|h| h.version) == Some(Version::HTTP_11) {
+        } else if head.map(|h| h.version) == Some(Version::HTTP_11) {
             self.set_keepalive(Some(0)); // on by default for http 1.1
         } else {
             self.set_keepalive(None); // off by default for http 1.0
@@ -750,7 +794,11 @@ impl HttpSession {
             _ => self
                 .dropped_connection
                 .flatten()
-                .or_else(|| is_buf_keepalive(self.get_header(header::CONNECTION))),
+                .or_else(|| {
+                    // Palisade: from what the session keeps of the head (patch 32)
+                    let head = self.response_head.as_ref();
+                    is_buf_keepalive(head.and_then(|h| h.connection.as_ref()))
+                }),
         }
     }
 
@@ -759,7 +807,9 @@ impl HttpSession {
     /// it's behavior is different on different platforms.
     /// https://developer.mozilla.org/en-US/docs/Web/HTTP/Headers/Keep-Alive
     fn get_keepalive_values(&self) -> (Option<u64>, Option<usize>) {
-        let Some(keep_alive_header) = self.get_header(KEEP_ALIVE) else {
+        // Palisade: from what the session keeps of the head (patch 32)
+        let head = self.response_head.as_ref();
+        let Some(keep_alive_header) = head.and_then(|h| h.keep_alive.as_ref()) else {
             return (None, None);
         };
 
@@ -852,7 +902,7 @@ impl HttpSession {
             } else if self.is_chunked_encoding() {
                 // if chunked encoding, content-length should be ignored
                 self.body_reader.init_chunked(preread_body);
-            } else if let Some(cl) = self.get_content_length().unwrap_or(None) {
+            } else if let Some(cl) = self.get_content_length() {
                 self.body_reader.init_content_length(cl, preread_body);
             } else {
                 self.body_reader.init_close_delimited(preread_body);
@@ -897,17 +947,14 @@ impl HttpSession {
         }
     }
 
-    fn get_content_length(&self) -> Result<Option<usize>> {
-        match self.resp_header() {
-            Some(h) => content_length_for_framing(&h.headers),
-            None => Ok(None),
-        }
+    // Palisade: the two below from what the session keeps of the head (patch 32); a
+    // Content-Length `validate_response` tolerated as invalid is `None` there.
+    fn get_content_length(&self) -> Option<usize> {
+        self.response_head.as_ref().and_then(|h| h.content_length)
     }
 
     fn is_chunked_encoding(&self) -> bool {
-        self.resp_header()
-            .map(|h| is_chunked_encoding_from_headers(&h.headers))
-            .unwrap_or(false)
+        self.response_head.as_ref().is_some_and(|h| h.chunked)
     }
 
     fn init_req_body_writer(&mut self, header: &RequestHeader) {
@@ -1357,8 +1404,9 @@ mod tests_stream {
         let mock_io = Builder::new().read(input).build();
         let mut http_stream = HttpSession::new(Box::new(mock_io));
         let resp = http_stream.read_resp_header_parts().await.unwrap();
-        // Palisade: the session keeps the framing and connection headers only.
-        assert_eq!(0, http_stream.resp_header().unwrap().headers.len());
+        // Palisade: the header moved to the caller; the session keeps its status (patch 32).
+        assert!(http_stream.resp_header().is_none());
+        assert_eq!(Some(StatusCode::OK), http_stream.get_status());
         assert_eq!(resp.headers.get("Server👍").unwrap(), "pingora");
     }
 

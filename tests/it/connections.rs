@@ -481,6 +481,47 @@ async fn upstream_connections_are_reused_without_a_race_between_threads() {
     );
 }
 
+/// An intermediary sends its own HTTP version (RFC 9110 §6.2): a legacy upstream's HTTP/1.0
+/// response reaches the client as HTTP/1.1, its body as the upstream framed it. An HTTP/1.0
+/// status line with the `Transfer-Encoding` such an upstream may send anyway was refused by
+/// clients (hyper: "unexpected transfer-encoding").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_1_0_upstream_is_answered_to_the_client_in_http_1_1() {
+    let cases: [(&'static [u8], &str); 2] = [
+        (b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", "\r\n\r\nok"),
+        (
+            b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+            "\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+        ),
+    ];
+    for (answer, ending) in cases {
+        let first = format!("{:?}", String::from_utf8_lossy(answer));
+        let (addr, _opened, _closed) = start_answering_upstream(answer, Duration::ZERO).await;
+        let gw = Gateway::start(&raw_upstream_config(addr, "threads = 1")).await;
+        let mut s = TcpStream::connect(("127.0.0.1", gw.ports.http)).await.unwrap();
+        s.write_all(b"GET /raw/x HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !got.ends_with(ending.as_bytes()) && Instant::now() < deadline {
+            let mut buf = [0u8; 4096];
+            match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+                _ => break,
+            }
+        }
+        let got = String::from_utf8_lossy(&got);
+        assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{first} answered as {got:?}");
+        assert!(got.ends_with(ending), "{first} answered as {got:?}");
+        // And a client that checks the framing takes it.
+        let r = gw.client().get(gw.http_url("/raw/x")).send().await;
+        let r = r.unwrap_or_else(|e| panic!("{first}: {e}"));
+        assert_eq!(r.version(), reqwest::Version::HTTP_11, "{first}");
+        assert_eq!(r.text().await.unwrap(), "ok", "{first}");
+    }
+}
+
 /// A raw upstream that answers every request on a connection with `answer` and never closes a
 /// connection itself. Counts the connections it was given and those the gateway closed.
 async fn start_answering_upstream(
@@ -531,7 +572,7 @@ async fn start_answering_upstream(
 /// whole with its header a buffer of its own size (patch 11) and must still set them apart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_upstream_response_decides_whether_its_connection_is_reused() {
-    let cases: [(&'static [u8], bool); 12] = [
+    let cases: [(&'static [u8], bool); 13] = [
         // A `Content-Length` that says 2 in another valid form (RFC 9110 §8.6) frames the body
         // as 2 and leaves the connection reusable: the general parse of the vendored
         // pingora-core, which its fast path for one field of digits hands these to (patch 15).
@@ -561,10 +602,15 @@ async fn the_upstream_response_decides_whether_its_connection_is_reused() {
             true,
         ),
         (b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", false),
-        // A chunked body ends at its last chunk, and its connection is reused.
+        // A chunked body ends at its last chunk, and its connection is reused; but an HTTP/1.0
+        // response with `Transfer-Encoding` is closed whatever it says (RFC 9112 §6.1).
         (
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
             true,
+        ),
+        (
+            b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+            false,
         ),
         (
             b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok",

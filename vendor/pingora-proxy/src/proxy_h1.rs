@@ -927,9 +927,11 @@ where
                     }
                 }
 
-                // TODO: just set version to Version::HTTP_11 unconditionally here,
-                // (with another todo being an option to faithfully proxy the <1.1 responses)
-                // as we are already trying to mutate this for HTTP/1.1 downstream reuse
+                // Palisade: the version is set to HTTP/1.1 unconditionally, as upstream's TODO
+                // here proposed (patch 10): an intermediary sends its own version (RFC 9110
+                // §6.2), and an HTTP/1.0 status line with the `Transfer-Encoding` an HTTP/1.0
+                // upstream sent anyway is a response its clients refuse.
+                header.set_version(Version::HTTP_11);
 
                 /* Convert HTTP 1.0 style response to chunked encoding so that we don't
                  * have to close the downstream connection */
@@ -945,8 +947,7 @@ where
                     && header.headers.get(http::header::CONTENT_LENGTH).is_none()
                     && !end
                 {
-                    // Upgrade the http version to 1.1 because 1.0/0.9 doesn't support chunked
-                    header.set_version(Version::HTTP_11);
+                    // (the version is 1.1 already, see above: 1.0/0.9 don't support chunked)
                     header.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
                 }
 

@@ -25,8 +25,8 @@ use pingora_core::protocols::http::{
 };
 
 // Palisade: the pipes between the two halves of a request (`task_pipe`).
-type TaskSender = task_pipe::Sender<HttpTask, TASK_BUFFER_SIZE>;
-type TaskReceiver = task_pipe::Receiver<HttpTask, TASK_BUFFER_SIZE>;
+type TaskSender<'p> = task_pipe::Sender<'p, HttpTask, TASK_BUFFER_SIZE>;
+type TaskReceiver<'p> = task_pipe::Receiver<'p, HttpTask, TASK_BUFFER_SIZE>;
 type TaskPermit<'a> = task_pipe::Permit<'a, HttpTask, TASK_BUFFER_SIZE>;
 
 impl<SV, C> HttpProxy<SV, C>
@@ -133,15 +133,19 @@ where
             Err(e) => return (false, false, Some(e)),
         };
 
-        // Palisade: the two pipes are `task_pipe`'s, not tokio's `mpsc` (see `PATCHES.md`).
-        let (tx_upstream, rx_upstream) = task_pipe::channel::<HttpTask, TASK_BUFFER_SIZE>();
-        let (tx_downstream, rx_downstream) = task_pipe::channel::<HttpTask, TASK_BUFFER_SIZE>();
+        // Palisade: the two pipes are `task_pipe`'s, not tokio's `mpsc` (see `PATCHES.md`),
+        // held here and lent to the two halves (patch 11).
+        let mut upstream_pipe = task_pipe::Pipe::<HttpTask, TASK_BUFFER_SIZE>::new();
+        let mut downstream_pipe = task_pipe::Pipe::<HttpTask, TASK_BUFFER_SIZE>::new();
+        let (tx_upstream, rx_upstream) = upstream_pipe.split();
+        let (tx_downstream, rx_downstream) = downstream_pipe.split();
 
         session.as_mut().enable_retry_buffering();
 
         // Shared signal so the upstream half can distinguish an expected task-pipe
         // closure (the downstream half finished and dropped rx) from an unexpected one.
-        let pipe_state = Arc::new(AtomicU8::new(PipeState::Active as u8));
+        // Palisade: held here and lent to both, as the pipes are (patch 11).
+        let pipe_state = AtomicU8::new(PipeState::Active as u8);
 
         // start bi-directional streaming
         let ret = tokio::try_join!(
@@ -152,9 +156,9 @@ where
                 ctx,
                 &mut downstream_custom_message_writer,
                 &mut downstream_custom_message_reader,
-                pipe_state.clone(),
+                &pipe_state,
             ),
-            self.proxy_handle_upstream(client_session, tx_upstream, rx_downstream, pipe_state),
+            self.proxy_handle_upstream(client_session, tx_upstream, rx_downstream, &pipe_state),
         );
 
         if let Some(custom_session) = session.downstream_session.as_custom_mut() {
@@ -246,9 +250,9 @@ where
     async fn proxy_handle_upstream(
         &self,
         client_session: &mut HttpSessionV1,
-        tx: TaskSender,
-        mut rx: TaskReceiver,
-        pipe_state: Arc<AtomicU8>,
+        tx: TaskSender<'_>,
+        mut rx: TaskReceiver<'_>,
+        pipe_state: &AtomicU8,
     ) -> Result<bool>
     where
         SV: ProxyHttp + Send + Sync,
@@ -363,7 +367,7 @@ where
         session: &mut Session,
         ctx: &mut SV::CTX,
         initial_task: HttpTask,
-        rx: &mut TaskReceiver,
+        rx: &mut TaskReceiver<'_>,
         serve_from_cache: &mut ServeFromCache,
         range_body_filter: &mut proxy_cache::range_filter::RangeBodyFilter,
         response_state: &mut ResponseStateMachine,
@@ -442,14 +446,14 @@ where
     async fn proxy_handle_downstream(
         &self,
         session: &mut Session,
-        tx: TaskSender,
-        mut rx: TaskReceiver,
+        tx: TaskSender<'_>,
+        mut rx: TaskReceiver<'_>,
         ctx: &mut SV::CTX,
         downstream_custom_message_writer: &mut Option<Box<dyn CustomMessageWrite>>,
         downstream_custom_message_reader: &mut Option<
             Box<dyn futures::Stream<Item = Result<Bytes>> + Unpin + Send + Sync + 'static>,
         >,
-        pipe_state: Arc<AtomicU8>,
+        pipe_state: &AtomicU8,
     ) -> Result<bool>
     where
         SV: ProxyHttp + Send + Sync,

@@ -13,11 +13,12 @@
 //! tokio's channel is built for many senders on many threads (a linked list of 32-slot
 //! blocks, a semaphore, an atomic waker); two of them cost about 3.2k instructions per
 //! request, 1.3k of it creating and dropping them. Here a mutex nobody contends guards a ring
-//! of N slots.
+//! of N slots, in a [`Pipe`] that the function joining the two halves owns and lends to them
+//! (patch 11): no allocation and no reference count, as neither half outlives that function.
 
 use std::fmt;
 use std::future::poll_fn;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
 pub use tokio::sync::mpsc::error::{SendError, TrySendError};
@@ -51,7 +52,7 @@ impl<T, const N: usize> State<T, N> {
     }
 }
 
-type Shared<T, const N: usize> = Arc<Mutex<State<T, N>>>;
+type Shared<T, const N: usize> = Mutex<State<T, N>>;
 
 fn lock<T, const N: usize>(shared: &Shared<T, N>) -> MutexGuard<'_, State<T, N>> {
     // A panic while the lock is held leaves the state consistent (every update is a few
@@ -68,41 +69,58 @@ fn remember(slot: &mut Option<Waker>, cx: &Context<'_>) {
     }
 }
 
-/// A pipe of at most `N` tasks in flight.
-pub fn channel<T, const N: usize>() -> (Sender<T, N>, Receiver<T, N>) {
-    let shared = Arc::new(Mutex::new(State {
-        slots: std::array::from_fn(|_| None),
-        head: 0,
-        queued: 0,
-        reserved: 0,
-        sender_gone: false,
-        receiver_gone: false,
-        rx_waker: None,
-        tx_waker: None,
-    }));
-    (Sender(shared.clone()), Receiver(shared))
+/// A pipe of at most `N` tasks in flight, lent to its one sender and one receiver by
+/// [`Pipe::split`].
+pub struct Pipe<T, const N: usize>(Shared<T, N>);
+
+impl<T, const N: usize> Default for Pipe<T, N> {
+    fn default() -> Self {
+        Pipe(Mutex::new(State {
+            slots: std::array::from_fn(|_| None),
+            head: 0,
+            queued: 0,
+            reserved: 0,
+            sender_gone: false,
+            receiver_gone: false,
+            rx_waker: None,
+            tx_waker: None,
+        }))
+    }
 }
 
-pub struct Sender<T, const N: usize>(Shared<T, N>);
+impl<T, const N: usize> Pipe<T, N> {
+    pub fn new() -> Self {
+        Self::default()
+    }
 
-pub struct Receiver<T, const N: usize>(Shared<T, N>);
+    /// The pipe's sender and receiver. Split a pipe once: a sender or receiver dropped closes
+    /// its end for good.
+    pub fn split(&mut self) -> (Sender<'_, T, N>, Receiver<'_, T, N>) {
+        let shared = &self.0;
+        (Sender(shared), Receiver(shared))
+    }
+}
+
+pub struct Sender<'p, T, const N: usize>(&'p Shared<T, N>);
+
+pub struct Receiver<'p, T, const N: usize>(&'p Shared<T, N>);
 
 /// A slot taken in the pipe: [`Permit::send`] fills it; dropped unused, it is given back.
 pub struct Permit<'a, T, const N: usize> {
-    sender: &'a Sender<T, N>,
+    shared: &'a Shared<T, N>,
     used: bool,
 }
 
-impl<T, const N: usize> Sender<T, N> {
+impl<T, const N: usize> Sender<'_, T, N> {
     fn poll_reserve(&self, cx: &mut Context<'_>) -> Poll<Result<Permit<'_, T, N>, SendError<()>>> {
-        let mut state = lock(&self.0);
+        let mut state = lock(self.0);
         if state.receiver_gone {
             return Poll::Ready(Err(SendError(())));
         }
         if state.has_room() {
             state.reserved += 1;
             return Poll::Ready(Ok(Permit {
-                sender: self,
+                shared: self.0,
                 used: false,
             }));
         }
@@ -117,7 +135,7 @@ impl<T, const N: usize> Sender<T, N> {
 
     /// A free slot now, or why not.
     pub fn try_reserve(&self) -> Result<Permit<'_, T, N>, TrySendError<()>> {
-        let mut state = lock(&self.0);
+        let mut state = lock(self.0);
         if state.receiver_gone {
             return Err(TrySendError::Closed(()));
         }
@@ -126,7 +144,7 @@ impl<T, const N: usize> Sender<T, N> {
         }
         state.reserved += 1;
         Ok(Permit {
-            sender: self,
+            shared: self.0,
             used: false,
         })
     }
@@ -144,13 +162,13 @@ impl<T, const N: usize> Sender<T, N> {
 
     /// Whether the receiver is gone.
     pub fn is_closed(&self) -> bool {
-        lock(&self.0).receiver_gone
+        lock(self.0).receiver_gone
     }
 }
 
-impl<T, const N: usize> Drop for Sender<T, N> {
+impl<T, const N: usize> Drop for Sender<'_, T, N> {
     fn drop(&mut self) {
-        let mut state = lock(&self.0);
+        let mut state = lock(self.0);
         state.sender_gone = true;
         state.wake_rx();
     }
@@ -160,7 +178,7 @@ impl<T, const N: usize> Permit<'_, T, N> {
     /// Fills the slot. The receiver is woken; if it is gone, `task` is dropped with the pipe.
     pub fn send(mut self, task: T) {
         self.used = true;
-        let mut state = lock(&self.sender.0);
+        let mut state = lock(self.shared);
         state.reserved -= 1;
         if state.receiver_gone {
             return;
@@ -175,7 +193,7 @@ impl<T, const N: usize> Permit<'_, T, N> {
 impl<T, const N: usize> Drop for Permit<'_, T, N> {
     fn drop(&mut self) {
         if !self.used {
-            let mut state = lock(&self.sender.0);
+            let mut state = lock(self.shared);
             state.reserved -= 1;
             state.wake_tx();
         }
@@ -188,9 +206,9 @@ impl<T, const N: usize> fmt::Debug for Permit<'_, T, N> {
     }
 }
 
-impl<T, const N: usize> Receiver<T, N> {
+impl<T, const N: usize> Receiver<'_, T, N> {
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
-        let mut state = lock(&self.0);
+        let mut state = lock(self.0);
         if state.queued > 0 {
             let head = state.head;
             let task = state.slots[head].take();
@@ -212,9 +230,9 @@ impl<T, const N: usize> Receiver<T, N> {
     }
 }
 
-impl<T, const N: usize> Drop for Receiver<T, N> {
+impl<T, const N: usize> Drop for Receiver<'_, T, N> {
     fn drop(&mut self) {
-        let mut state = lock(&self.0);
+        let mut state = lock(self.0);
         state.receiver_gone = true;
         // The tasks still queued go now (tokio's receiver drops them too).
         for slot in state.slots.iter_mut() {

@@ -488,7 +488,10 @@ async fn upstream_connections_are_reused_without_a_race_between_threads() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http_1_0_upstream_is_answered_to_the_client_in_http_1_1() {
     let cases: [(&'static [u8], &str); 2] = [
-        (b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", "\r\n\r\nok"),
+        (
+            b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok",
+            "\r\n\r\nok",
+        ),
         (
             b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
             "\r\n\r\n2\r\nok\r\n0\r\n\r\n",
@@ -498,7 +501,9 @@ async fn an_http_1_0_upstream_is_answered_to_the_client_in_http_1_1() {
         let first = format!("{:?}", String::from_utf8_lossy(answer));
         let (addr, _opened, _closed) = start_answering_upstream(answer, Duration::ZERO).await;
         let gw = Gateway::start(&raw_upstream_config(addr, "threads = 1")).await;
-        let mut s = TcpStream::connect(("127.0.0.1", gw.ports.http)).await.unwrap();
+        let mut s = TcpStream::connect(("127.0.0.1", gw.ports.http))
+            .await
+            .unwrap();
         s.write_all(b"GET /raw/x HTTP/1.1\r\nHost: localhost\r\n\r\n")
             .await
             .unwrap();
@@ -512,7 +517,10 @@ async fn an_http_1_0_upstream_is_answered_to_the_client_in_http_1_1() {
             }
         }
         let got = String::from_utf8_lossy(&got);
-        assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{first} answered as {got:?}");
+        assert!(
+            got.starts_with("HTTP/1.1 200 OK\r\n"),
+            "{first} answered as {got:?}"
+        );
         assert!(got.ends_with(ending), "{first} answered as {got:?}");
         // And a client that checks the framing takes it.
         let r = gw.client().get(gw.http_url("/raw/x")).send().await;

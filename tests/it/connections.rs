@@ -501,12 +501,11 @@ async fn an_http_1_0_upstream_is_answered_to_the_client_in_http_1_1() {
         let first = format!("{:?}", String::from_utf8_lossy(answer));
         let (addr, _opened, _closed) = start_answering_upstream(answer, Duration::ZERO).await;
         let gw = Gateway::start(&raw_upstream_config(addr, "threads = 1")).await;
-        let mut s = TcpStream::connect(("127.0.0.1", gw.ports.http))
-            .await
-            .unwrap();
+        let mut s = connect_plain(&gw).await;
         s.write_all(b"GET /raw/x HTTP/1.1\r\nHost: localhost\r\n\r\n")
             .await
             .unwrap();
+        // Read to the expected end: `read_answer` takes only a `Content-Length` body.
         let mut got = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(5);
         while !got.ends_with(ending.as_bytes()) && Instant::now() < deadline {

@@ -1259,14 +1259,37 @@ impl std::fmt::Debug for SendBodyState {
     }
 }
 
-impl Default for SendBodyState {
-    fn default() -> Self {
+impl SendBodyState {
+    // Palisade: a `const fn`, for `LazySendBodyState`'s `IDLE` (patch 31)
+    const fn new() -> Self {
         SendBodyState {
             pending_bytes: None,
             write_state: WriteState::Idle,
             timeout_duration: None,
             timeout_fut: None,
         }
+    }
+}
+
+/// Palisade: the task state, made at its first change (patch 31) rather than boxed for every
+/// session: only the cancel-safe proxy task API (the cache's path) changes it. Reads before
+/// then see `SendBodyState::new()`, as a state made with the writer did.
+#[derive(Default)]
+struct LazySendBodyState(Option<Box<SendBodyState>>);
+
+static IDLE: SendBodyState = SendBodyState::new();
+
+impl std::ops::Deref for LazySendBodyState {
+    type Target = SendBodyState;
+
+    fn deref(&self) -> &SendBodyState {
+        self.0.as_deref().unwrap_or(&IDLE)
+    }
+}
+
+impl std::ops::DerefMut for LazySendBodyState {
+    fn deref_mut(&mut self) -> &mut SendBodyState {
+        self.0.get_or_insert_with(|| Box::new(SendBodyState::new()))
     }
 }
 
@@ -1278,9 +1301,8 @@ impl Default for SendBodyState {
 pub struct BodyWriter {
     pub body_mode: BodyMode,
     // Boxed to reduce inline size. Only used by the cancel-safe proxy task API.
-    // Palisade: made at its first use (patch 31), not for every session: `None` is the state
-    // `SendBodyState::default()` would be, and each use goes through `get_or_insert_default`.
-    send_body_state: Option<Box<SendBodyState>>,
+    // Palisade: and made at its first change (patch 31)
+    send_body_state: LazySendBodyState,
     send_finish_state: FinishWriteState,
 }
 
@@ -1294,7 +1316,7 @@ impl BodyWriter {
     pub fn new() -> Self {
         BodyWriter {
             body_mode: BM::ToSelect,
-            send_body_state: None,
+            send_body_state: LazySendBodyState::default(),
             send_finish_state: FinishWriteState::NotStarted,
         }
     }
@@ -1499,13 +1521,11 @@ impl BodyWriter {
 
     #[cfg(test)]
     pub fn has_pending_body_task(&self) -> bool {
-        self.send_body_state.get_or_insert_default().as_ref().is_some_and(|state| {
-            state.pending_bytes.is_some()
-                || !matches!(
-                    state.write_state,
-                    WriteState::Idle | WriteState::Done(_) | WriteState::TimedOut
-                )
-        })
+        self.send_body_state.pending_bytes.is_some()
+            || !matches!(
+                self.send_body_state.write_state,
+                WriteState::Idle | WriteState::Done(_) | WriteState::TimedOut
+            )
     }
 
     /// Queue application bytes as a body write task with an optional timeout.
@@ -1517,16 +1537,16 @@ impl BodyWriter {
     pub fn send_body_task(&mut self, bytes: Bytes, timeout: Option<std::time::Duration>) {
         assert!(
             matches!(
-                self.send_body_state.get_or_insert_default().write_state,
+                self.send_body_state.write_state,
                 WriteState::Idle | WriteState::Done(_)
             ),
             "send_body_task called while previous task is still in progress: {:?}",
-            self.send_body_state.get_or_insert_default().write_state
+            self.send_body_state.write_state
         );
-        self.send_body_state.get_or_insert_default().pending_bytes = Some(bytes);
-        self.send_body_state.get_or_insert_default().write_state = WriteState::Idle;
-        self.send_body_state.get_or_insert_default().timeout_duration = timeout;
-        self.send_body_state.get_or_insert_default().timeout_fut = None;
+        self.send_body_state.pending_bytes = Some(bytes);
+        self.send_body_state.write_state = WriteState::Idle;
+        self.send_body_state.timeout_duration = timeout;
+        self.send_body_state.timeout_fut = None;
     }
 
     /// Writes the current queued body task to the stream.
@@ -1554,7 +1574,7 @@ impl BodyWriter {
         S: AsyncWrite + Unpin + Send,
     {
         // Check if already timed out - don't allow reuse
-        if matches!(self.send_body_state.get_or_insert_default().write_state, WriteState::TimedOut) {
+        if matches!(self.send_body_state.write_state, WriteState::TimedOut) {
             return Poll::Ready(Error::e_explain(
                 WriteTimedout,
                 "write task previously timed out",
@@ -1585,8 +1605,8 @@ impl BodyWriter {
         }
 
         // Write returned Pending - lazily create and check timeout if duration is set
-        if let Some(duration) = self.send_body_state.get_or_insert_default().timeout_duration {
-            let timeout = self.send_body_state.get_or_insert_default().timeout_fut.get_or_insert_with(|| {
+        if let Some(duration) = self.send_body_state.timeout_duration {
+            let timeout = self.send_body_state.timeout_fut.get_or_insert_with(|| {
                 // Palisade: tokio's timer, not pingora-timeout's clock thread (patch 28)
                 Box::pin(tokio::time::sleep(duration))
                     as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + Sync>>
@@ -1594,8 +1614,8 @@ impl BodyWriter {
 
             if timeout.as_mut().poll(cx).is_ready() {
                 // Timeout fired! Mark state as timed out and clear the timeout future
-                self.send_body_state.get_or_insert_default().write_state = WriteState::TimedOut;
-                self.send_body_state.get_or_insert_default().timeout_fut = None;
+                self.send_body_state.write_state = WriteState::TimedOut;
+                self.send_body_state.timeout_fut = None;
                 return Poll::Ready(Error::e_explain(
                     WriteTimedout,
                     "writing body task timed out",
@@ -1789,13 +1809,13 @@ impl BodyWriter {
         S: AsyncWrite + Unpin + Send,
     {
         // Move to Writing state if we're Idle
-        if matches!(self.send_body_state.get_or_insert_default().write_state, WriteState::Idle) {
-            if let Some(mut bytes) = self.send_body_state.get_or_insert_default().pending_bytes.take() {
+        if matches!(self.send_body_state.write_state, WriteState::Idle) {
+            if let Some(mut bytes) = self.send_body_state.pending_bytes.take() {
                 let (total, written) = self.body_mode.expect_content_length();
 
                 // Check if we've already written everything
                 if written >= total {
-                    self.send_body_state.get_or_insert_default().write_state = WriteState::Done(0);
+                    self.send_body_state.write_state = WriteState::Done(0);
                     return Poll::Ready(Ok(None));
                 }
 
@@ -1812,16 +1832,16 @@ impl BodyWriter {
                 }
 
                 let bytes_to_write = bytes.len();
-                self.send_body_state.get_or_insert_default().write_state =
+                self.send_body_state.write_state =
                     WriteState::Writing(bytes_to_write, WriteBuf::Simple(bytes));
             } else {
-                self.send_body_state.get_or_insert_default().write_state = WriteState::Done(0);
+                self.send_body_state.write_state = WriteState::Done(0);
                 return Poll::Ready(Ok(None));
             }
         }
 
         // Handle Writing state - do the write, transition to Flushing or Done
-        if let WriteState::Writing(size, ref mut buf) = &mut self.send_body_state.get_or_insert_default().write_state {
+        if let WriteState::Writing(size, ref mut buf) = &mut self.send_body_state.write_state {
             let bytes_written = *size;
 
             // Attempt write. Re-create tokio's stateless `write_all_buf`
@@ -1834,10 +1854,10 @@ impl BodyWriter {
 
                     if written + bytes_written >= total {
                         // All content-length bytes written, flush needed
-                        self.send_body_state.get_or_insert_default().write_state = WriteState::Flushing(bytes_written);
+                        self.send_body_state.write_state = WriteState::Flushing(bytes_written);
                     } else {
                         // More bytes to come, no flush needed
-                        self.send_body_state.get_or_insert_default().write_state = WriteState::Done(bytes_written);
+                        self.send_body_state.write_state = WriteState::Done(bytes_written);
                     }
                 }
                 Err(e) => {
@@ -1847,23 +1867,23 @@ impl BodyWriter {
         }
 
         // Handle Flushing state - do the flush, transition to Done
-        if let WriteState::Flushing(size) = self.send_body_state.get_or_insert_default().write_state {
+        if let WriteState::Flushing(size) = self.send_body_state.write_state {
             let bytes_written = size;
 
             // Attempt flush
             match ready!(stream.poll_flush(cx)) {
                 Ok(()) => {
                     // Flush completed - transition to Done
-                    self.send_body_state.get_or_insert_default().write_state = WriteState::Done(bytes_written);
+                    self.send_body_state.write_state = WriteState::Done(bytes_written);
                 }
                 Err(e) => return Poll::Ready(Error::e_because(WriteError, "flushing body", e)),
             }
         }
 
         // Return based on final state
-        match self.send_body_state.get_or_insert_default().write_state {
+        match self.send_body_state.write_state {
             WriteState::Done(size) => {
-                self.send_body_state.get_or_insert_default().timeout_fut = None;
+                self.send_body_state.timeout_fut = None;
                 Poll::Ready(Ok(Some(size)))
             }
             WriteState::TimedOut => Poll::Ready(Error::e_explain(
@@ -1889,8 +1909,8 @@ impl BodyWriter {
         S: AsyncWrite + Unpin + Send,
     {
         // Move to Writing state if we're Idle
-        if matches!(self.send_body_state.get_or_insert_default().write_state, WriteState::Idle) {
-            if let Some(bytes) = self.send_body_state.get_or_insert_default().pending_bytes.take() {
+        if matches!(self.send_body_state.write_state, WriteState::Idle) {
+            if let Some(bytes) = self.send_body_state.pending_bytes.take() {
                 let application_bytes_size = bytes.len();
 
                 // Format the chunk: size\r\ndata\r\n
@@ -1900,16 +1920,16 @@ impl BodyWriter {
                     .chain(&b"\r\n"[..]);
 
                 // Store the chained buffer directly to avoid copying
-                self.send_body_state.get_or_insert_default().write_state =
+                self.send_body_state.write_state =
                     WriteState::Writing(application_bytes_size, WriteBuf::Chained(output_buf));
             } else {
-                self.send_body_state.get_or_insert_default().write_state = WriteState::Done(0);
+                self.send_body_state.write_state = WriteState::Done(0);
                 return Poll::Ready(Ok(None));
             }
         }
 
         // Handle Writing state - do the write using vectored I/O, transition to Flushing
-        if let WriteState::Writing(size, ref mut buf) = &mut self.send_body_state.get_or_insert_default().write_state {
+        if let WriteState::Writing(size, ref mut buf) = &mut self.send_body_state.write_state {
             let bytes_written = *size;
 
             // Attempt vectored write for chained buffer (chunk size + data + CRLF).
@@ -1923,7 +1943,7 @@ impl BodyWriter {
                     self.body_mode = BM::ChunkedEncoding(written + bytes_written);
 
                     // Chunked encoding always flushes
-                    self.send_body_state.get_or_insert_default().write_state = WriteState::Flushing(bytes_written);
+                    self.send_body_state.write_state = WriteState::Flushing(bytes_written);
                 }
                 Err(e) => {
                     return Poll::Ready(Error::e_because(WriteError, "while writing body", e))
@@ -1932,23 +1952,23 @@ impl BodyWriter {
         }
 
         // Handle Flushing state - do the flush, transition to Done
-        if let WriteState::Flushing(size) = self.send_body_state.get_or_insert_default().write_state {
+        if let WriteState::Flushing(size) = self.send_body_state.write_state {
             let bytes_written = size;
 
             // Attempt flush
             match ready!(stream.poll_flush(cx)) {
                 Ok(()) => {
                     // Flush completed - transition to Done
-                    self.send_body_state.get_or_insert_default().write_state = WriteState::Done(bytes_written);
+                    self.send_body_state.write_state = WriteState::Done(bytes_written);
                 }
                 Err(e) => return Poll::Ready(Error::e_because(WriteError, "flushing body", e)),
             }
         }
 
         // Return based on final state
-        match self.send_body_state.get_or_insert_default().write_state {
+        match self.send_body_state.write_state {
             WriteState::Done(size) => {
-                self.send_body_state.get_or_insert_default().timeout_fut = None;
+                self.send_body_state.timeout_fut = None;
                 Poll::Ready(Ok(Some(size)))
             }
             WriteState::TimedOut => Poll::Ready(Error::e_explain(
@@ -1974,19 +1994,19 @@ impl BodyWriter {
         S: AsyncWrite + Unpin + Send,
     {
         // Move to Writing state if we're Idle
-        if matches!(self.send_body_state.get_or_insert_default().write_state, WriteState::Idle) {
-            if let Some(bytes) = self.send_body_state.get_or_insert_default().pending_bytes.take() {
+        if matches!(self.send_body_state.write_state, WriteState::Idle) {
+            if let Some(bytes) = self.send_body_state.pending_bytes.take() {
                 let original_size = bytes.len();
-                self.send_body_state.get_or_insert_default().write_state =
+                self.send_body_state.write_state =
                     WriteState::Writing(original_size, WriteBuf::Simple(bytes));
             } else {
-                self.send_body_state.get_or_insert_default().write_state = WriteState::Done(0);
+                self.send_body_state.write_state = WriteState::Done(0);
                 return Poll::Ready(Ok(None));
             }
         }
 
         // Handle Writing state - do the write, transition to Flushing
-        if let WriteState::Writing(size, ref mut buf) = &mut self.send_body_state.get_or_insert_default().write_state {
+        if let WriteState::Writing(size, ref mut buf) = &mut self.send_body_state.write_state {
             let bytes_written = *size;
 
             // Attempt write. Re-create tokio's stateless `write_all_buf`
@@ -1998,7 +2018,7 @@ impl BodyWriter {
                     self.body_mode = BM::UntilClose(written + bytes_written);
 
                     // Close-delimited mode always flushes
-                    self.send_body_state.get_or_insert_default().write_state = WriteState::Flushing(bytes_written);
+                    self.send_body_state.write_state = WriteState::Flushing(bytes_written);
                 }
                 Err(e) => {
                     return Poll::Ready(Error::e_because(WriteError, "while writing body", e))
@@ -2007,23 +2027,23 @@ impl BodyWriter {
         }
 
         // Handle Flushing state - do the flush, transition to Done
-        if let WriteState::Flushing(size) = self.send_body_state.get_or_insert_default().write_state {
+        if let WriteState::Flushing(size) = self.send_body_state.write_state {
             let bytes_written = size;
 
             // Attempt flush
             match ready!(stream.poll_flush(cx)) {
                 Ok(()) => {
                     // Flush completed - transition to Done
-                    self.send_body_state.get_or_insert_default().write_state = WriteState::Done(bytes_written);
+                    self.send_body_state.write_state = WriteState::Done(bytes_written);
                 }
                 Err(e) => return Poll::Ready(Error::e_because(WriteError, "flushing body", e)),
             }
         }
 
         // Return based on final state
-        match self.send_body_state.get_or_insert_default().write_state {
+        match self.send_body_state.write_state {
             WriteState::Done(size) => {
-                self.send_body_state.get_or_insert_default().timeout_fut = None;
+                self.send_body_state.timeout_fut = None;
                 Poll::Ready(Ok(Some(size)))
             }
             WriteState::TimedOut => Poll::Ready(Error::e_explain(

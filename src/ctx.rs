@@ -12,6 +12,7 @@ use crate::policy::cors::CorsPolicy;
 use crate::policy::forwarded::{ip_text, IpText, RequestId};
 use crate::policy::headers::{HeaderForm, HeaderPolicy};
 use crate::policy::in_flight::InFlightGuard;
+use crate::policy::rate_limit;
 use crate::policy::schema::{BodySchema, Mismatch};
 use crate::policy::webhook::{self, WebhookPolicy};
 use crate::snapshot::{PoolRef, RouteRef, Snapshot};
@@ -60,7 +61,7 @@ pub struct RequestCtx {
     /// [`RequestCtx::key_entry`]), which a request reads without touching a reference count.
     pub key: Option<u32>,
     /// The `RateLimit` header for an allowed request.
-    pub rate_limit: Option<String>,
+    pub rate_limit: Option<rate_limit::AllowedHeader>,
     /// The status the gateway answered with itself, if it did.
     pub gateway_status: Option<u16>,
     /// Whether this request is counted in `gateway_requests_in_flight`.

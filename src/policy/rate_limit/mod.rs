@@ -7,6 +7,7 @@ pub mod gcra;
 pub mod local;
 pub mod redis;
 
+use std::fmt::{self, Write};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -19,6 +20,7 @@ use crate::config::units::HumanDuration;
 use crate::config::{KeyPath, SecretRef};
 use crate::metrics::CounterSlots;
 use crate::sharded::Sharded;
+use crate::stack_str::StackStr;
 use crate::state::Keep;
 use gcra::{Outcome, Rate};
 use local::LocalTable;
@@ -597,23 +599,58 @@ pub fn policy_header(policies: &[Arc<RateLimitPolicy>]) -> Option<HeaderValue> {
 
 /// `RateLimit` for an allowed request: each policy's remaining quota and seconds to full. As
 /// text: an HTTP/1.x response gets it as a line, checked as it is written, with no
-/// `HeaderValue` made for it.
-pub fn allowed_header(outcomes: &[(&RateLimitPolicy, Outcome)]) -> Option<String> {
-    let mut out = String::with_capacity(64);
-    let mut number = itoa::Buffer::new();
-    for (policy, o) in outcomes.iter().filter(|(p, _)| p.send_headers) {
-        if !out.is_empty() {
-            out.push_str(", ");
+/// `HeaderValue` made for it. On the stack when it fits, as one policy's usually does (every
+/// request), else on the heap.
+pub fn allowed_header(outcomes: &[(&RateLimitPolicy, Outcome)]) -> Option<AllowedHeader> {
+    let mut inline = StackStr::new();
+    let value = match write_allowed(outcomes, &mut inline) {
+        Ok(()) => AllowedHeader::Inline(inline),
+        Err(_) => {
+            let mut heap = String::with_capacity(2 * ALLOWED_INLINE);
+            // Writing to a `String` does not fail.
+            write_allowed(outcomes, &mut heap).ok()?;
+            AllowedHeader::Heap(heap)
         }
-        // `"name";r=REMAINING;t=SECONDS`, without the formatting machinery (every request).
-        out.push('"');
-        out.push_str(&policy.name);
-        out.push_str("\";r=");
-        out.push_str(number.format(o.remaining));
-        out.push_str(";t=");
-        out.push_str(number.format(whole_seconds(o.reset_us)));
+    };
+    (!value.as_bytes().is_empty()).then_some(value)
+}
+
+/// The bytes of an allowed request's `RateLimit` kept on the stack.
+const ALLOWED_INLINE: usize = 96;
+
+/// An allowed request's `RateLimit` value (see [`allowed_header`]).
+pub enum AllowedHeader {
+    Inline(StackStr<ALLOWED_INLINE>),
+    Heap(String),
+}
+
+impl AllowedHeader {
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            AllowedHeader::Inline(text) => text.as_bytes(),
+            AllowedHeader::Heap(text) => text.as_bytes(),
+        }
     }
-    (!out.is_empty()).then_some(out)
+}
+
+/// `"name";r=REMAINING;t=SECONDS` per policy that sends headers, joined by `, `, without the
+/// formatting machinery (every request).
+fn write_allowed(outcomes: &[(&RateLimitPolicy, Outcome)], out: &mut impl Write) -> fmt::Result {
+    let mut number = itoa::Buffer::new();
+    let mut first = true;
+    for (policy, o) in outcomes.iter().filter(|(p, _)| p.send_headers) {
+        if !first {
+            out.write_str(", ")?;
+        }
+        first = false;
+        out.write_str("\"")?;
+        out.write_str(&policy.name)?;
+        out.write_str("\";r=")?;
+        out.write_str(number.format(o.remaining))?;
+        out.write_str(";t=")?;
+        out.write_str(number.format(whole_seconds(o.reset_us)))?;
+    }
+    Ok(())
 }
 
 /// The headers of a 429: `Retry-After`, the legacy `X-RateLimit-*` and the IETF draft fields.
@@ -690,6 +727,40 @@ mod tests {
                 diags.list.iter().map(|d| &d.reason).collect::<Vec<_>>()
             )
         })
+    }
+
+    #[test]
+    fn the_allowed_header_is_the_same_on_the_stack_and_on_the_heap() {
+        let text = "key = \"client_ip\"\nlimit = 5\nper = \"1s\"\n";
+        let outcome = |remaining| Outcome {
+            allowed: true,
+            remaining,
+            retry_after_us: 0,
+            reset_us: 1_500_000,
+        };
+        let short = policy("per_ip", text);
+        let quiet = policy("quiet", &format!("{text}headers = false\n"));
+        let value = |outcomes: &[(&RateLimitPolicy, Outcome)]| {
+            allowed_header(outcomes).map(|v| {
+                let inline = matches!(v, AllowedHeader::Inline(_));
+                (String::from_utf8(v.as_bytes().to_vec()).unwrap(), inline)
+            })
+        };
+        assert_eq!(
+            value(&[(&short, outcome(4)), (&quiet, outcome(1))]),
+            Some(("\"per_ip\";r=4;t=2".to_string(), true))
+        );
+        assert_eq!(value(&[(&quiet, outcome(1))]), None);
+        // Two policies whose value does not fit on the stack: all of it on the heap, none lost.
+        let long_name = "a".repeat(ALLOWED_INLINE);
+        let long = policy(&long_name, text);
+        assert_eq!(
+            value(&[(&short, outcome(3)), (&long, outcome(2))]),
+            Some((
+                format!("\"per_ip\";r=3;t=2, \"{long_name}\";r=2;t=2"),
+                false
+            ))
+        );
     }
 
     #[test]

@@ -39,7 +39,7 @@ use pingora_core::protocols::raw_connect::ProxyDigest;
 use pingora_core::protocols::tls::{SslDigest, TlsRef};
 use pingora_core::protocols::{
     GatherHead, GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest,
-    Ssl, Stream, TimingDigest, UniqueID, UniqueIDType, ALPN,
+    Ssl, Stream, TimingDigests, UniqueID, UniqueIDType, ALPN,
 };
 use prometheus::IntCounter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -420,7 +420,7 @@ impl Ssl for HeadDeadline {
 }
 
 impl GetTimingDigest for HeadDeadline {
-    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+    fn get_timing_digest(&self) -> TimingDigests {
         self.inner.get_timing_digest()
     }
     fn get_read_pending_time(&self) -> Duration {

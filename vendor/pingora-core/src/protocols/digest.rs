@@ -30,12 +30,19 @@ pub struct Digest {
     /// Information regarding the TLS of this connection if any
     pub ssl_digest: Option<Arc<SslDigest>>,
     /// Timing information
-    pub timing_digest: Vec<Option<TimingDigest>>,
+    // Palisade: inline, not a `Vec` (patch 33)
+    pub timing_digest: TimingDigests,
     /// information regarding the CONNECT proxy this connection uses.
     pub proxy_digest: Option<Arc<ProxyDigest>>,
     /// Information about underlying socket/fd of this connection
     pub socket_digest: Option<Arc<SocketDigest>>,
 }
+
+// Palisade: the layers' timing digests, inline (patch 33). A connection has one layer, or two
+// with TLS, and an HTTP/1.x session copies them at its start, once per request on each side:
+// a `Vec` was two allocations a proxied request.
+/// The timing digests of a connection's layers, the lowest first.
+pub type TimingDigests = smallvec::SmallVec<[Option<TimingDigest>; 2]>;
 
 /// The interface to return protocol related information
 pub trait ProtoDigest {
@@ -234,7 +241,7 @@ impl SocketDigest {
 /// The interface to return timing information
 pub trait GetTimingDigest {
     /// Return the timing for each layer from the lowest layer to upper
-    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>>;
+    fn get_timing_digest(&self) -> TimingDigests; // Palisade: patch 33
     fn get_read_pending_time(&self) -> Duration {
         Duration::ZERO
     }

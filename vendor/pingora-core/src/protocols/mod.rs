@@ -25,7 +25,7 @@ mod windows;
 
 pub use digest::{
     Digest, GetProxyDigest, GetSocketDigest, GetTimingDigest, ProtoDigest, SocketDigest,
-    TimingDigest,
+    TimingDigest, TimingDigests, // Palisade: patch 33
 };
 pub use l4::ext::TcpKeepalive;
 pub use tls::ALPN;
@@ -165,8 +165,8 @@ mod ext_io_impl {
     }
     impl Ssl for Mock {}
     impl GetTimingDigest for Mock {
-        fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
-            vec![]
+        fn get_timing_digest(&self) -> TimingDigests {
+            TimingDigests::new() // Palisade: patch 33
         }
     }
     impl GetProxyDigest for Mock {
@@ -196,8 +196,8 @@ mod ext_io_impl {
     }
     impl<T> Ssl for Cursor<T> {}
     impl<T> GetTimingDigest for Cursor<T> {
-        fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
-            vec![]
+        fn get_timing_digest(&self) -> TimingDigests {
+            TimingDigests::new() // Palisade: patch 33
         }
     }
     impl<T> GetProxyDigest for Cursor<T> {
@@ -226,8 +226,8 @@ mod ext_io_impl {
     }
     impl Ssl for DuplexStream {}
     impl GetTimingDigest for DuplexStream {
-        fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
-            vec![]
+        fn get_timing_digest(&self) -> TimingDigests {
+            TimingDigests::new() // Palisade: patch 33
         }
     }
     impl GetProxyDigest for DuplexStream {
@@ -253,7 +253,7 @@ pub mod ext_test {
 
     use super::{
         raw_connect, GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown,
-        SocketDigest, Ssl, TimingDigest, UniqueID, UniqueIDType,
+        SocketDigest, Ssl, TimingDigests, UniqueID, UniqueIDType, // Palisade: patch 33
     };
 
     #[async_trait]
@@ -267,8 +267,8 @@ pub mod ext_test {
     }
     impl Ssl for tokio::net::UnixStream {}
     impl GetTimingDigest for tokio::net::UnixStream {
-        fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
-            vec![]
+        fn get_timing_digest(&self) -> TimingDigests {
+            TimingDigests::new() // Palisade: patch 33
         }
     }
     impl GetProxyDigest for tokio::net::UnixStream {

@@ -41,7 +41,7 @@ use crate::protocols::l4::virt;
 use crate::protocols::raw_connect::ProxyDigest;
 use crate::protocols::{
     GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl,
-    TimingDigest, UniqueID, UniqueIDType,
+    TimingDigest, TimingDigests, UniqueID, UniqueIDType, // Palisade: patch 33
 };
 use crate::upstreams::peer::Tracer;
 
@@ -784,8 +784,9 @@ impl Shutdown for Stream {
 }
 
 impl GetTimingDigest for Stream {
-    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
-        let mut digest = Vec::with_capacity(2); // expect to have both L4 stream and TLS layer
+    fn get_timing_digest(&self) -> TimingDigests {
+        // Palisade: inline room for both L4 stream and TLS layer (patch 33)
+        let mut digest = TimingDigests::new();
         digest.push(Some(TimingDigest {
             established_ts: self.established_ts,
             establishment_duration: self.establishment_duration,

@@ -316,6 +316,25 @@ impl BodyReader {
         buf_ref.get(self.body_buf.as_ref().unwrap())
     }
 
+    // Palisade: a body read whole is handed on, not copied (patch 34).
+    /// The bytes of `buf_ref` as [`Bytes`]: the body buffer itself when this read ended a
+    /// body of known length and the buffer holds exactly what it read (a small body read with
+    /// its head, or the last read of a larger one), else a copy.
+    /// Once the buffer is handed on, [`Self::get_body`] has nothing to read: the body is
+    /// complete, so no further read returns a `BufRef`.
+    pub fn take_body(&mut self, buf_ref: &BufRef) -> Bytes {
+        let whole = self.body_complete()
+            && buf_ref.0 == 0
+            && self.body_buf.as_ref().is_some_and(|b| b.len() == buf_ref.1);
+        match self.body_buf.take() {
+            Some(buf) if whole => buf.freeze(),
+            buf => {
+                self.body_buf = buf;
+                Bytes::copy_from_slice(self.get_body(buf_ref))
+            }
+        }
+    }
+
     #[allow(dead_code)]
     pub fn get_body_overread(&self) -> Option<&[u8]> {
         self.body_buf_overread.as_deref()
@@ -383,8 +402,11 @@ impl BodyReader {
         let body_buf_mut = self.body_buf.as_mut().expect("must have read body buf");
         // remove unused buffer
         body_buf_mut.truncate(total_read);
-        let overread_bytes = body_buf_mut.split_off(end_of_body);
-        self.body_buf_overread = (!overread_bytes.is_empty()).then_some(overread_bytes);
+        // Palisade: split only when something was read past the body (patch 34). Splitting
+        // off an empty tail made the buffer shared: an allocation for its count, and atomic
+        // counting from then on.
+        self.body_buf_overread =
+            (total_read > end_of_body).then(|| body_buf_mut.split_off(end_of_body));
     }
 
     pub async fn read_body<S>(&mut self, stream: &mut S) -> Result<Option<BufRef>>

@@ -675,8 +675,12 @@ impl HttpSession {
 
     /// Similar to [`Self::read_body_ref`] but return `Bytes` instead of a slice reference.
     pub async fn read_body_bytes(&mut self) -> Result<Option<Bytes>> {
-        let read = self.read_body_ref().await?;
-        Ok(read.map(Bytes::copy_from_slice))
+        // Palisade: a body read whole is handed on, not copied (patch 34)
+        let read = self.do_read_body().await?;
+        Ok(read.map(|body_ref| {
+            self.body_recv = self.body_recv.saturating_add(body_ref.1 - body_ref.0);
+            self.body_reader.take_body(&body_ref)
+        }))
     }
 
     /// Upstream response body bytes received (payload only; excludes headers/framing).

@@ -384,7 +384,11 @@ where
         }
 
         // Batch: pull as many tasks as we can from rx
-        let mut tasks = Vec::with_capacity(TASK_BUFFER_SIZE);
+        // Palisade: into room in the future, not a new `Vec` (patch 12): this runs for a
+        // response's head and again for its body, a batch or two of one or two tasks (a
+        // batch larger than the room, at most one more than the pipe holds, spills to the
+        // heap).
+        let mut tasks = smallvec::SmallVec::<[HttpTask; TASK_BUFFER_SIZE]>::new();
         tasks.push(initial_task);
         // tokio::task::unconstrained because now_or_never may yield None when the future is ready
         while let Some(maybe_task) = tokio::task::unconstrained(rx.recv()).now_or_never() {

@@ -70,14 +70,16 @@ impl Reloader {
                 }
                 self.shared.runtime.store(Arc::new(runtime));
                 self.state.commit();
+                // Logged before it is counted: whoever sees the count (an SRE's alert, the
+                // tests) finds the line already written.
+                log::info!("reloaded {}: {summary}", self.file.display());
                 metrics.config_reloads.with_label_values(&["success"]).inc();
                 metrics.config_last_reload_success.set(unix_now());
-                log::info!("reloaded {}: {summary}", self.file.display());
             }
             Err(e) => {
                 self.state.discard();
-                metrics.config_reloads.with_label_values(&["error"]).inc();
                 log::error!("reload refused, the running config stays:\n{e}");
+                metrics.config_reloads.with_label_values(&["error"]).inc();
             }
         }
     }

@@ -384,10 +384,9 @@ where
         }
 
         // Batch: pull as many tasks as we can from rx
-        // Palisade: into room in the future, not a new `Vec` (patch 12): this runs for a
-        // response's head and again for its body, a batch or two of one or two tasks (a
-        // batch larger than the room, at most one more than the pipe holds, spills to the
-        // heap).
+        // Palisade: into room in the future, not a new `Vec` (patch 12): this runs once or
+        // twice per response, its head, body and end often in one batch (a batch larger than
+        // the room, at most one more than the pipe holds, spills to the heap).
         let mut tasks = smallvec::SmallVec::<[HttpTask; TASK_BUFFER_SIZE]>::new();
         tasks.push(initial_task);
         // tokio::task::unconstrained because now_or_never may yield None when the future is ready

@@ -323,15 +323,11 @@ impl BodyReader {
     /// Once the buffer is handed on, [`Self::get_body`] has nothing to read: the body is
     /// complete, so no further read returns a `BufRef`.
     pub fn take_body(&mut self, buf_ref: &BufRef) -> Bytes {
-        let whole = self.body_complete()
-            && buf_ref.0 == 0
-            && self.body_buf.as_ref().is_some_and(|b| b.len() == buf_ref.1);
-        match self.body_buf.take() {
-            Some(buf) if whole => buf.freeze(),
-            buf => {
-                self.body_buf = buf;
-                Bytes::copy_from_slice(self.get_body(buf_ref))
-            }
+        let complete = self.body_complete();
+        let whole = |buf: &mut BytesMut| complete && buf_ref.0 == 0 && buf.len() == buf_ref.1;
+        match self.body_buf.take_if(whole) {
+            Some(buf) => buf.freeze(),
+            None => Bytes::copy_from_slice(self.get_body(buf_ref)),
         }
     }
 

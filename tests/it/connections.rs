@@ -529,6 +529,79 @@ async fn an_http_1_0_upstream_is_answered_to_the_client_in_http_1_1() {
     }
 }
 
+/// A client that asks in HTTP/1.0 cannot read chunked framing, and a server must not send it
+/// (RFC 9112 §6.1): an upstream's chunked body reaches it as the bare body, ended by the
+/// gateway closing the connection, even when the client asked to keep it alive. A body with a
+/// length keeps its length, and the connection the client asked to keep. Before
+/// pingora-core patch 35 the client got `Transfer-Encoding: chunked` and `2\r\nok\r\n0\r\n\r\n`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_1_0_client_gets_no_chunked_body() {
+    const CHUNKED: &[u8] =
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n";
+    const SIZED: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    let cases: [(&'static [u8], &str, &str); 4] = [
+        (CHUNKED, "", "close"),
+        (CHUNKED, "Connection: keep-alive\r\n", "close"),
+        (SIZED, "", "close"),
+        (SIZED, "Connection: keep-alive\r\n", "keep-alive"),
+    ];
+    for (answer, asked, connection) in cases {
+        let case = format!("{:?} asked with {asked:?}", String::from_utf8_lossy(answer));
+        let (addr, _opened, _closed) = start_answering_upstream(answer, Duration::ZERO).await;
+        let gw = Gateway::start(&raw_upstream_config(addr, "threads = 1")).await;
+        let mut s = connect_plain(&gw).await;
+        let request = format!("GET /raw/x HTTP/1.0\r\nHost: localhost\r\n{asked}\r\n");
+        s.write_all(request.as_bytes()).await.unwrap();
+        let mut got = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), async {
+            // To the close, or to the sized body on a connection kept open.
+            let mut buf = [0u8; 4096];
+            while !(connection == "keep-alive" && got.ends_with(b"\r\n\r\nok")) {
+                match s.read(&mut buf).await {
+                    Ok(0) => return Ok(()),
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(())
+        })
+        .await;
+        let text = String::from_utf8_lossy(&got).into_owned();
+        assert!(
+            matches!(read, Ok(Ok(()))),
+            "{case}: {read:?} after {text:?}"
+        );
+        let (head, body) = text
+            .split_once("\r\n\r\n")
+            .unwrap_or_else(|| panic!("{case}: no head in {text:?}"));
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{case}: {head}");
+        let field = |name: &str| -> Vec<String> {
+            head.lines()
+                .filter_map(|l| l.split_once(':'))
+                .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.trim().to_string())
+                .collect()
+        };
+        assert_eq!(
+            field("transfer-encoding"),
+            Vec::<String>::new(),
+            "{case}: {head}"
+        );
+        assert_eq!(field("connection"), [connection], "{case}: {head}");
+        assert_eq!(body, "ok", "{case}: {head}");
+        if answer == SIZED {
+            assert_eq!(field("content-length"), ["2"], "{case}: {head}");
+        }
+        if connection == "keep-alive" {
+            // Still open: a second request on it is answered.
+            s.write_all(request.as_bytes()).await.unwrap();
+            let again = read_answer(&mut s, &mut Vec::new()).await;
+            assert_eq!(again.status(), 200, "{case}: {}", again.head);
+            assert_eq!(again.body, b"ok", "{case}");
+        }
+    }
+}
+
 /// A raw upstream that answers every request on a connection with `answer` and never closes a
 /// connection itself. Counts the connections it was given and those the gateway closed.
 async fn start_answering_upstream(

@@ -835,6 +835,13 @@ impl HttpSession {
         Some(Duration::from_millis(ms as u64))
     }
 
+    /// Palisade: whether the request was read and asked in HTTP/1.0 or 0.9 (patch 35).
+    fn request_is_pre_http_1_1(&self) -> bool {
+        self.request_header
+            .as_ref()
+            .is_some_and(|r| matches!(r.version, Version::HTTP_09 | Version::HTTP_10))
+    }
+
     /// Apply keepalive settings according to the client
     /// For HTTP 1.1, assume keepalive as long as there is no `Connection: Close` request header.
     /// For HTTP 1.0, only keepalive if there is an explicit header `Connection: keep-alive`.
@@ -897,6 +904,19 @@ impl HttpSession {
             && (self.request_header.is_none() || !self.is_body_done())
         {
             debug!("set connection close before downstream finish");
+            self.set_keepalive(None);
+        }
+
+        // Palisade: a client that asked in HTTP/1.0 cannot read a chunked body, and a server
+        // must not send it one (RFC 9112 §6.1). The body goes out as it is, the connection's
+        // close marking its end (patch 35); decided before the `Connection` line is.
+        if self.request_is_pre_http_1_1()
+            && !header.status.is_informational()
+            && header.headers.contains_key(TRANSFER_ENCODING)
+        {
+            header.remove_header(&TRANSFER_ENCODING);
+            // Whatever length came beside it is not the length of the body as sent.
+            header.remove_header(&CONTENT_LENGTH);
             self.set_keepalive(None);
         }
 

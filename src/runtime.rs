@@ -467,6 +467,16 @@ fn compile_routes(
     out
 }
 
+/// A name that becomes a metrics label and appears in logs and `/readyz`: 1-64 letters,
+/// digits, `_` or `-`, so it reads the same everywhere and a key path naming it is unambiguous.
+pub(crate) fn is_label_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
 fn compile_route(
     rc: &RouteConfig,
     path: &KeyPath,
@@ -475,13 +485,7 @@ fn compile_route(
     diags: &mut Diagnostics,
 ) -> Option<Route> {
     let errors_before = diags.error_count();
-    let valid_name = !rc.name.is_empty()
-        && rc.name.len() <= 64
-        && rc
-            .name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if !valid_name {
+    if !is_label_name(&rc.name) {
         diags.error(
             path.key("name"),
             format!(

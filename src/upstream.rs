@@ -187,6 +187,14 @@ impl Pool {
         diags: &mut Diagnostics,
     ) -> Option<Pool> {
         let errors_before = diags.error_count();
+        if !crate::runtime::is_label_name(name) {
+            diags.error(
+                path.clone(),
+                format!(
+                    "upstream name `{name}` must be 1-64 letters, digits, `_` or `-` (it is a metrics label)"
+                ),
+            );
+        }
         if cfg.servers.is_empty() {
             diags.error(
                 path.key("servers"),

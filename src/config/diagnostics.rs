@@ -55,13 +55,31 @@ impl fmt::Display for KeyPath {
         }
         for (i, segment) in self.0.iter().enumerate() {
             match segment {
-                Segment::Key(key) if i == 0 => write!(f, "{key}")?,
-                Segment::Key(key) => write!(f, ".{key}")?,
+                Segment::Key(key) => {
+                    if i > 0 {
+                        f.write_str(".")?;
+                    }
+                    // As TOML writes it: a key that is not bare is quoted, so the path is
+                    // the one to look for in the file and a dot in a key is not a separator.
+                    if is_bare_key(key) {
+                        f.write_str(key)?;
+                    } else {
+                        write!(f, "{key:?}")?;
+                    }
+                }
                 Segment::Index(index) => write!(f, "[{index}]")?,
             }
         }
         Ok(())
     }
+}
+
+/// A TOML bare key: ASCII letters, digits, `_` and `-`, at least one.
+fn is_bare_key(key: &str) -> bool {
+    !key.is_empty()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -218,6 +236,12 @@ mod tests {
     fn key_paths_print_like_toml_keys() {
         let p = KeyPath::root().key("routes").index(2).key("upstream");
         assert_eq!(p.to_string(), "routes[2].upstream");
+        // A key that is not bare is quoted: its dot is not a separator.
+        let p = KeyPath::root()
+            .key("upstreams")
+            .key("api.v1")
+            .key("servers");
+        assert_eq!(p.to_string(), "upstreams.\"api.v1\".servers");
     }
 
     #[test]

@@ -182,6 +182,28 @@ fn routes_with_bad_hosts_paths_methods_or_names_are_refused() {
     );
 }
 
+/// An upstream's name is a metrics label and names its pool in `/readyz`, as a route's name
+/// is, and is held to the same rule; one with a dot would make its keys' paths ambiguous.
+#[test]
+fn an_upstream_name_that_is_not_a_label_is_refused() {
+    for name in ["\"my app\"", "\"api.v1\"", "\"\""] {
+        let text =
+            format!("[upstreams.{name}]\nservers = [\"127.0.0.1:9\"]\n[[routes]]\nname = \"r\"\nupstream = {name}\n");
+        let (code, _, err) = check_text(&text);
+        assert_eq!(code, 78, "{name}: {err}");
+        let bare = name.trim_matches('"');
+        assert!(
+            err.contains(&format!(
+                "gateway.toml:1:12: upstreams.{name}: upstream name `{bare}` must be 1-64 letters, digits, `_` or `-`"
+            )),
+            "{name}: {err}"
+        );
+    }
+    // The same rule's accepted names stay accepted.
+    let text = "[upstreams.legacy_app-2]\nservers = [\"127.0.0.1:9\"]\n[[routes]]\nname = \"r\"\nupstream = \"legacy_app-2\"\n";
+    let (code, _, err) = check_text(text);
+    assert_eq!(code, 0, "{err}");
+}
 #[test]
 fn two_routes_on_the_same_host_and_path_are_refused() {
     let text = format!("{UPSTREAM}[[routes]]\nname = \"a\"\npath = \"/api/\"\nupstream = \"app\"\n[[routes]]\nname = \"b\"\npath = \"/api\"\nupstream = \"app\"\n");

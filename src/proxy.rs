@@ -964,6 +964,19 @@ fn hygiene_refusal(
             TooLarge::Headers => GatewayResponse::header_too_large(),
         });
     }
+    // An HTTP/1.1 request without `Host` is answered 400, whatever its target (RFC 9112
+    // §3.2), and an HTTP/2 one names its authority in `:authority` or `Host` (RFC 9113
+    // §8.3.1): a request that names no host would otherwise take whichever route matches any
+    // host. HTTP/1.0 may omit it. Looked up only when `identify` found no host.
+    if ctx.host.is_empty()
+        && !matches!(req.version, Version::HTTP_09 | Version::HTTP_10)
+        && req.uri.authority().is_none()
+        && !req.headers.contains_key(HOST)
+    {
+        return Some(GatewayResponse::bad_request(
+            "missing Host header: an HTTP/1.1 request must name its host",
+        ));
+    }
     match hygiene::normalize_path(req.uri.path()) {
         Ok(Cow::Borrowed(_)) => None,
         Ok(Cow::Owned(normalized)) => {

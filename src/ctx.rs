@@ -30,6 +30,9 @@ pub struct RequestCtx {
     /// `request_filter` ran; the header map with spellings until then).
     pub header_form: HeaderForm,
     pub host: String,
+    /// Why the request's host is refused (400): none named where one must be, or not a host
+    /// (see `router::valid_host`). Found by `identify`, answered by the hygiene checks.
+    pub host_refusal: Option<&'static str>,
     pub route: Option<RouteRef>,
     /// The pool and server address of the current try.
     pub pool: Option<PoolRef>,
@@ -102,6 +105,7 @@ impl RequestCtx {
             webhook_failure: None,
             key: None,
             normalized_path: None,
+            host_refusal: None,
             body_seen: 0,
             body_limit: u64::MAX,
             gateway_status: None,

@@ -964,18 +964,8 @@ fn hygiene_refusal(
             TooLarge::Headers => GatewayResponse::header_too_large(),
         });
     }
-    // An HTTP/1.1 request without `Host` is answered 400, whatever its target (RFC 9112
-    // §3.2), and an HTTP/2 one names its authority in `:authority` or `Host` (RFC 9113
-    // §8.3.1): a request that names no host would otherwise take whichever route matches any
-    // host. HTTP/1.0 may omit it. Looked up only when `identify` found no host.
-    if ctx.host.is_empty()
-        && !matches!(req.version, Version::HTTP_09 | Version::HTTP_10)
-        && req.uri.authority().is_none()
-        && !req.headers.contains_key(HOST)
-    {
-        return Some(GatewayResponse::bad_request(
-            "missing Host header: an HTTP/1.1 request must name its host",
-        ));
+    if let Some(reason) = ctx.host_refusal {
+        return Some(GatewayResponse::bad_request(reason));
     }
     match hygiene::normalize_path(req.uri.path()) {
         Ok(Cow::Borrowed(_)) => None,
@@ -1012,7 +1002,26 @@ fn identify(session: &Session, ctx: &mut RequestCtx, rt: &Runtime) {
             .get(&X_FORWARDED_PROTO)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
     ctx.request_id = forwarded::request_id(req.headers.get(&X_REQUEST_ID), ctx.peer_trusted);
-    ctx.host = raw_host(req).map(request_host).unwrap_or_default();
+    // The host routes the request and goes upstream in `X-Forwarded-Host`. An HTTP/1.1
+    // request without `Host` is answered 400, whatever its target, as is one whose `Host` is
+    // not valid (RFC 9112 §3.2); an HTTP/2 one names its authority in `:authority` or `Host`
+    // (RFC 9113 §8.3.1). A request that named none would take whichever route matches any
+    // host. HTTP/1.0 may leave it out.
+    let named = req
+        .uri
+        .authority()
+        .map(|a| Some(a.as_str()))
+        .or_else(|| req.headers.get(HOST).map(|h| h.to_str().ok()));
+    match named.map(|raw| raw.and_then(request_host)) {
+        Some(Some(host)) => ctx.host = host,
+        Some(None) => {
+            ctx.host_refusal = Some("invalid Host header: not a host name or address");
+        }
+        None if !matches!(req.version, Version::HTTP_09 | Version::HTTP_10) => {
+            ctx.host_refusal = Some("missing Host header: an HTTP/1.1 request must name its host");
+        }
+        None => {}
+    }
     ctx.origin = req.headers.get(http::header::ORIGIN).cloned();
 }
 

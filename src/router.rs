@@ -130,18 +130,57 @@ impl<R: Matchable> Router<R> {
 }
 
 /// The host a request names, lowercased and without its port.
-pub fn request_host(raw: &str) -> String {
-    let raw = raw.trim();
-    let without_port = if let Some(rest) = raw.strip_prefix('[') {
-        // IPv6 literal: keep the brackets' content.
-        rest.split(']').next().unwrap_or(rest)
+/// The host a request names in `raw` (its `Host` or `:authority`): lowercased, without its
+/// port or a trailing dot, an IPv6 address without its brackets. `None` when `raw` is not a
+/// host the gateway routes on: a name of letters, digits, `-`, `.`, `_` and `~`, an IPv4
+/// address, or an IPv6 address in brackets, each with an optional port of digits. Stricter
+/// than RFC 3986's reg-name, whose sub-delims and percent-escapes no DNS name has: a `Host`
+/// with quotes, spaces, slashes or angle brackets is an attempt on whatever builds links from
+/// it, not a site's name. One pass over the bytes, on every request.
+pub fn request_host(raw: &str) -> Option<String> {
+    let bytes = raw.as_bytes();
+    let name = if let Some(rest) = raw.strip_prefix('[') {
+        let (literal, after) = rest.split_once(']')?;
+        let address = !literal.is_empty()
+            && literal
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
+        let port_ok = match after.strip_prefix(':') {
+            Some(port) => port.bytes().all(|b| b.is_ascii_digit()),
+            None => after.is_empty(),
+        };
+        if !(address && port_ok) {
+            return None;
+        }
+        literal
     } else {
-        raw.rsplit_once(':')
-            .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
-            .map_or(raw, |(host, _)| host)
+        let mut end = bytes.len();
+        for (i, &b) in bytes.iter().enumerate() {
+            if HOST_BYTES[usize::from(b)] {
+                continue;
+            }
+            if b == b':' && bytes[i + 1..].iter().all(u8::is_ascii_digit) {
+                end = i;
+                break;
+            }
+            return None;
+        }
+        raw[..end].trim_end_matches('.')
     };
-    without_port.trim_end_matches('.').to_ascii_lowercase()
+    (!name.is_empty()).then(|| name.to_ascii_lowercase())
 }
+
+/// The bytes of a host name (see [`request_host`]).
+const HOST_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~');
+        b += 1;
+    }
+    table
+};
 
 #[cfg(test)]
 mod tests {
@@ -209,11 +248,45 @@ mod tests {
     }
 
     #[test]
-    fn request_hosts_lose_their_port_and_case() {
-        assert_eq!(request_host("API.Example.com:8443"), "api.example.com");
-        assert_eq!(request_host("example.com."), "example.com");
-        assert_eq!(request_host("[::1]:8080"), "::1");
-        assert_eq!(request_host("localhost"), "localhost");
+    fn hosts_are_names_or_addresses_with_a_port() {
+        for (raw, host) in [
+            ("example.com", "example.com"),
+            ("API.Example.com:8443", "api.example.com"),
+            ("example.com.", "example.com"),
+            ("example.com:", "example.com"),
+            ("127.0.0.1", "127.0.0.1"),
+            ("127.0.0.1:8080", "127.0.0.1"),
+            ("[::1]", "::1"),
+            ("[::1]:8080", "::1"),
+            ("[2001:DB8::1]:443", "2001:db8::1"),
+            ("my_host", "my_host"),
+            ("localhost", "localhost"),
+        ] {
+            assert_eq!(request_host(raw).as_deref(), Some(host), "{raw}");
+        }
+        for bad in [
+            "",
+            ".",
+            ":80",
+            "a b",
+            " example.com",
+            "example.com/evil",
+            "example.com\\evil",
+            "\"><script>",
+            "evil.com'",
+            "a:b:c",
+            "example.com:80a",
+            "[::1",
+            "[]",
+            "[::1]x",
+            "[::1]:8a",
+            "[fe80::1%25eth0]",
+            "example.com%2f",
+            "user@example.com",
+            "ex\u{e9}mple.com",
+        ] {
+            assert_eq!(request_host(bad), None, "{bad}");
+        }
     }
 
     #[test]

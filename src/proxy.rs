@@ -770,10 +770,20 @@ impl Gateway {
                 });
             }
         }
-        if let Some(methods) = &route.methods {
-            if !methods.allows(&req.method) {
+        match &route.methods {
+            Some(methods) if !methods.allows(&req.method) => {
                 return Some(GatewayResponse::method_not_allowed(methods.allow.clone()));
             }
+            Some(_) => {}
+            // A route that lists no methods still refuses TRACE, as nginx does: it echoes the
+            // request back, cookies and credentials included (cross-site tracing), and no
+            // app behind a gateway needs it. A route that wants it lists it.
+            None if req.method == Method::TRACE => {
+                return Some(GatewayResponse::method_not_allowed(
+                    HeaderValue::from_static(ANY_BUT_TRACE),
+                ));
+            }
+            None => {}
         }
 
         // 4. A client locked out after failures is refused before it costs anything; then the
@@ -938,6 +948,9 @@ impl Gateway {
 /// A request with both `Content-Length` and `Transfer-Encoding`: Pingora would frame it by the
 /// latter and close the connection afterwards; it is refused outright instead, since a
 /// request written that way is an attempt to make two servers disagree on where it ends.
+/// The `Allow` of a route that lists no methods, answering TRACE.
+const ANY_BUT_TRACE: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
+
 fn smuggling_refusal(session: &Session) -> Option<GatewayResponse> {
     let req = session.req_header();
     if !req.headers.contains_key(http::header::TRANSFER_ENCODING) {

@@ -571,6 +571,54 @@ async fn a_request_without_a_valid_host_is_refused() {
     assert_eq!(app.hits(), served.len());
 }
 
+/// TRACE echoes a request back, cookies and credentials included (cross-site tracing): a
+/// route without `methods` refuses it with 405, as nginx does, and never sends it to the app.
+/// A route that lists it gets it; one that lists others answers 405 with its own `Allow`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_is_refused_unless_a_route_lists_it() {
+    let app = Upstream::start("app").await;
+    let text = format!(
+        "{TLS_BASICS}\n[upstreams.app]\nservers = [\"{}\"]\n\n\
+         [[routes]]\nname = \"open\"\npath = \"/open\"\nupstream = \"app\"\n\n\
+         [[routes]]\nname = \"traced\"\npath = \"/traced\"\nmethods = [\"GET\", \"TRACE\"]\nupstream = \"app\"\n\n\
+         [[routes]]\nname = \"listed\"\npath = \"/listed\"\nmethods = [\"POST\"]\nupstream = \"app\"\n",
+        app.addr
+    );
+    let gw = Gateway::start(&text).await;
+    let cases = [
+        (
+            "TRACE",
+            "/open",
+            405,
+            Some("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+        ),
+        ("TRACE", "/listed", 405, Some("POST")),
+        ("TRACE", "/traced", 200, None),
+        ("GET", "/open", 200, None),
+        ("DELETE", "/open", 200, None),
+    ];
+    for (method, path, status, allow) in cases {
+        let request = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nCookie: s=1\r\n\r\n");
+        let answer = raw(gw.ports.http, request.as_bytes());
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}")),
+            "{method} {path}: {answer}"
+        );
+        let lower = answer.to_ascii_lowercase();
+        if let Some(allow) = allow {
+            assert!(
+                lower.contains(&format!("allow: {}", allow.to_ascii_lowercase())),
+                "{method} {path}: {answer}"
+            );
+            assert!(
+                lower.contains("\"request_id\":\""),
+                "{method} {path}: {answer}"
+            );
+        }
+    }
+    assert_eq!(app.hits(), 3, "only the served requests reached the app");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_uris_and_request_heads_get_414_and_431() {
     let app = Upstream::start("app").await;

@@ -454,6 +454,14 @@ fn read_answer(s: &mut std::net::TcpStream) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The gateway counted `count` refusals for `reason` before any route was chosen.
+async fn assert_refused_before_routing(gw: &Gateway, reason: &str, count: usize) {
+    let metrics = gw.metrics().await;
+    let line =
+        format!("gateway_requests_rejected_total{{reason=\"{reason}\",route=\"-\"}} {count}");
+    assert!(metrics.contains(&line), "no `{line}` in {metrics}");
+}
+
 /// Content-Length with Transfer-Encoding, in either order: the two framings a smuggling
 /// attack plays against each other. The gateway answers its own 400 and closes the
 /// connection, so neither the request nor one smuggled behind it reaches the app.
@@ -490,11 +498,7 @@ async fn content_length_with_transfer_encoding_is_refused_and_nothing_is_smuggle
         );
     }
     assert_eq!(app.hits(), 0, "nothing reached the app");
-    let metrics = gw.metrics().await;
-    assert!(
-        metrics.contains("gateway_requests_rejected_total{reason=\"smuggling\",route=\"-\"} 2"),
-        "{metrics}"
-    );
+    assert_refused_before_routing(&gw, "smuggling", 2).await;
 }
 
 /// An HTTP/1.1 request must name its host in `Host`, even with an absolute-form target, and
@@ -548,14 +552,7 @@ async fn a_request_without_a_valid_host_is_refused() {
         0,
         "a request without a valid host reached the app"
     );
-    let metrics = gw.metrics().await;
-    assert!(
-        metrics.contains(&format!(
-            "gateway_requests_rejected_total{{reason=\"bad_request\",route=\"-\"}} {}",
-            refused.len()
-        )),
-        "{metrics}"
-    );
+    assert_refused_before_routing(&gw, "bad_request", refused.len()).await;
     let served: [&[u8]; 5] = [
         b"GET /api/x HTTP/1.0\r\n\r\n",
         b"GET /api/x HTTP/1.1\r\nHost: localhost\r\n\r\n",
@@ -1070,12 +1067,5 @@ async fn malformed_heads_get_the_gateways_json_400_and_close() {
         }
     }
     assert_eq!(app.hits(), 0, "a malformed head reached the app");
-    let metrics = gw.metrics().await;
-    assert!(
-        metrics.contains(&format!(
-            "gateway_requests_rejected_total{{reason=\"bad_request\",route=\"-\"}} {}",
-            cases.len()
-        )),
-        "{metrics}"
-    );
+    assert_refused_before_routing(&gw, "bad_request", cases.len()).await;
 }

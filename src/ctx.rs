@@ -31,7 +31,7 @@ pub struct RequestCtx {
     pub header_form: HeaderForm,
     pub host: String,
     /// Why the request's host is refused (400): none named where one must be, or not a host
-    /// (see `router::valid_host`). Found by `identify`, answered by the hygiene checks.
+    /// (see `router::request_host`). Found by `identify`, answered by the hygiene checks.
     pub host_refusal: Option<&'static str>,
     pub route: Option<RouteRef>,
     /// The pool and server address of the current try.

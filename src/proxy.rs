@@ -945,12 +945,12 @@ impl Gateway {
     }
 }
 
-/// A request with both `Content-Length` and `Transfer-Encoding`: Pingora would frame it by the
-/// latter and close the connection afterwards; it is refused outright instead, since a
-/// request written that way is an attempt to make two servers disagree on where it ends.
 /// The `Allow` of a route that lists no methods, answering TRACE.
 const ANY_BUT_TRACE: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
 
+/// A request with both `Content-Length` and `Transfer-Encoding`: Pingora would frame it by the
+/// latter and close the connection afterwards; it is refused outright instead, since a
+/// request written that way is an attempt to make two servers disagree on where it ends.
 fn smuggling_refusal(session: &Session) -> Option<GatewayResponse> {
     let req = session.req_header();
     if !req.headers.contains_key(http::header::TRANSFER_ENCODING) {
@@ -1020,12 +1020,7 @@ fn identify(session: &Session, ctx: &mut RequestCtx, rt: &Runtime) {
     // not valid (RFC 9112 §3.2); an HTTP/2 one names its authority in `:authority` or `Host`
     // (RFC 9113 §8.3.1). A request that named none would take whichever route matches any
     // host. HTTP/1.0 may leave it out.
-    let named = req
-        .uri
-        .authority()
-        .map(|a| Some(a.as_str()))
-        .or_else(|| req.headers.get(HOST).map(|h| h.to_str().ok()));
-    match named.map(|raw| raw.and_then(request_host)) {
+    match named_host(req).map(|raw| raw.and_then(request_host)) {
         Some(Some(host)) => ctx.host = host,
         Some(None) => {
             ctx.host_refusal = Some("invalid Host header: not a host name or address");
@@ -1047,10 +1042,16 @@ fn peer_ip(session: &Session) -> Option<std::net::IpAddr> {
 
 /// The host the client named: the URI authority (HTTP/2, absolute-form) or the `Host` header.
 fn raw_host(req: &RequestHeader) -> Option<&str> {
+    named_host(req).flatten()
+}
+
+/// Where the client named a host, as [`raw_host`]: `None` when it named none, `Some(None)`
+/// when its `Host` is not text.
+fn named_host(req: &RequestHeader) -> Option<Option<&str>> {
     req.uri
         .authority()
-        .map(|a| a.as_str())
-        .or_else(|| req.headers.get(HOST).and_then(|h| h.to_str().ok()))
+        .map(|a| Some(a.as_str()))
+        .or_else(|| req.headers.get(HOST).map(|h| h.to_str().ok()))
 }
 
 fn joined_forwarded_for(session: &Session) -> Option<String> {

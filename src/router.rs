@@ -129,7 +129,6 @@ impl<R: Matchable> Router<R> {
     }
 }
 
-/// The host a request names, lowercased and without its port.
 /// The host a request names in `raw` (its `Host` or `:authority`): lowercased, without its
 /// port or a trailing dot, an IPv6 address without its brackets. `None` when `raw` is not a
 /// host the gateway routes on: a name of letters, digits, `-`, `.`, `_` and `~`, an IPv4

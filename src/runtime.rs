@@ -470,11 +470,7 @@ fn compile_routes(
 /// A name that becomes a metrics label and appears in logs and `/readyz`: 1-64 letters,
 /// digits, `_` or `-`, so it reads the same everywhere and a key path naming it is unambiguous.
 pub(crate) fn is_label_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    name.len() <= 64 && crate::config::diagnostics::is_bare_key(name)
 }
 
 fn compile_route(

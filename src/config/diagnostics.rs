@@ -75,7 +75,7 @@ impl fmt::Display for KeyPath {
 }
 
 /// A TOML bare key: ASCII letters, digits, `_` and `-`, at least one.
-fn is_bare_key(key: &str) -> bool {
+pub fn is_bare_key(key: &str) -> bool {
     !key.is_empty()
         && key
             .bytes()

@@ -541,6 +541,7 @@ async fn a_request_without_a_valid_host_is_refused() {
         for needle in [
             "connection: close",
             "x-request-id: ",
+            "x-content-type-options: nosniff",
             error.as_str(),
             "\"request_id\":\"",
         ] {
@@ -607,10 +608,16 @@ async fn trace_is_refused_unless_a_route_lists_it() {
                 lower.contains(&format!("allow: {}", allow.to_ascii_lowercase())),
                 "{method} {path}: {answer}"
             );
-            assert!(
-                lower.contains("\"request_id\":\""),
-                "{method} {path}: {answer}"
-            );
+            for needle in [
+                "\"request_id\":\"",
+                "x-request-id: ",
+                "x-content-type-options: nosniff",
+            ] {
+                assert!(
+                    lower.contains(needle),
+                    "{method} {path}: no `{needle}` in {answer}"
+                );
+            }
         }
     }
     assert_eq!(app.hits(), 3, "only the served requests reached the app");

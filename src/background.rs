@@ -206,10 +206,12 @@ impl<A: HttpServerApp + Send + Sync + 'static> CountConnections<A> {
         let closing = self.closing.waiter();
         tokio::pin!(closing);
         let lingering = self.closing.register(closing.as_mut());
+        // Whether the next request's first bytes were read with the last one (pipelined).
+        let mut read_ahead = false;
         loop {
             let timer = reused.is_some().then_some(&mut idle);
             let closing = lingering.then_some(closing.as_mut());
-            if !self.wait_for_request(&mut conn, timer, closing).await {
+            if !read_ahead && !self.wait_for_request(&mut conn, timer, closing).await {
                 return;
             }
             let mut session = ServerSession::new_http1(conn);
@@ -224,6 +226,9 @@ impl<A: HttpServerApp + Send + Sync + 'static> CountConnections<A> {
                 // which `HeadDeadline` already bounds by `header_read`.
                 None => {
                     session.set_keepalive(if *shutdown.borrow() { None } else { Some(0) });
+                    // Requests sent before the last is answered are served in turn
+                    // (RFC 9112 §9.3.2); the setting carries over to the next requests.
+                    session.set_pipelining_enabled(true);
                     session.set_keepalive_reuses_remaining(
                         self.inner
                             .server_options()
@@ -241,7 +246,9 @@ impl<A: HttpServerApp + Send + Sync + 'static> CountConnections<A> {
                 return;
             };
             conn = next;
-            conn.next_request();
+            let ahead = settings.as_ref().and_then(|s| s.pipelined_prefix());
+            read_ahead = ahead.is_some();
+            conn.next_request(ahead);
             reused = Some(settings);
         }
     }
@@ -250,8 +257,8 @@ impl<A: HttpServerApp + Send + Sync + 'static> CountConnections<A> {
     /// the head deadline passed (first request), the keep-alive `idle` timeout passed (later
     /// requests), or the drain ended.
     ///
-    /// Pingora's pipelining is off (`set_pipelining_enabled` is never called), so the
-    /// persistent settings never carry a request read ahead: the next one is on the socket.
+    /// Not called when the last request's reads took in the start of the next (pipelined):
+    /// Pingora hands those bytes to the next session, and the socket may have nothing more.
     async fn wait_for_request(
         &self,
         conn: &mut HeadDeadline,

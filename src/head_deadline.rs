@@ -159,9 +159,17 @@ impl HeadDeadline {
     /// head. Told by the connection loop, not guessed from the bytes written: a response may
     /// start before its request's body is read (an early answer, an upload answered as it
     /// streams), and after `101 Switching Protocols` the bytes are frames, never a head.
-    pub fn next_request(&mut self) {
+    ///
+    /// `ahead`: the start of the next request when it was read with the last one (pipelined),
+    /// already past this stream and handed to the next session. Its head is followed from
+    /// there: complete, or due within `limit` of now, its blank line found even when it is
+    /// split between these bytes and the next read.
+    pub fn next_request(&mut self, ahead: Option<&[u8]>) {
         if self.phase == Phase::Body {
             self.phase = Phase::Between;
+            if let Some(ahead) = ahead {
+                self.observe(ahead);
+            }
         }
     }
 
@@ -538,7 +546,7 @@ mod tests {
         assert_eq!(server.read(&mut buf).await.unwrap(), 2);
         server.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await.unwrap();
         server.flush().await.unwrap();
-        server.next_request();
+        server.next_request(None);
         // The client waits (idle), then sends its next head in time.
         tokio::time::sleep(Duration::from_millis(250)).await;
         client.write_all(b"GET /next HTTP/1.1\r\n").await.unwrap();
@@ -570,6 +578,42 @@ mod tests {
         let mut out = Vec::new();
         client.read_to_end(&mut out).await.unwrap();
         assert_eq!(out, b"HTTP/1.1 400 Bad Request\r\nX-Replaced: 1\r\n\r\n");
+    }
+
+    /// A pipelined next head read with the last request is followed from where it stands:
+    /// its blank line is found when it is split between those bytes and the next read, and
+    /// the rest of the head is due within the limit.
+    #[tokio::test]
+    async fn a_head_read_ahead_is_followed_across_the_next_read() {
+        let (mut server, mut client, counter) = pair(150);
+        let mut buf = [0u8; 256];
+        read_a_head(&mut server, &mut client).await;
+        server.write_all(OK_RESPONSE).await.unwrap();
+        server.flush().await.unwrap();
+        // Read with the first request, up to the last line's end but not the blank line.
+        server.next_request(Some(b"GET /two HTTP/1.1\r\nHost: a\r\n"));
+        assert!(
+            matches!(server.phase, Phase::Head { .. }),
+            "{:?}",
+            server.phase
+        );
+        client.write_all(b"\r\n").await.unwrap();
+        assert_eq!(server.read(&mut buf).await.unwrap(), 2);
+        assert_eq!(server.phase, Phase::Body, "the blank line ended the head");
+        // A response now is the request's, not a refusal to replace.
+        server.write_all(OK_RESPONSE).await.unwrap();
+        server.flush().await.unwrap();
+        let mut out = vec![0u8; OK_RESPONSE.len() * 2];
+        client.read_exact(&mut out).await.unwrap();
+        assert_eq!(out, [OK_RESPONSE, OK_RESPONSE].concat());
+
+        // A head read ahead whole leaves nothing timed; one cut short is due as any head.
+        server.next_request(Some(b"GET /three HTTP/1.1\r\nHost: a\r\n\r\n"));
+        assert_eq!(server.phase, Phase::Body);
+        server.next_request(Some(b"GET /four HTTP/1.1\r\nHo"));
+        let err = server.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(counter.get(), 1);
     }
 
     /// A response whose body is its last two bytes, `ok`.

@@ -123,40 +123,145 @@ async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
     }
 }
 
-/// Pipelining: Pingora does not keep bytes read past a request for the next one, so only the
-/// first of several pipelined requests is answered, and then the connection is closed
-/// (RFC 9112 §9.3.2: the client retries the others on a new connection).
-/// What this pins down: the read-ahead of the first request's bytes loses nothing of it, the
-/// answer is whole, and nothing hangs or answers garbage.
+/// Pipelining (RFC 9112 §9.3.2): requests sent before the first is answered are each served,
+/// in order, on the one connection: those the gateway refuses itself, and one with a body,
+/// included. The connection stays open for more. A refusal of a request whose body was not
+/// read closes the connection: nothing behind that body is taken for a request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn of_pipelined_requests_the_first_is_answered_whole_then_the_connection_closes() {
+async fn pipelined_requests_are_answered_in_order_on_one_connection() {
     let app = Upstream::start("app").await;
     let gw = Gateway::start(&config(&app, "")).await;
     let mut s = connect_plain(&gw).await;
     s.write_all(
         b"GET /api/one HTTP/1.1\r\nHost: localhost\r\n\r\n\
-          GET /api/two HTTP/1.1\r\nHost: localhost\r\n\r\n\
+          GET /elsewhere HTTP/1.1\r\nHost: localhost\r\n\r\n\
+          POST /api/two HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n\r\nhello\
           GET /api/three HTTP/1.1\r\nHost: localhost\r\n\r\n",
     )
     .await
     .unwrap();
     let mut pending = Vec::new();
-    let answer = read_answer(&mut s, &mut pending).await;
-    let body = String::from_utf8_lossy(&answer.body).into_owned();
-    match answer.status() {
-        200 => assert_eq!(answer.json()["path"], "/api/one", "{body}"),
-        // Pingora may also see the next request as data sent after a bodiless request.
-        400 => assert!(
-            body.contains("request_id"),
-            "the gateway's JSON 400: {body}"
-        ),
-        other => panic!("{other}: {}{body}", answer.head),
-    }
+    let one = read_answer(&mut s, &mut pending).await;
+    assert_eq!(
+        (one.status(), one.json()["path"].clone()),
+        (200, "/api/one".into())
+    );
+    let refused = read_answer(&mut s, &mut pending).await;
+    assert_eq!(refused.status(), 404, "no route: {}", refused.head);
+    assert!(
+        refused.json()["request_id"].is_string(),
+        "the gateway's JSON 404"
+    );
+    let two = read_answer(&mut s, &mut pending).await;
+    assert_eq!(
+        (two.status(), two.json()["method"].clone()),
+        (200, "POST".into())
+    );
+    assert_eq!(two.json()["path"], "/api/two");
+    assert_eq!(
+        two.json()["body_len"],
+        5,
+        "the body, and only it, went with its request"
+    );
+    let three = read_answer(&mut s, &mut pending).await;
+    assert_eq!(
+        (three.status(), three.json()["path"].clone()),
+        (200, "/api/three".into())
+    );
+    assert!(pending.is_empty(), "nothing more was sent");
+    // Still open: the next request, sent on its own, is served.
+    s.write_all(b"GET /api/four HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let four = read_answer(&mut s, &mut pending).await;
+    assert_eq!(
+        (four.status(), four.json()["path"].clone()),
+        (200, "/api/four".into())
+    );
+    assert_eq!(app.hits(), 4, "each proxied request reached the app once");
+
+    let mut s = connect_plain(&gw).await;
+    s.write_all(
+        b"POST /elsewhere HTTP/1.1\r\nHost: localhost\r\nContent-Length: 26\r\n\r\n\
+          GET /api/hidden HTTP/1.1\r\n\
+          GET /api/behind HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let refused = read_answer(&mut s, &mut pending).await;
+    assert_eq!(refused.status(), 404, "{}", refused.head);
+    assert!(
+        refused.head.contains("Connection: close"),
+        "{}",
+        refused.head
+    );
     assert!(
         pending.is_empty() && closed_within(&mut s, Duration::from_secs(5)).await,
-        "closed after the answer, nothing else sent"
+        "closed after the refusal, nothing else answered"
     );
-    assert!(app.hits() <= 1, "at most the first request reached the app");
+    assert_eq!(app.hits(), 4, "nothing on that connection reached the app");
+}
+
+/// A pipelined head read in part with the request before it is followed from where it
+/// stands: when its blank line comes in a later read, the head ends there (its answer is not
+/// taken for a refusal of a head still being read), and when the rest never comes it is cut
+/// at `header_read` like any other head.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipelined_head_split_across_reads_is_served_or_cut_at_header_read() {
+    let app = Upstream::start("app").await;
+    let gw = Gateway::start(&config(
+        &app,
+        "timeouts = { idle = \"30s\", header_read = \"1s\" }",
+    ))
+    .await;
+    let mut s = connect_plain(&gw).await;
+    let mut pending = Vec::new();
+    s.write_all(
+        b"GET /api/one HTTP/1.1\r\nHost: localhost\r\n\r\n\
+          GET /api/two HTTP/1.1\r\nHost: localhost\r\n",
+    )
+    .await
+    .unwrap();
+    let one = read_answer(&mut s, &mut pending).await;
+    assert_eq!(one.json()["path"], "/api/one");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.write_all(b"\r\n").await.unwrap();
+    let two = read_answer(&mut s, &mut pending).await;
+    assert_eq!(
+        two.status(),
+        200,
+        "{}{:?}",
+        two.head,
+        String::from_utf8_lossy(&two.body)
+    );
+    assert_eq!(two.json()["path"], "/api/two");
+
+    // The same, but the rest of the second head is dribbled.
+    let mut s = connect_plain(&gw).await;
+    s.write_all(
+        b"GET /api/three HTTP/1.1\r\nHost: localhost\r\n\r\n\
+          GET /api/four HTTP/1.1\r\nHost: localhost\r\nX-Slow: a",
+    )
+    .await
+    .unwrap();
+    let three = read_answer(&mut s, &mut pending).await;
+    assert_eq!(three.json()["path"], "/api/three");
+    let started = Instant::now();
+    let mut closed = false;
+    while started.elapsed() < Duration::from_secs(4) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if s.write_all(b"a").await.is_err() || closed_within(&mut s, Duration::ZERO).await {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "a dribbled pipelined head is cut at header_read");
+    assert!(
+        started.elapsed() < Duration::from_millis(3500),
+        "cut after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(app.hits(), 3, "the dribbled request never reached the app");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

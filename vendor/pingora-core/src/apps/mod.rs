@@ -148,6 +148,13 @@ impl HttpPersistentSettings {
         self.pipelined_prefix = Some(prefix);
     }
 
+    /// Palisade: the bytes read ahead for the next request, if any, so a connection loop
+    /// that waits for a request's first bytes knows not to wait, and can see where its head
+    /// stands.
+    pub fn pipelined_prefix(&self) -> Option<&[u8]> {
+        self.pipelined_prefix.as_deref()
+    }
+
     pub fn apply_to_session(self, session: &mut ServerSession) {
         let Self {
             keepalive_timeout,

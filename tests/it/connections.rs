@@ -136,6 +136,8 @@ async fn pipelined_requests_are_answered_in_order_on_one_connection() {
         b"GET /api/one HTTP/1.1\r\nHost: localhost\r\n\r\n\
           GET /elsewhere HTTP/1.1\r\nHost: localhost\r\n\r\n\
           POST /api/two HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n\r\nhello\
+          POST /api/chunked HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n\
+          3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n\
           GET /api/three HTTP/1.1\r\nHost: localhost\r\n\r\n",
     )
     .await
@@ -163,6 +165,13 @@ async fn pipelined_requests_are_answered_in_order_on_one_connection() {
         5,
         "the body, and only it, went with its request"
     );
+    let chunked = read_answer(&mut s, &mut pending).await;
+    assert_eq!(chunked.json()["path"], "/api/chunked");
+    assert_eq!(
+        chunked.json()["body_len"],
+        7,
+        "a chunked body ends at its last chunk"
+    );
     let three = read_answer(&mut s, &mut pending).await;
     assert_eq!(
         (three.status(), three.json()["path"].clone()),
@@ -178,7 +187,7 @@ async fn pipelined_requests_are_answered_in_order_on_one_connection() {
         (four.status(), four.json()["path"].clone()),
         (200, "/api/four".into())
     );
-    assert_eq!(app.hits(), 4, "each proxied request reached the app once");
+    assert_eq!(app.hits(), 5, "each proxied request reached the app once");
 
     let mut s = connect_plain(&gw).await;
     s.write_all(
@@ -199,7 +208,7 @@ async fn pipelined_requests_are_answered_in_order_on_one_connection() {
         pending.is_empty() && closed_within(&mut s, Duration::from_secs(5)).await,
         "closed after the refusal, nothing else answered"
     );
-    assert_eq!(app.hits(), 4, "nothing on that connection reached the app");
+    assert_eq!(app.hits(), 5, "nothing on that connection reached the app");
 }
 
 /// A pipelined head read in part with the request before it is followed from where it

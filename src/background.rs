@@ -206,7 +206,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> CountConnections<A> {
         let closing = self.closing.waiter();
         tokio::pin!(closing);
         let lingering = self.closing.register(closing.as_mut());
-        // Whether the next request's first bytes were read with the last one (pipelined).
+        // Whether the next request began in the bytes read with the last one (pipelined).
         let mut read_ahead = false;
         loop {
             let timer = reused.is_some().then_some(&mut idle);
@@ -246,9 +246,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> CountConnections<A> {
                 return;
             };
             conn = next;
-            let ahead = settings.as_ref().and_then(|s| s.pipelined_prefix());
-            read_ahead = ahead.is_some();
-            conn.next_request(ahead);
+            read_ahead = conn.next_request(settings.as_ref().and_then(|s| s.pipelined_prefix()));
             reused = Some(settings);
         }
     }

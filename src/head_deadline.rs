@@ -49,8 +49,13 @@ use tokio::time::{Instant, Sleep};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     /// Reading a head that must be complete by the deadline. `tail` holds the last two bytes
-    /// read, to find the blank line across reads.
-    Head { deadline: Instant, tail: [u8; 2] },
+    /// read, to find the blank line across reads; `started`, whether a byte of the request
+    /// line came (the empty lines before it neither start the head nor end it).
+    Head {
+        deadline: Instant,
+        tail: [u8; 2],
+        started: bool,
+    },
     /// The head is read: body and response, no deadline here.
     Body,
     /// The request was answered and the connection waits for the next one (see
@@ -108,6 +113,7 @@ impl HeadDeadline {
             phase: Phase::Head {
                 deadline: Instant::now() + limit,
                 tail: [0; 2],
+                started: false,
             },
             limit,
             timer: None,
@@ -160,16 +166,23 @@ impl HeadDeadline {
     /// start before its request's body is read (an early answer, an upload answered as it
     /// streams), and after `101 Switching Protocols` the bytes are frames, never a head.
     ///
-    /// `ahead`: the start of the next request when it was read with the last one (pipelined),
-    /// already past this stream and handed to the next session. Its head is followed from
-    /// there: complete, or due within `limit` of now, its blank line found even when it is
-    /// split between these bytes and the next read.
-    pub fn next_request(&mut self, ahead: Option<&[u8]>) {
-        if self.phase == Phase::Body {
-            self.phase = Phase::Between;
-            if let Some(ahead) = ahead {
+    /// `ahead`: the bytes read with the last request that follow it (pipelined), already past
+    /// this stream and handed to the next session. The next head is followed from there:
+    /// complete, or due within `limit` of now, its blank line found even when it is split
+    /// between these bytes and the next read. `true` when they begin a request; empty lines
+    /// alone (a client's stray CRLF after a body) do not, and the connection waits for its
+    /// next request as usual.
+    pub fn next_request(&mut self, ahead: Option<&[u8]>) -> bool {
+        if self.phase != Phase::Body {
+            return false;
+        }
+        self.phase = Phase::Between;
+        match ahead.map(skip_empty_lines) {
+            Some(ahead) if !ahead.is_empty() => {
                 self.observe(ahead);
+                true
             }
+            _ => false,
         }
     }
 
@@ -256,21 +269,46 @@ impl HeadDeadline {
         if read.is_empty() {
             return;
         }
-        let (deadline, tail) = match self.phase {
+        let (deadline, tail, started) = match self.phase {
             Phase::Body => return,
-            Phase::Between => (None, [0; 2]),
-            Phase::Head { deadline, tail } => (Some(deadline), tail),
+            Phase::Between => (None, [0; 2], false),
+            Phase::Head {
+                deadline,
+                tail,
+                started,
+            } => (Some(deadline), tail, started),
         };
+        // Empty lines before the request line are skipped by the parser (RFC 9112 §2.2): they
+        // would otherwise look like the blank line that ends a head, and the head that follows
+        // would be read with no deadline.
+        let (read, tail) = if started {
+            (read, tail)
+        } else {
+            (skip_empty_lines(read), [0; 2])
+        };
+        // The clock is read only for a head that did not come whole in its first read.
+        let limit = self.limit;
+        let deadline = || deadline.unwrap_or_else(|| Instant::now() + limit);
+        if read.is_empty() {
+            self.phase = Phase::Head {
+                deadline: deadline(),
+                tail,
+                started: false,
+            };
+            return;
+        }
         match head_end(tail, read) {
             Ok(_) => {
                 self.phase = Phase::Body;
                 // Not kept for the next head: an idle keep-alive connection holds no timer.
                 self.timer = None;
             }
-            // The clock is read only for a head that did not come whole in its first read.
             Err(tail) => {
-                let deadline = deadline.unwrap_or_else(|| Instant::now() + self.limit);
-                self.phase = Phase::Head { deadline, tail };
+                self.phase = Phase::Head {
+                    deadline: deadline(),
+                    tail,
+                    started: true,
+                };
             }
         }
     }
@@ -308,6 +346,15 @@ impl HeadDeadline {
             ready => ready,
         }
     }
+}
+
+/// `read` without the empty lines (`\r\n` or `\n`) it starts with.
+fn skip_empty_lines(read: &[u8]) -> &[u8] {
+    let start = read
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(read.len());
+    &read[start..]
 }
 
 /// Where the empty line that ends a head (`\n\n` or `\n\r\n`: httparse accepts both) ends in
@@ -591,7 +638,7 @@ mod tests {
         server.write_all(OK_RESPONSE).await.unwrap();
         server.flush().await.unwrap();
         // Read with the first request, up to the last line's end but not the blank line.
-        server.next_request(Some(b"GET /two HTTP/1.1\r\nHost: a\r\n"));
+        assert!(server.next_request(Some(b"GET /two HTTP/1.1\r\nHost: a\r\n")));
         assert!(
             matches!(server.phase, Phase::Head { .. }),
             "{:?}",
@@ -608,12 +655,39 @@ mod tests {
         assert_eq!(out, [OK_RESPONSE, OK_RESPONSE].concat());
 
         // A head read ahead whole leaves nothing timed; one cut short is due as any head.
-        server.next_request(Some(b"GET /three HTTP/1.1\r\nHost: a\r\n\r\n"));
+        assert!(server.next_request(Some(b"\r\nGET /three HTTP/1.1\r\nHost: a\r\n\r\n")));
         assert_eq!(server.phase, Phase::Body);
-        server.next_request(Some(b"GET /four HTTP/1.1\r\nHo"));
+        assert!(server.next_request(Some(b"GET /four HTTP/1.1\r\nHo")));
         let err = server.read(&mut buf).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
         assert_eq!(counter.get(), 1);
+    }
+
+    /// Empty lines before a request line (which the parser skips) neither end the head nor
+    /// stop its clock: a client cannot send them and then take its time over the head.
+    #[tokio::test]
+    async fn empty_lines_before_a_head_are_under_its_deadline() {
+        let (mut server, mut client, counter) = pair(150);
+        let mut buf = [0u8; 64];
+        client.write_all(b"\r\n\r\n\n").await.unwrap();
+        assert_eq!(server.read(&mut buf).await.unwrap(), 5);
+        assert!(
+            matches!(server.phase, Phase::Head { started: false, .. }),
+            "{:?}",
+            server.phase
+        );
+        client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        assert!(server.read(&mut buf).await.unwrap() > 0);
+        let read = tokio::time::timeout(Duration::from_secs(2), server.read(&mut buf)).await;
+        let err = read.expect("cut at the deadline").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(counter.get(), 1);
+
+        // A stray line end read after a request is no request: the wait stays the idle one.
+        let (mut server, mut client, _) = pair(150);
+        read_a_head(&mut server, &mut client).await;
+        assert!(!server.next_request(Some(b"\r\n")));
+        assert_eq!(server.phase, Phase::Between);
     }
 
     /// A response whose body is its last two bytes, `ok`.
@@ -864,15 +938,16 @@ mod tests {
         }
 
         /// However a head is cut into reads, it ends exactly at its blank line, with CRLF or
-        /// bare LF line ends.
+        /// bare LF line ends, and after any empty lines before it.
         #[test]
         fn the_end_of_a_head_is_found_across_any_split(
             fields in proptest::collection::vec("[A-Za-z-]{1,10}: [a-z0-9 ]{0,10}", 0..6),
             cuts in proptest::collection::vec(0usize..200, 0..8),
             lf_only: bool,
+            empty_lines in 0usize..4,
         ) {
             let eol = if lf_only { "\n" } else { "\r\n" };
-            let mut head = format!("GET / HTTP/1.1{eol}");
+            let mut head = format!("{}GET / HTTP/1.1{eol}", eol.repeat(empty_lines));
             for f in &fields {
                 head.push_str(f);
                 head.push_str(eol);

@@ -123,6 +123,26 @@ async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
     }
 }
 
+/// Dribbles a byte every 200 ms on `s`, whose head `header_read = "1s"` must cut: it is
+/// closed within 3.5 s (the deadline, and the next wake-up of a busy machine).
+async fn assert_cut_while_dribbling(s: &mut TcpStream, what: &str) {
+    let started = Instant::now();
+    let mut closed = false;
+    while started.elapsed() < Duration::from_secs(4) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if s.write_all(b"a").await.is_err() || closed_within(s, Duration::ZERO).await {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "{what}");
+    assert!(
+        started.elapsed() < Duration::from_millis(3500),
+        "{what}: cut after {:?}",
+        started.elapsed()
+    );
+}
+
 /// Pipelining (RFC 9112 §9.3.2): requests sent before the first is answered are each served,
 /// in order, on the one connection: those the gateway refuses itself, and one with a body,
 /// included. The connection stays open for more. A refusal of a request whose body was not
@@ -255,21 +275,7 @@ async fn a_pipelined_head_split_across_reads_is_served_or_cut_at_header_read() {
     .unwrap();
     let three = read_answer(&mut s, &mut pending).await;
     assert_eq!(three.json()["path"], "/api/three");
-    let started = Instant::now();
-    let mut closed = false;
-    while started.elapsed() < Duration::from_secs(4) {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        if s.write_all(b"a").await.is_err() || closed_within(&mut s, Duration::ZERO).await {
-            closed = true;
-            break;
-        }
-    }
-    assert!(closed, "a dribbled pipelined head is cut at header_read");
-    assert!(
-        started.elapsed() < Duration::from_millis(3500),
-        "cut after {:?}",
-        started.elapsed()
-    );
+    assert_cut_while_dribbling(&mut s, "a dribbled pipelined head is cut at header_read").await;
     assert_eq!(app.hits(), 3, "the dribbled request never reached the app");
 }
 
@@ -320,21 +326,32 @@ async fn the_next_head_on_a_keep_alive_connection_is_under_header_read_too() {
     s.write_all(b"GET /api/second HTTP/1.1\r\nHost: localhost\r\nX-Slow: a")
         .await
         .unwrap();
-    let started = Instant::now();
-    let mut closed = false;
-    while started.elapsed() < Duration::from_secs(4) {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        if s.write_all(b"a").await.is_err() || closed_within(&mut s, Duration::ZERO).await {
-            closed = true;
-            break;
-        }
-    }
-    assert!(closed, "a dribbled second head is cut at header_read");
-    assert!(
-        started.elapsed() < Duration::from_millis(3500),
-        "cut after {:?}",
-        started.elapsed()
-    );
+    assert_cut_while_dribbling(&mut s, "a dribbled second head is cut at header_read").await;
+    assert_eq!(app.hits(), 1, "the dribbled request never reached the app");
+}
+
+/// Empty lines before a request line are skipped (RFC 9112 §2.2) but are no head: a client
+/// that sends them first is still cut at `header_read` if its head dribbles.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_lines_before_a_head_do_not_stop_its_clock() {
+    let app = Upstream::start("app").await;
+    let gw = Gateway::start(&config(
+        &app,
+        "timeouts = { idle = \"30s\", header_read = \"1s\" }",
+    ))
+    .await;
+    let mut s = connect_plain(&gw).await;
+    s.write_all(b"\r\n\r\nGET /api/slow HTTP/1.1\r\nHost: localhost\r\nX-Slow: a")
+        .await
+        .unwrap();
+    assert_cut_while_dribbling(&mut s, "a head after empty lines is cut at header_read").await;
+    // Sent whole, such a request is served.
+    let mut s = connect_plain(&gw).await;
+    s.write_all(b"\r\n\r\nGET /api/whole HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_answer(&mut s, &mut Vec::new()).await;
+    assert_eq!(answer.json()["path"], "/api/whole");
     assert_eq!(app.hits(), 1, "the dribbled request never reached the app");
 }
 

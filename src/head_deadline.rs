@@ -85,10 +85,26 @@ pub struct HeadDeadline {
     /// is off on the plain listeners).
     out: Vec<u8>,
     out_sent: usize,
+    /// Set once the connection is being closed (see [`HeadDeadline::poll_close`]).
+    closing: Option<Linger>,
+}
+
+/// Where a closing connection is: when it stops waiting for the client, and whether the
+/// client was sent the end of the stream.
+#[derive(Debug, Clone, Copy)]
+struct Linger {
+    until: Instant,
+    idle_until: Instant,
+    fin_sent: bool,
 }
 
 /// The most [`HeadDeadline`] gathers before writing: a response head and a small body.
 const GATHER: usize = 1460;
+
+/// How long a closing connection goes on reading, and dropping, what the client still sends:
+/// in all, and since the last bytes came (nginx's `lingering_time` and `lingering_timeout`).
+const LINGER: Duration = Duration::from_secs(30);
+const LINGER_IDLE: Duration = Duration::from_secs(5);
 
 /// The most a wait for a request's first bytes reads ahead: a typical request head whole.
 const READ_AHEAD: usize = 2048;
@@ -124,6 +140,7 @@ impl HeadDeadline {
             ahead: None,
             out: Vec::new(),
             out_sent: 0,
+            closing: None,
         })
     }
 
@@ -313,6 +330,65 @@ impl HeadDeadline {
         }
     }
 
+    /// Polls the connection's one timer, set for `deadline`: ready once it has passed.
+    fn poll_timer(&mut self, cx: &mut Context<'_>, deadline: Instant) -> Poll<()> {
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
+        timer.as_mut().poll(cx)
+    }
+
+    /// The close: what is gathered is sent, then the end of the stream, then whatever the
+    /// client still sends is read and dropped until it closes too, `LINGER_IDLE` passes with
+    /// nothing, or `LINGER` in all (RFC 9112 §9.6). A client still sending (the rest of a body
+    /// refused before it was read, requests pipelined behind a refusal) would otherwise have
+    /// the connection reset under it, and lose the answer it had not read yet: a 413 would
+    /// reach it as a broken pipe. Every outcome is `Ok`: the connection is done either way.
+    fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut linger = *self.closing.get_or_insert_with(|| {
+            let now = Instant::now();
+            Linger {
+                until: now + LINGER,
+                idle_until: now + LINGER_IDLE,
+                fin_sent: false,
+            }
+        });
+        let progress = loop {
+            if !linger.fin_sent {
+                match self.poll_send_gathered(cx) {
+                    Poll::Ready(Ok(())) => {}
+                    other => break other,
+                }
+                match Pin::new(&mut self.inner).poll_shutdown(cx) {
+                    Poll::Ready(Ok(())) => linger.fin_sent = true,
+                    other => break other,
+                }
+            }
+            let mut scratch = [MaybeUninit::<u8>::uninit(); READ_AHEAD];
+            let mut read = ReadBuf::uninit(&mut scratch);
+            match Pin::new(&mut self.inner).poll_read(cx, &mut read) {
+                Poll::Ready(Ok(())) if !read.filled().is_empty() => {
+                    linger.idle_until = linger.until.min(Instant::now() + LINGER_IDLE);
+                }
+                // The client closed, or the connection failed: done.
+                Poll::Ready(_) => break Poll::Ready(Ok(())),
+                Poll::Pending => break Poll::Pending,
+            }
+        };
+        self.closing = Some(linger);
+        match progress {
+            // A failure to send means the client is gone: done too.
+            Poll::Ready(_) => Poll::Ready(Ok(())),
+            Poll::Pending => {
+                ready!(self.poll_timer(cx, linger.idle_until));
+                Poll::Ready(Ok(()))
+            }
+        }
+    }
+
     /// Reads from the connection under the head deadline (when a head is being read).
     fn poll_read_timed(
         &mut self,
@@ -332,16 +408,8 @@ impl HeadDeadline {
                     return Poll::Pending;
                 };
                 // Be woken at the deadline even if the client sends nothing more.
-                let timer = self
-                    .timer
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-                if timer.deadline() != deadline {
-                    timer.as_mut().reset(deadline);
-                }
-                match timer.as_mut().poll(cx) {
-                    Poll::Ready(()) => Poll::Ready(Err(self.timed_out())),
-                    Poll::Pending => Poll::Pending,
-                }
+                ready!(self.poll_timer(cx, deadline));
+                Poll::Ready(Err(self.timed_out()))
             }
             ready => ready,
         }
@@ -441,9 +509,9 @@ impl AsyncWrite for HeadDeadline {
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 
+    /// Closes lingering: see [`HeadDeadline::poll_close`].
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        ready!(self.poll_send_gathered(cx))?;
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        self.poll_close(cx)
     }
 }
 
@@ -688,6 +756,37 @@ mod tests {
         read_a_head(&mut server, &mut client).await;
         assert!(!server.next_request(Some(b"\r\n")));
         assert_eq!(server.phase, Phase::Between);
+    }
+
+    /// A close sends what is gathered and the end of the stream at once, then reads and drops
+    /// what the client still sends (the rest of a refused upload) until the client closes.
+    #[tokio::test]
+    async fn a_close_lingers_while_the_client_still_sends() {
+        let (mut server, mut client, _) = pair(5000);
+        read_a_head(&mut server, &mut client).await;
+        server.write_all(OK_RESPONSE).await.unwrap();
+        let closing = tokio::spawn(async move { server.shutdown().await });
+        let mut out = Vec::new();
+        client.read_to_end(&mut out).await.unwrap();
+        assert_eq!(out, OK_RESPONSE, "the answer, then the end of the stream");
+        for _ in 0..64 {
+            client.write_all(&[b'x'; 1024]).await.expect("still read");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!closing.is_finished(), "lingers until the client closes");
+        drop(client);
+        let closed = tokio::time::timeout(Duration::from_secs(2), closing).await;
+        assert!(matches!(closed, Ok(Ok(Ok(())))), "{closed:?}");
+    }
+
+    /// A client that neither sends nor closes is waited for `LINGER_IDLE`, no longer.
+    #[tokio::test]
+    async fn a_close_waits_for_a_silent_client_no_longer_than_linger_idle() {
+        let (mut server, _client, _) = pair(5000);
+        let started = Instant::now();
+        let closed = tokio::time::timeout(LINGER_IDLE * 2, server.shutdown()).await;
+        assert!(matches!(closed, Ok(Ok(()))), "{closed:?}");
+        assert!(started.elapsed() >= LINGER_IDLE, "{:?}", started.elapsed());
     }
 
     /// A response whose body is its last two bytes, `ok`.

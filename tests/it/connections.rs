@@ -330,6 +330,52 @@ async fn the_next_head_on_a_keep_alive_connection_is_under_header_read_too() {
     assert_eq!(app.hits(), 1, "the dribbled request never reached the app");
 }
 
+/// A client that sends a whole upload before it reads (as Python's `http.client` and
+/// `requests` do) gets the gateway's 413, whether the limit was seen in `Content-Length` before
+/// the body was read or while a chunked body streamed: the connection is closed lingering,
+/// reading and dropping the rest of the body, not reset under the answer (RFC 9112 §9.6).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_upload_is_answered_to_a_client_that_sends_it_whole() {
+    let app = Upstream::start("app").await;
+    let gw = Gateway::start(&config(&app, "max_body = \"1MiB\"")).await;
+    const BODY: usize = 32 << 20;
+    let chunk = vec![b'x'; 64 << 10];
+    for chunked in [false, true] {
+        let mut s = connect_plain(&gw).await;
+        let framing = if chunked {
+            "Transfer-Encoding: chunked".to_string()
+        } else {
+            format!("Content-Length: {BODY}")
+        };
+        s.write_all(
+            format!("POST /api/upload HTTP/1.1\r\nHost: localhost\r\n{framing}\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        for _ in 0..BODY / chunk.len() {
+            let sent = if chunked {
+                s.write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+                    .await
+                    .and(s.write_all(&chunk).await)
+                    .and(s.write_all(b"\r\n").await)
+            } else {
+                s.write_all(&chunk).await
+            };
+            sent.unwrap_or_else(|e| panic!("chunked {chunked}: the upload was cut: {e}"));
+        }
+        if chunked {
+            s.write_all(b"0\r\n\r\n").await.unwrap();
+        }
+        let answer = read_answer(&mut s, &mut Vec::new()).await;
+        assert_eq!(answer.status(), 413, "chunked {chunked}: {}", answer.head);
+        assert!(answer.json()["request_id"].is_string());
+        assert!(
+            closed_within(&mut s, Duration::from_secs(5)).await,
+            "chunked {chunked}: closed after the answer"
+        );
+    }
+}
+
 /// Empty lines before a request line are skipped (RFC 9112 §2.2) but are no head: a client
 /// that sends them first is still cut at `header_read` if its head dribbles.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -564,6 +564,8 @@ where
                 .flatten()
                 .map(|s| ReusedHttpStream::from_reusable_stream(s, persistent_settings))
         } else {
+            // Palisade: closed, not dropped (patch 13).
+            close_unreused(&mut session).await;
             None
         }
     }
@@ -1415,8 +1417,21 @@ where
                 .flatten()
                 .map(|s| ReusedHttpStream::from_reusable_stream(s, persistent_settings))
         } else {
+            // Palisade: closed, not dropped (patch 13).
+            close_unreused(&mut session).await;
             None
         }
+    }
+}
+
+/// Palisade: an HTTP/1.x connection that is not reused is shut down rather than dropped
+/// (patch 13), as it is when `finish` finds it cannot be kept: the client is sent the end of
+/// the stream, and the stream's own close (Palisade's lingers while the client still sends)
+/// runs, so a client still sending does not have the connection reset under the answer it
+/// has not read yet.
+async fn close_unreused(session: &mut Session) {
+    if matches!(*session.downstream_session, HttpSession::H1(_)) {
+        session.downstream_session.shutdown().await;
     }
 }
 

@@ -123,6 +123,17 @@ async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
     }
 }
 
+/// An app, and the gateway in front of it with `header_read = "1s"` (and a long `idle`).
+async fn start_with_header_read_1s() -> (Upstream, Gateway) {
+    let app = Upstream::start("app").await;
+    let gw = Gateway::start(&config(
+        &app,
+        "timeouts = { idle = \"30s\", header_read = \"1s\" }",
+    ))
+    .await;
+    (app, gw)
+}
+
 /// Dribbles a byte every 200 ms on `s`, whose head `header_read = "1s"` must cut: it is
 /// closed within 3.5 s (the deadline, and the next wake-up of a busy machine).
 async fn assert_cut_while_dribbling(s: &mut TcpStream, what: &str) {
@@ -237,12 +248,7 @@ async fn pipelined_requests_are_answered_in_order_on_one_connection() {
 /// at `header_read` like any other head.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pipelined_head_split_across_reads_is_served_or_cut_at_header_read() {
-    let app = Upstream::start("app").await;
-    let gw = Gateway::start(&config(
-        &app,
-        "timeouts = { idle = \"30s\", header_read = \"1s\" }",
-    ))
-    .await;
+    let (app, gw) = start_with_header_read_1s().await;
     let mut s = connect_plain(&gw).await;
     let mut pending = Vec::new();
     s.write_all(
@@ -309,12 +315,7 @@ async fn a_keep_alive_connection_serves_requests_until_idle_then_closes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_next_head_on_a_keep_alive_connection_is_under_header_read_too() {
-    let app = Upstream::start("app").await;
-    let gw = Gateway::start(&config(
-        &app,
-        "timeouts = { idle = \"30s\", header_read = \"1s\" }",
-    ))
-    .await;
+    let (app, gw) = start_with_header_read_1s().await;
     let mut s = connect_plain(&gw).await;
     let mut pending = Vec::new();
     s.write_all(b"GET /api/first HTTP/1.1\r\nHost: localhost\r\n\r\n")
@@ -380,12 +381,7 @@ async fn a_refused_upload_is_answered_to_a_client_that_sends_it_whole() {
 /// that sends them first is still cut at `header_read` if its head dribbles.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn empty_lines_before_a_head_do_not_stop_its_clock() {
-    let app = Upstream::start("app").await;
-    let gw = Gateway::start(&config(
-        &app,
-        "timeouts = { idle = \"30s\", header_read = \"1s\" }",
-    ))
-    .await;
+    let (app, gw) = start_with_header_read_1s().await;
     let mut s = connect_plain(&gw).await;
     s.write_all(b"\r\n\r\nGET /api/slow HTTP/1.1\r\nHost: localhost\r\nX-Slow: a")
         .await

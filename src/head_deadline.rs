@@ -106,6 +106,9 @@ const GATHER: usize = 1460;
 const LINGER: Duration = Duration::from_secs(30);
 const LINGER_IDLE: Duration = Duration::from_secs(5);
 
+/// How much of what a closing connection's client still sends is read (and dropped) at once.
+const LINGER_READ: usize = 16 * 1024;
+
 /// The most a wait for a request's first bytes reads ahead: a typical request head whole.
 const READ_AHEAD: usize = 2048;
 
@@ -367,11 +370,15 @@ impl HeadDeadline {
                     other => break other,
                 }
             }
-            let mut scratch = [MaybeUninit::<u8>::uninit(); READ_AHEAD];
+            let mut scratch = [MaybeUninit::<u8>::uninit(); LINGER_READ];
             let mut read = ReadBuf::uninit(&mut scratch);
             match Pin::new(&mut self.inner).poll_read(cx, &mut read) {
                 Poll::Ready(Ok(())) if !read.filled().is_empty() => {
-                    linger.idle_until = linger.until.min(Instant::now() + LINGER_IDLE);
+                    let now = Instant::now();
+                    if now >= linger.until {
+                        break Poll::Ready(Ok(()));
+                    }
+                    linger.idle_until = linger.until.min(now + LINGER_IDLE);
                 }
                 // The client closed, or the connection failed: done.
                 Poll::Ready(_) => break Poll::Ready(Ok(())),

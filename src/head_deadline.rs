@@ -350,7 +350,11 @@ impl HeadDeadline {
     /// refused before it was read, requests pipelined behind a refusal) would otherwise have
     /// the connection reset under it, and lose the answer it had not read yet: a 413 would
     /// reach it as a broken pipe. Every outcome is `Ok`: the connection is done either way.
+    ///
+    /// A connection closed while a head is read (it timed out, or was refused unparsable) is
+    /// not lingered on: the client still sending is a slow or broken head, owed no more time.
     fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let in_head = matches!(self.phase, Phase::Head { .. });
         let mut linger = *self.closing.get_or_insert_with(|| {
             let now = Instant::now();
             Linger {
@@ -369,6 +373,9 @@ impl HeadDeadline {
                     Poll::Ready(Ok(())) => linger.fin_sent = true,
                     other => break other,
                 }
+            }
+            if in_head {
+                break Poll::Ready(Ok(()));
             }
             let mut scratch = [MaybeUninit::<u8>::uninit(); LINGER_READ];
             let mut read = ReadBuf::uninit(&mut scratch);
@@ -789,11 +796,24 @@ mod tests {
     /// A client that neither sends nor closes is waited for `LINGER_IDLE`, no longer.
     #[tokio::test]
     async fn a_close_waits_for_a_silent_client_no_longer_than_linger_idle() {
-        let (mut server, _client, _) = pair(5000);
+        let (mut server, mut client, _) = pair(5000);
+        read_a_head(&mut server, &mut client).await;
         let started = Instant::now();
         let closed = tokio::time::timeout(LINGER_IDLE * 2, server.shutdown()).await;
         assert!(matches!(closed, Ok(Ok(()))), "{closed:?}");
         assert!(started.elapsed() >= LINGER_IDLE, "{:?}", started.elapsed());
+    }
+
+    /// A close while a head is read (its deadline passed, or it was refused) does not linger.
+    #[tokio::test]
+    async fn a_close_during_a_head_does_not_linger() {
+        let (mut server, mut client, _) = pair(5000);
+        client.write_all(b"GET / HTTP/1.1\r\nHo").await.unwrap();
+        let mut buf = [0u8; 64];
+        assert!(server.read(&mut buf).await.unwrap() > 0);
+        let closed = tokio::time::timeout(Duration::from_secs(1), server.shutdown()).await;
+        assert!(matches!(closed, Ok(Ok(()))), "{closed:?}");
+        drop(client);
     }
 
     /// A response whose body is its last two bytes, `ok`.

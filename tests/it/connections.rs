@@ -152,6 +152,41 @@ async fn assert_cut_while_dribbling(s: &mut TcpStream, what: &str) {
         "{what}: cut after {:?}",
         started.elapsed()
     );
+    assert_not_lingered(s, what).await;
+}
+
+/// The gateway closed `s` outright, without the lingering close that reads what a client
+/// still sends: a slow client cut for its slowness is not waited on. Within 2 s a write
+/// fails (the closed socket answers the first with a reset); a lingering close would take
+/// them for 5 s.
+async fn assert_not_lingered(s: &mut TcpStream, what: &str) {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(2) {
+        if s.write_all(b"x").await.is_err() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{what}: writes still taken 2 s after the close");
+}
+
+/// A body that stalls longer than `body_read` gets the gateway's 400, and its connection is
+/// closed outright.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_body_is_answered_and_its_connection_closed_outright() {
+    let app = Upstream::start("app").await;
+    let gw = Gateway::start(&config(&app, "timeouts = { body_read = \"1s\" }")).await;
+    let mut s = connect_plain(&gw).await;
+    s.write_all(
+        b"POST /api/slow HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\n0123456789",
+    )
+    .await
+    .unwrap();
+    let answer = read_answer(&mut s, &mut Vec::new()).await;
+    assert_eq!(answer.status(), 400, "{}", answer.head);
+    assert!(answer.json()["request_id"].is_string());
+    assert!(closed_within(&mut s, Duration::from_secs(2)).await);
+    assert_not_lingered(&mut s, "a stalled body").await;
 }
 
 /// Pipelining (RFC 9112 §9.3.2): requests sent before the first is answered are each served,

@@ -545,6 +545,8 @@ where
         self.inner
             .logging(&mut session, error.as_deref(), ctx)
             .await;
+        // Palisade: see `close_unreused` (patch 13).
+        let lingers = lingers_after(error.as_deref());
 
         if let Some(e) = error {
             session.downstream_session.on_proxy_failure(e);
@@ -565,7 +567,7 @@ where
                 .map(|s| ReusedHttpStream::from_reusable_stream(s, persistent_settings))
         } else {
             // Palisade: closed, not dropped (patch 13).
-            close_unreused(&mut session).await;
+            close_unreused(&mut session, lingers).await;
             None
         }
     }
@@ -1401,6 +1403,8 @@ where
         }
         self.inner.logging(&mut session, Some(&e), ctx).await;
         self.cleanup_sub_req(&mut session);
+        // Palisade: see `close_unreused` (patch 13).
+        let lingers = lingers_after(Some(&e));
 
         session.downstream_session.on_proxy_failure(e);
 
@@ -1418,7 +1422,7 @@ where
                 .map(|s| ReusedHttpStream::from_reusable_stream(s, persistent_settings))
         } else {
             // Palisade: closed, not dropped (patch 13).
-            close_unreused(&mut session).await;
+            close_unreused(&mut session, lingers).await;
             None
         }
     }
@@ -1428,11 +1432,25 @@ where
 /// (patch 13), as it is when `finish` finds it cannot be kept: the client is sent the end of
 /// the stream, and the stream's own close (Palisade's lingers while the client still sends)
 /// runs, so a client still sending does not have the connection reset under the answer it
-/// has not read yet.
-async fn close_unreused(session: &mut Session) {
-    if matches!(*session.downstream_session, HttpSession::H1(_)) {
+/// has not read yet. Not when `lingers` is false (see [`lingers_after`]): then it is dropped.
+async fn close_unreused(session: &mut Session, lingers: bool) {
+    if lingers && matches!(*session.downstream_session, HttpSession::H1(_)) {
         session.downstream_session.shutdown().await;
     }
+}
+
+/// Palisade: whether a connection that ends with `error` is worth closing gracefully (patch
+/// 13). Not when the client's own connection failed or stalled (a read or write that timed
+/// out or failed, a close): nothing more reaches a client that broke off, and a slow client
+/// cut for being slow is not kept waiting on.
+fn lingers_after(error: Option<&Error>) -> bool {
+    !error.is_some_and(|e| {
+        e.esource() == &ErrorSource::Downstream
+            && matches!(
+                e.etype(),
+                ReadTimedout | WriteTimedout | ReadError | WriteError | ConnectionClosed
+            )
+    })
 }
 
 /* Make process_subrequest() a trait to workaround https://github.com/rust-lang/rust/issues/78649
